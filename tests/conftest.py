@@ -1,0 +1,15 @@
+"""Test set-up: 8 simulated CPU devices so every sharded code path runs in CI."""
+import os
+
+os.environ.setdefault('XLA_FLAGS', '')
+if '--xla_force_host_platform_device_count' not in os.environ['XLA_FLAGS']:
+  os.environ['XLA_FLAGS'] += ' --xla_force_host_platform_device_count=8'
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import jax  # noqa: E402
+
+jax.config.update('jax_num_cpu_devices', 8)
+# Share compiled programs across test runs (and CI re-runs).
+_CACHE = os.path.join(os.path.dirname(__file__), '..', '.cache', 'jax')
+jax.config.update('jax_compilation_cache_dir', os.path.abspath(_CACHE))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
