@@ -1,0 +1,46 @@
+r"""The embedded default job: synthetic benchmark, 3 methods x 2 protocols.
+
+  make demo
+  # same as:
+  python -m skel_jax.main --config=configs/demo.py --workdir=runs/demo
+  python -m skel_jax.main --config=configs/demo.py:smoke --workdir=/tmp/demo_smoke
+
+Methods share one budget: the two MoCo runs pretrain for the same number of
+steps; all six localization runs train the same U-fusion head for the same
+number of epochs on the same 20% of labeled training sequences.
+"""
+import importlib.util
+import os
+
+import ml_collections
+
+from skel_jax import config_defaults
+
+
+def _sibling(name):
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + '.py')
+  spec = importlib.util.spec_from_file_location(f'_skel_cfg_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  variant = arg or None
+  c = ml_collections.ConfigDict()
+  c.stage = 'demo'
+  c.methods = ('random_init', 'video_moco', 'snippet_moco')
+  c.protocols = ('linear', 'finetune')
+  c.label_fraction = 0.2
+  c.linear_lr = 1e-3
+  c.num_plot_sequences = 3
+  c.pretrain = _sibling('pretrain_synthetic').get_config(variant)
+  c.finetune = _sibling('finetune_synthetic').get_config(variant)
+  c.data = c.pretrain.data.copy_and_resolve_references()
+  c.data.pad_length = c.finetune.data.pad_length
+  if variant is None:
+    c.pretrain.num_steps = 150
+    c.finetune.num_epochs = 30
+    c.finetune.warmup_epochs = 2.0
+    c.finetune.lr_decay_epochs = (24,)
+  return c

@@ -1,0 +1,38 @@
+r"""Frame-level localization with the U-shaped fusion head on the synthetic benchmark.
+
+  python -m skel_jax.main --config=configs/finetune_synthetic.py \
+      --workdir=runs/finetune_synthetic \
+      --config.pretrain_workdir=runs/pretrain_synthetic
+  python -m skel_jax.main --config=configs/finetune_synthetic.py:smoke \
+      --workdir=/tmp/ft_smoke --config.pretrain_workdir=/tmp/pre_smoke
+
+Linear probe: ``--config.protocol=linear``; random init: ``--config.init=random``;
+20% labels: ``--config.label_fraction=0.2``; baseline head:
+``--config.model.head=upsample --config.optimizer.lr=1e-3``.
+"""
+from skel_jax import config_defaults
+
+
+def get_config(arg=None):
+  c = config_defaults.finetune_config()
+  c.model.backbone.width = 0.125
+  c.model.num_snippets = 16
+  c.model.head_dim = 64
+  c.data.pad_length = 320
+  c.optimizer.lr = 1e-3
+  c.num_epochs = 40
+  c.warmup_epochs = 2
+  c.lr_decay_epochs = (30, 35)
+  if arg == 'smoke':
+    c.data.config = 'smoke'
+    c.data.pad_length = 128
+    c.model.num_snippets = 8
+    c.num_epochs = 0
+    c.num_steps = 12
+    c.warmup_epochs = 0.0
+    c.lr_decay_epochs = ()
+    c.log_every = 4
+    c.checkpoint.save_interval_steps = 6
+  elif arg:
+    raise ValueError(f'unknown variant {arg!r}; expected smoke or none')
+  return c

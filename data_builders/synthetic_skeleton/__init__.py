@@ -1,0 +1,1 @@
+"""Synthetic NTU-25 skeleton temporal-action-localization dataset."""

@@ -1,0 +1,39 @@
+"""The one place that talks to Orbax (so a move to ``ocp.v1`` stays local)."""
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def abstract_like(tree, sharding):
+  """ShapeDtypeStructs carrying the target sharding (restore onto any mesh)."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+class Checkpointer:
+  """Async CheckpointManager with a save interval and a keep-N policy."""
+
+  def __init__(self, directory, *, save_interval_steps=1000, max_to_keep=3):
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=save_interval_steps, max_to_keep=max_to_keep,
+        create=True, enable_async_checkpointing=True)
+    self.directory = os.path.abspath(directory)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, step, state, force=False):
+    """Saves if the interval policy says so (or ``force``); returns True if saved."""
+    return self.manager.save(step, args=ocp.args.StandardSave(state),
+                             force=force)
+
+  def restore(self, abstract_state, step=None):
+    step = self.latest_step() if step is None else step
+    return self.manager.restore(step,
+                                args=ocp.args.StandardRestore(abstract_state))
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()

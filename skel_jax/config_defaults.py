@@ -1,0 +1,98 @@
+"""Default experiment settings shared by the files in ``configs/``.
+
+Values follow the released SnipCLR code (METHOD.md); experiment files override
+what differs (dataset, size, budget). Every field is overridable on the command
+line, e.g. ``--config.pretrain.snippet_weight=0``.
+"""
+import ml_collections
+
+
+def data_config(name='synthetic_skeleton', config='default', dir='data'):
+  return ml_collections.ConfigDict({
+      'name': name, 'config': config, 'dir': dir, 'build_if_missing': True,
+      'pretrain_split': 'pretrain', 'train_split': 'train',
+      'eval_split': 'val',
+      'clip_len': 128,      # pretraining window length (frames)
+      'pad_length': 320,    # localization sequences are padded to this length
+  })
+
+
+def model_config(width=1.0):
+  return ml_collections.ConfigDict({
+      'backbone': {'name': 'agcn', 'width': width},
+      'feature_dim': 128,   # MoCo embedding size
+      'num_snippets': 19,   # S, dense snippets per clip
+      'taps': (1, 7, 10),   # backbone units fused by the U-shaped module
+      'head': 'ufusion',    # 'ufusion' | 'upsample' (baseline)
+      'head_dim': 512,
+  })
+
+
+def checkpoint_config():
+  return ml_collections.ConfigDict({'save_interval_steps': 1000,
+                                    'max_to_keep': 3})
+
+
+def pretrain_config():
+  c = ml_collections.ConfigDict()
+  c.stage = 'pretrain'
+  c.seed = 0
+  c.data = data_config()
+  c.model = model_config()
+  c.pretrain = {
+      'momentum': 0.999, 'temperature': 0.07,
+      'queue_size': 32768, 'snippet_queue_size': 32768,
+      'snippet_weight': 1.5,   # lambda; 0 = video-level MoCo baseline
+  }
+  c.augment = {
+      'crop_padding_ratio': 6, 'shear_amplitude': 0.5,
+      'noise_std': 0.01, 'noise_prob': 0.5,
+      'blur_kernel': 15, 'blur_sigma': (0.1, 2.0), 'blur_prob': 0.5,
+      'axis_mask_prob': 0.5,
+  }
+  c.optimizer = {'name': 'sgd', 'lr': 0.1, 'momentum': 0.9,
+                 'weight_decay': 1e-4, 'grad_clip_norm': 0.0}
+  c.batch_size = 128
+  c.num_epochs = 600
+  c.num_steps = 0            # > 0 overrides num_epochs
+  c.warmup_epochs = 10.0
+  c.lr_decay_epochs = (550,)
+  c.log_every = 50
+  c.checkpoint = checkpoint_config()
+  return c
+
+
+def eval_config():
+  return ml_collections.ConfigDict({
+      'batch_size': 8,
+      'decoder': 'outer_inner',
+      'thresholds': (0.03, 0.035, 0.04, 0.045, 0.05),
+      'min_length': 3, 'outer_ratio': 0.25, 'outer_weight': 0.6,
+      'nms_threshold': 0.2,
+      'metric': 'exact',
+      'iou_thresholds': (0.1, 0.2, 0.3, 0.4, 0.5),
+      'num_plot_sequences': 4,
+  })
+
+
+def finetune_config():
+  c = ml_collections.ConfigDict()
+  c.stage = 'finetune'
+  c.seed = 5
+  c.protocol = 'finetune'    # 'finetune' | 'linear'
+  c.init = 'pretrained'      # 'pretrained' | 'random'
+  c.pretrain_workdir = ''
+  c.label_fraction = 1.0
+  c.data = data_config()
+  c.model = model_config()
+  c.optimizer = {'name': 'adam', 'lr': 1e-4, 'weight_decay': 1e-4,
+                 'grad_clip_norm': 0.0}
+  c.batch_size = 8
+  c.num_epochs = 40
+  c.num_steps = 0
+  c.warmup_epochs = 10.0
+  c.lr_decay_epochs = (30, 35)
+  c.log_every = 10
+  c.checkpoint = checkpoint_config()
+  c.eval = eval_config()
+  return c

@@ -1,0 +1,284 @@
+"""Stage 2: frame-level localization (full finetune or linear probe) + evaluation.
+
+Only backbone weights (and their BN statistics) come from a pretraining run;
+heads start from scratch. Under the linear protocol the backbone is frozen
+and runs with BatchNorm in inference mode; the per-frame head (U-shaped fusion
+module + classifier) is trained.
+"""
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from skel_jax import checkpoint
+from skel_jax import input_pipeline
+from skel_jax import metrics as metrics_lib
+from skel_jax import postprocess
+from skel_jax import pretrain
+from skel_jax import train_utils
+from skel_jax.models import Localizer
+
+PROTOCOLS = ('finetune', 'linear')
+
+
+# ---------------------------------------------------------------------------
+# Model, pretrained weights, trainable subset.
+# ---------------------------------------------------------------------------
+def build_model(config, num_classes):
+  return Localizer(config.model, num_classes, rngs=nnx.Rngs(config.seed))
+
+
+def load_pretrained_backbone(pretrain_workdir):
+  """Backbone params and BN statistics of the query encoder of a pretraining run."""
+  with open(os.path.join(pretrain_workdir, 'config.json')) as f:
+    pcfg = ml_collections.ConfigDict(json.load(f))
+  # A callable schedule gives the optimizer state the same structure as in
+  # pretraining (optax stores a step count for schedules).
+  tx = train_utils.make_optimizer(pcfg.optimizer, lambda step: 0.0)
+  abstract = jax.eval_shape(lambda: pretrain.init_state(pcfg, tx)[1])
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  ckpt = checkpoint.Checkpointer(os.path.join(pretrain_workdir, 'checkpoints'))
+  if ckpt.latest_step() is None:
+    raise FileNotFoundError(f'no checkpoint under {pretrain_workdir}/checkpoints')
+  restored = ckpt.restore(checkpoint.abstract_like(abstract, sharding))
+  ckpt.close()
+  return restored['params']['backbone'], restored['batch_stats']['backbone']
+
+
+def _check_same_shapes(name, target, source):
+  t = {jax.tree_util.keystr(p): x.shape
+       for p, x in jax.tree_util.tree_leaves_with_path(target)}
+  s = {jax.tree_util.keystr(p): x.shape
+       for p, x in jax.tree_util.tree_leaves_with_path(source)}
+  bad = [f'{k}: model {t.get(k)} vs checkpoint {s.get(k)}'
+         for k in sorted(set(t) | set(s)) if t.get(k) != s.get(k)]
+  if bad:
+    raise ValueError(f'{name}: pretrained backbone does not fit the model '
+                     f'({len(bad)} mismatches): ' + '; '.join(bad[:8]))
+
+
+def init_params(config, num_classes):
+  model = build_model(config, num_classes)
+  graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  if config.init == 'pretrained':
+    bb_params, bb_stats = load_pretrained_backbone(config.pretrain_workdir)
+    _check_same_shapes('params', params['backbone'], bb_params)
+    _check_same_shapes('batch_stats', stats['backbone'], bb_stats)
+    params['backbone'] = jax.tree.map(jnp.asarray, bb_params)
+    stats['backbone'] = jax.tree.map(jnp.asarray, bb_stats)
+  elif config.init != 'random':
+    raise ValueError(f'init={config.init!r}: expected pretrained or random')
+  return graphdef, params, stats
+
+
+def split_trainable(params, protocol):
+  """(trainable, frozen): the whole model, or the head only for the linear probe."""
+  if protocol == 'finetune':
+    return params, None
+  return params['head'], params['backbone']
+
+
+def join_params(trainable, frozen, protocol):
+  if protocol == 'finetune':
+    return trainable
+  return nnx.State({'backbone': frozen, 'head': trainable})
+
+
+# ---------------------------------------------------------------------------
+# Update and inference steps.
+# ---------------------------------------------------------------------------
+def forward(model, x, train, protocol):
+  if protocol == 'linear':
+    taps = [jax.lax.stop_gradient(t) for t in model.taps_of(x, train=False)]
+    return model.head(taps, train, length=x.shape[2])
+  return model(x, train=train)
+
+
+def frame_cross_entropy(logits, labels):
+  """Mean softmax CE over non-padded frames (label -1 = padding)."""
+  mask = labels >= 0
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), jnp.maximum(labels, 0))
+  return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def train_step(state, batch, *, graphdef, tx, protocol, schedule):
+  def loss_fn(trainable, batch_stats):
+    params = join_params(trainable, state['frozen'], protocol)
+    model = nnx.merge(graphdef, params, batch_stats, copy=True)
+    logits = forward(model, batch['x'], True, protocol)
+    loss = frame_cross_entropy(logits, batch['labels'])
+    mask = batch['labels'] >= 0
+    acc = jnp.sum((jnp.argmax(logits, -1) == batch['labels']) * mask) / (
+        jnp.maximum(jnp.sum(mask), 1))
+    return loss, ({'loss': loss, 'frame_acc': acc},
+                  nnx.state(model, nnx.BatchStat))
+
+  grads, (metrics, stats) = jax.grad(loss_fn, has_aux=True)(
+      state['trainable'], state['batch_stats'])
+  updates, opt_state = tx.update(grads, state['opt_state'], state['trainable'])
+  trainable = optax.apply_updates(state['trainable'], updates)
+  metrics['lr'] = schedule(state['step'])
+  return dict(state, step=state['step'] + 1, trainable=trainable,
+              batch_stats=stats, opt_state=opt_state), metrics
+
+
+def predict_step(state, x, *, graphdef, protocol):
+  params = join_params(state['trainable'], state['frozen'], protocol)
+  model = nnx.merge(graphdef, params, state['batch_stats'])
+  return jax.nn.softmax(model(x, train=False).astype(jnp.float32), axis=-1)
+
+
+# ---------------------------------------------------------------------------
+# Evaluation: frame probabilities -> segments -> mAP.
+# ---------------------------------------------------------------------------
+def decode_config(eval_cfg):
+  return postprocess.DecodeConfig(
+      thresholds=tuple(eval_cfg.thresholds), min_length=eval_cfg.min_length,
+      outer_ratio=eval_cfg.outer_ratio, outer_weight=eval_cfg.outer_weight,
+      nms_threshold=eval_cfg.nms_threshold, method=eval_cfg.decoder)
+
+
+def predict_split(config, state, predict_fn, dsh, split, limit=None):
+  """Per-sequence frame probabilities and labels of a whole split (host NumPy)."""
+  out = []
+  for batch in input_pipeline.eval_batches(
+      config.data, split, global_batch=config.eval.batch_size, limit=limit):
+    probs = predict_fn(state, jax.device_put(batch['x'], dsh))
+    probs = np.asarray(jax.device_get(probs))
+    for i in np.flatnonzero(batch['valid']):
+      t = int(batch['length'][i])
+      sid = batch['sequence_id'][i]
+      sid = sid.decode() if isinstance(sid, bytes) else str(sid)
+      out.append({'id': sid, 'probs': probs[i, :t],
+                  'labels': batch['labels'][i, :t]})
+  return out
+
+
+def evaluate_predictions(predictions, num_classes, eval_cfg):
+  """mAP at the configured IoU thresholds + frame accuracy and confusion."""
+  dcfg = decode_config(eval_cfg)
+  gt, pred = {}, {}
+  confusion = np.zeros((num_classes + 1, num_classes + 1), np.int64)
+  for p in predictions:
+    gt[p['id']] = postprocess.labels_to_segments(p['labels'], num_classes)
+    pred[p['id']] = postprocess.decode_segments(p['probs'], dcfg, num_classes)
+    np.add.at(confusion, (p['labels'], np.argmax(p['probs'], -1)), 1)
+  result = metrics_lib.compute_map(
+      gt, pred, iou_thresholds=tuple(eval_cfg.iou_thresholds),
+      metric=eval_cfg.metric, num_classes=num_classes)
+  result['frame_accuracy'] = float(np.trace(confusion) / confusion.sum())
+  result['confusion'] = confusion.tolist()
+  return result, gt, pred
+
+
+# ---------------------------------------------------------------------------
+# Training loop.
+# ---------------------------------------------------------------------------
+def train_and_evaluate(config, workdir):
+  """Trains the localizer, evaluates on the val split, writes results.json."""
+  if config.protocol not in PROTOCOLS:
+    raise ValueError(f'protocol={config.protocol!r}: expected {PROTOCOLS}')
+  train_utils.print_banner(f'{config.protocol} -> {workdir}')
+  train_utils.write_run_record(workdir, config)
+  mesh = train_utils.make_mesh()
+  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
+
+  info = input_pipeline.ensure_built(config.data)
+  names = list(info.metadata['class_names'])
+  num_classes = len(names) - 1  # background is the last name
+  ds, labeled = input_pipeline.finetune_dataset(
+      config.data, config.data.train_split, global_batch=config.batch_size,
+      label_fraction=config.label_fraction, seed=config.seed)
+  steps_per_epoch = max(1, -(-len(labeled) // config.batch_size))
+  total_steps = config.get('num_steps', 0) or config.num_epochs * steps_per_epoch
+  schedule = train_utils.warmup_step_schedule(
+      config.optimizer.lr, int(config.warmup_epochs * steps_per_epoch),
+      [int(e * steps_per_epoch) for e in config.lr_decay_epochs])
+  tx = train_utils.make_optimizer(config.optimizer, schedule)
+
+  graphdef, params, stats = init_params(config, num_classes)
+  trainable, frozen = split_trainable(params, config.protocol)
+  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
+           'frozen': frozen, 'batch_stats': stats,
+           'opt_state': tx.init(trainable)}
+  state = jax.device_put(state, rep)
+  ckpt = checkpoint.Checkpointer(
+      f'{workdir}/checkpoints',
+      save_interval_steps=config.checkpoint.save_interval_steps,
+      max_to_keep=config.checkpoint.max_to_keep)
+  start = ckpt.latest_step() or 0
+  if start:
+    state = ckpt.restore(checkpoint.abstract_like(state, rep))
+    print(f'[{config.protocol}] resumed from step {start}', flush=True)
+
+  step_fn = jax.jit(
+      functools.partial(train_step, graphdef=graphdef, tx=tx,
+                        protocol=config.protocol, schedule=schedule),
+      in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
+  log = train_utils.MetricLog(workdir)
+  batches = input_pipeline.iterate(ds, start)
+  with tqdm(total=total_steps, initial=start, desc=config.protocol,
+            dynamic_ncols=True, mininterval=2.0) as bar:
+    for step in range(start, total_steps):
+      batch = input_pipeline.host_to_global(next(batches), dsh)
+      state, metrics = step_fn(state, batch)
+      done = step + 1
+      if done % config.log_every == 0 or done == total_steps:
+        log.push(done, metrics)
+      ckpt.save(done, state, force=done == total_steps)
+      bar.update(1)
+  log.flush()
+  ckpt.close()
+
+  predict_fn = jax.jit(
+      functools.partial(predict_step, graphdef=graphdef,
+                        protocol=config.protocol),
+      in_shardings=(rep, dsh), out_shardings=dsh)
+  predictions = predict_split(config, state, predict_fn, dsh,
+                              config.data.eval_split)
+  result, gt, pred = evaluate_predictions(predictions, num_classes,
+                                          config.eval)
+  result.update({'protocol': config.protocol, 'init': config.init,
+                 'label_fraction': config.label_fraction,
+                 'num_labeled_sequences': int(len(labeled)),
+                 'seed': config.seed, 'split': config.data.eval_split,
+                 'class_names': names, 'steps': int(total_steps)})
+  write_results(workdir, result, gt, pred, predictions, names, num_classes,
+                config)
+  return result
+
+
+def write_results(workdir, result, gt, pred, predictions, names, num_classes,
+                  config):
+  from skel_jax import evaluate as evaluate_cli
+  from skel_jax import plotting
+  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    json.dump(result, f, indent=2)
+  class_names = names[:num_classes]
+  evaluate_cli.save_activitynet(os.path.join(workdir, 'gt.json'), gt,
+                                 class_names, kind='gt')
+  evaluate_cli.save_activitynet(os.path.join(workdir, 'predictions.json'),
+                                 pred, class_names, kind='pred')
+  # Frame probabilities of the first sequences, for plots and later analysis.
+  keep = predictions[:max(config.eval.num_plot_sequences, 8)]
+  np.savez_compressed(
+      os.path.join(workdir, 'frame_predictions.npz'),
+      **{f'{p["id"]}/{k}': p[k] for p in keep for k in ('labels', 'probs')})
+  rows = [{'name': p['id'], 'gt': p['labels'],
+           'pred': np.argmax(p['probs'], -1), 'segments': pred[p['id']]}
+          for p in predictions[:config.eval.num_plot_sequences]]
+  if rows:
+    plotting.plot_timelines(os.path.join(workdir, 'timelines.png'), rows,
+                            names, num_classes)
+  print(f'[{config.protocol}] mAP ' + ' '.join(
+      f'@{k}={v:.1f}' for k, v in result['iou'].items()) +
+        f' mean={result["mean"]:.1f} frame_acc={result["frame_accuracy"]:.3f}',
+        flush=True)

@@ -1,0 +1,73 @@
+"""Contrastive losses and queue updates (global MoCo InfoNCE + dense snippet InfoNCE).
+
+Written on global arrays: under ``jit`` with the batch sharded over the
+``data`` mesh axis, every reduction is global, so the result is the same on 1
+or 8 devices. Queues are replicated; ``enqueue`` writes the all-gathered keys.
+"""
+import jax
+import jax.numpy as jnp
+
+
+def info_nce(pos, neg, temperature):
+  """Mean cross-entropy with the positive at index 0: pos (...,), neg (..., K)."""
+  logits = jnp.concatenate([pos[..., None], neg], axis=-1) / temperature
+  logits = logits.astype(jnp.float32)
+  return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - logits[..., 0])
+
+
+def global_moco_loss(q, k, queue, temperature):
+  """SkeletonCLR / MoCo v2: q, k (N, D) unit vectors; queue (K, D) negatives."""
+  pos = jnp.sum(q * k, axis=-1)
+  neg = q @ queue.T
+  return info_nce(pos, neg, temperature)
+
+
+def snippet_correspondence(feats_q, feats_k):
+  """For each query snippet i, j* = argmax_j cos(f_q[i], f_k[j]) (DenseCL style).
+
+  Computed on the raw pooled backbone features of the two views, so no
+  alignment of index i with i after augmentation is assumed.
+  """
+  fq = feats_q * jax.lax.rsqrt(
+      jnp.maximum(jnp.sum(feats_q**2, -1, keepdims=True), 1e-24))
+  fk = feats_k * jax.lax.rsqrt(
+      jnp.maximum(jnp.sum(feats_k**2, -1, keepdims=True), 1e-24))
+  sim = jnp.einsum('nsc,ntc->nst', fq, fk)
+  return jnp.argmax(sim, axis=-1)
+
+
+def snippet_loss(q_snip, k_snip, feats_q, feats_k, snippet_queue,
+                 temperature):
+  """Dense snippet InfoNCE over all N x S query snippets.
+
+  Positive: the key-view snippet matched by ``snippet_correspondence``.
+  Negatives: the queue of per-video mean snippet embeddings of other videos.
+  """
+  match = snippet_correspondence(feats_q, feats_k)
+  k_pos = jnp.take_along_axis(k_snip, match[..., None], axis=1)
+  pos = jnp.sum(q_snip * k_pos, axis=-1)
+  neg = jnp.einsum('nsd,kd->nsk', q_snip, snippet_queue)
+  return info_nce(pos, neg, temperature), match
+
+
+def video_snippet_embedding(k_snip):
+  """Per-video mean of the key snippet embeddings, re-normalised (queue entry)."""
+  m = jnp.mean(k_snip, axis=1)
+  return m * jax.lax.rsqrt(jnp.maximum(jnp.sum(m * m, -1, keepdims=True),
+                                       1e-24))
+
+
+def enqueue(queue, ptr, keys):
+  """Writes keys (B, D) at ``ptr`` and advances it by B (mod K).
+
+  The released code never advances the snippet queue's pointer (a bug); both
+  queues advance here. Validation guarantees K % B == 0, so no wrap-around.
+  """
+  queue = jax.lax.dynamic_update_slice(queue, keys.astype(queue.dtype),
+                                       (ptr, 0))
+  return queue, (ptr + keys.shape[0]) % queue.shape[0]
+
+
+def init_queue(key, size, dim):
+  q = jax.random.normal(key, (size, dim), jnp.float32)
+  return q / jnp.linalg.norm(q, axis=-1, keepdims=True)

@@ -1,0 +1,4 @@
+"""Flax NNX models: graph-convolutional backbones, pretraining heads, localization heads."""
+from skel_jax.models.agcn import AGCN, AGCN_CHANNELS, AGCN_STRIDES
+from skel_jax.models.encoders import MoCoEncoder, Localizer, build_backbone
+from skel_jax.models.heads import GlobalHead, SnippetHead, UFusionHead, UpsampleHead

@@ -1,0 +1,124 @@
+"""Adaptive graph convolutional network (2s-AGCN) as used by the released SnipCLR code.
+
+Layout is channels-last throughout: features are (batch, time, joints, channels).
+Persons are folded into the batch by the caller.
+"""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from skel_jax import graph
+from skel_jax.models import layers
+
+AGCN_CHANNELS = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
+AGCN_STRIDES = (1, 2, 1, 1, 2, 1, 1, 2, 1, 1)  # units 2, 5, 8 halve time
+
+
+class AdaptiveGraphConv(nnx.Module):
+  """unit_gcn: (fixed A + learnable PA + data-dependent attention) over 3 subsets.
+
+  The reference applies one 1x1 conv ``conv_d[k]`` per subset and sums them; we
+  apply a single dense layer to the concatenation of the 3 aggregated inputs,
+  which is the same linear map (its 3 biases collapse into one).
+  """
+
+  def __init__(self, cin, cout, *, embed_ratio=4, rngs):
+    adjacency = graph.agcn_spatial_partition()
+    self.num_subsets = adjacency.shape[0]
+    self.inter = max(cout // embed_ratio, 1)
+    k = self.num_subsets
+    # PA is initialised to 1e-6 (released code), added to the fixed partition.
+    self.pa = nnx.Param(jnp.full(adjacency.shape, 1e-6, jnp.float32))
+    self.embed_a = layers.dense(cin, k * self.inter, rngs)
+    self.embed_b = layers.dense(cin, k * self.inter, rngs)
+    self.project = layers.dense(k * cin, cout, rngs)
+    self.bn = layers.batch_norm(cout, rngs)
+    if cin != cout:
+      self.down = layers.dense(cin, cout, rngs)
+      self.down_bn = layers.batch_norm(cout, rngs)
+    else:
+      self.down = None
+
+  def __call__(self, x, train):
+    n, t, v, c = x.shape
+    k, inter = self.num_subsets, self.inter
+    a = self.embed_a(x).reshape(n, t, v, k, inter)
+    b = self.embed_b(x).reshape(n, t, v, k, inter)
+    # Attention over source joints v for every receiving joint w.
+    att = jnp.einsum('ntvki,ntwki->nkvw', a, b) / (inter * t)
+    att = jax.nn.softmax(att, axis=-2)
+    adjacency = jnp.asarray(graph.agcn_spatial_partition(), x.dtype)
+    adj = att + (adjacency + self.pa[...].astype(x.dtype))[None]
+    agg = jnp.einsum('ntvc,nkvw->ntwkc', x, adj).reshape(n, t, v, k * c)
+    y = self.bn(self.project(agg), use_running_average=not train)
+    res = x if self.down is None else self.down_bn(
+        self.down(x), use_running_average=not train)
+    return jax.nn.relu(y + res)
+
+
+class TemporalConv(nnx.Module):
+  """unit_tcn: conv over time (kernel k, stride s) followed by BN."""
+
+  def __init__(self, cin, cout, *, kernel=9, stride=1, rngs):
+    pad = (kernel - 1) // 2
+    self.conv = nnx.Conv(cin, cout, (kernel, 1), strides=(stride, 1),
+                         padding=((pad, pad), (0, 0)),
+                         kernel_init=layers.weight_init, rngs=rngs)
+    self.bn = layers.batch_norm(cout, rngs)
+
+  def __call__(self, x, train):
+    return self.bn(self.conv(x), use_running_average=not train)
+
+
+class AGCNUnit(nnx.Module):
+  """TCN_GCN_unit: relu(tcn(gcn(x)) + residual(x))."""
+
+  def __init__(self, cin, cout, *, stride=1, residual=True, rngs):
+    self.gcn = AdaptiveGraphConv(cin, cout, rngs=rngs)
+    self.tcn = TemporalConv(cout, cout, stride=stride, rngs=rngs)
+    if not residual:
+      self.residual_kind = 'none'
+      self.residual = None
+    elif cin == cout and stride == 1:
+      self.residual_kind = 'identity'
+      self.residual = None
+    else:
+      self.residual_kind = 'conv'
+      self.residual = TemporalConv(cin, cout, kernel=1, stride=stride,
+                                   rngs=rngs)
+
+  def __call__(self, x, train):
+    y = self.tcn(self.gcn(x, train), train)
+    if self.residual_kind == 'identity':
+      y = y + x
+    elif self.residual_kind == 'conv':
+      y = y + self.residual(x, train)
+    return jax.nn.relu(y)
+
+
+class AGCN(nnx.Module):
+  """10-unit AGCN; returns the outputs of every unit (the taps are chosen later).
+
+  No input BatchNorm (the released code drops ``data_bn``). Unit 1 has no
+  residual. ``width`` multiplies every channel count (1.0 = the paper's model).
+  """
+
+  def __init__(self, *, in_channels=3, width=1.0, rngs):
+    self.channels = tuple(layers.scaled(c, width) for c in AGCN_CHANNELS)
+    self.strides = AGCN_STRIDES
+    units = []
+    cin = in_channels
+    for i, (cout, stride) in enumerate(zip(self.channels, self.strides)):
+      units.append(AGCNUnit(cin, cout, stride=stride, residual=i > 0,
+                            rngs=rngs))
+      cin = cout
+    self.units = nnx.List(units) if hasattr(nnx, 'List') else units
+    self.out_channels = cin
+
+  def __call__(self, x, train):
+    """x: (B, T, 25, C_in) -> tuple of 10 unit outputs (B, T_i, 25, C_i)."""
+    feats = []
+    for unit in self.units:
+      x = unit(x, train)
+      feats.append(x)
+    return tuple(feats)

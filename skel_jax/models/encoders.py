@@ -1,0 +1,70 @@
+"""Full models: the MoCo encoder used in pretraining and the frame-level localizer.
+
+Inputs are skeleton batches (N, M, T, V, 3): persons M are folded into the
+batch for the backbone and averaged after pooling over joints.
+"""
+import jax.numpy as jnp
+from flax import nnx
+
+from skel_jax.models.agcn import AGCN
+from skel_jax.models.heads import (GlobalHead, SnippetHead, UFusionHead,
+                                   UpsampleHead)
+
+HEADS = {'ufusion': UFusionHead, 'upsample': UpsampleHead}
+
+
+def build_backbone(cfg, rngs):
+  """cfg: ConfigDict with ``name`` and ``width``."""
+  if cfg.name == 'agcn':
+    return AGCN(width=cfg.width, rngs=rngs)
+  raise ValueError(f'model.backbone.name={cfg.name!r}: expected one of [agcn]')
+
+
+def _fold_persons(x):
+  n, m, t, v, c = x.shape
+  return x.reshape(n * m, t, v, c), (n, m)
+
+
+def _joint_and_person_mean(feat, nm):
+  """(N*M, T, V, C) -> (N, T, C): average over joints, then persons."""
+  n, m = nm
+  f = jnp.mean(feat, axis=2)
+  return jnp.mean(f.reshape(n, m, *f.shape[1:]), axis=1)
+
+
+class MoCoEncoder(nnx.Module):
+  """Backbone + global MoCo head + dense snippet head (query or key encoder)."""
+
+  def __init__(self, model_cfg, *, rngs):
+    self.backbone = build_backbone(model_cfg.backbone, rngs)
+    c = self.backbone.out_channels
+    self.global_head = GlobalHead(c, model_cfg.feature_dim, rngs=rngs)
+    self.snippet_head = SnippetHead(c, model_cfg.feature_dim,
+                                    model_cfg.num_snippets, rngs=rngs)
+
+  def __call__(self, x, train=True):
+    xb, nm = _fold_persons(x)
+    feat = _joint_and_person_mean(self.backbone(xb, train)[-1], nm)
+    snippet_feats, snippets = self.snippet_head(feat)
+    return {'global': self.global_head(feat), 'snippets': snippets,
+            'snippet_feats': snippet_feats}
+
+
+class Localizer(nnx.Module):
+  """Backbone + per-frame head (U-shaped fusion or the upsampling baseline)."""
+
+  def __init__(self, model_cfg, num_classes, *, rngs):
+    self.backbone = build_backbone(model_cfg.backbone, rngs)
+    self.taps = tuple(model_cfg.taps)  # 1-based unit indices
+    tap_channels = tuple(self.backbone.channels[i - 1] for i in self.taps)
+    self.head = HEADS[model_cfg.head](tap_channels, model_cfg.head_dim,
+                                      num_classes + 1, rngs=rngs)
+
+  def taps_of(self, x, train):
+    xb, nm = _fold_persons(x)
+    feats = self.backbone(xb, train)
+    return [_joint_and_person_mean(feats[i - 1], nm) for i in self.taps]
+
+  def __call__(self, x, train=True):
+    """x: (N, M, T, V, 3) -> per-frame logits (N, T, K + 1)."""
+    return self.head(self.taps_of(x, train), train, length=x.shape[2])

@@ -1,0 +1,148 @@
+"""Heads: global MoCo projection, dense snippet projection, U-shaped fusion, baseline.
+
+All heads take joint-averaged features (N, T_i, C_i) (channels-last).
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from skel_jax.models import layers
+
+
+def l2_normalize(x, axis=-1, eps=1e-12):
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis, keepdims=True),
+                                       eps * eps))
+
+
+@functools.lru_cache(maxsize=None)
+def adaptive_pool_matrix(length, bins):
+  """(bins, length) averaging matrix with PyTorch ``adaptive_avg_pool1d`` bins.
+
+  Bin i averages [floor(i L / S), ceil((i + 1) L / S)): non-overlapping when S
+  divides L, and it repeats frames when S > L (validation forbids that case).
+  """
+  m = np.zeros((bins, length), np.float32)
+  for i in range(bins):
+    start = (i * length) // bins
+    end = -((-(i + 1) * length) // bins)
+    m[i, start:end] = 1.0 / (end - start)
+  return m
+
+
+def adaptive_avg_pool(x, bins):
+  """(N, L, C) -> (N, bins, C) as a single matmul (no gathers in the hot path)."""
+  m = jnp.asarray(adaptive_pool_matrix(x.shape[1], bins), x.dtype)
+  return jnp.einsum('sl,nlc->nsc', m, x)
+
+
+@functools.lru_cache(maxsize=None)
+def _nearest_index(src_len, dst_len):
+  return np.floor(np.arange(dst_len) * (src_len / dst_len)).astype(np.int32)
+
+
+def upsample_nearest(x, length):
+  """PyTorch ``interpolate(mode='nearest')`` along time: (N, L, C) -> (N, length, C)."""
+  if x.shape[1] == length:
+    return x
+  return jnp.take(x, jnp.asarray(_nearest_index(x.shape[1], length)), axis=1)
+
+
+class GlobalHead(nnx.Module):
+  """SkeletonCLR MLP head on the clip-level average: C -> C -> dim, L2-normalised."""
+
+  def __init__(self, cin, dim, *, rngs):
+    self.fc1 = layers.dense(cin, cin, rngs)
+    self.fc2 = layers.dense(cin, dim, rngs)
+
+  def __call__(self, feats):
+    """feats: (N, T', C) joint-averaged backbone output."""
+    pooled = jnp.mean(feats, axis=1)
+    return l2_normalize(self.fc2(jax.nn.relu(self.fc1(pooled))))
+
+
+class SnippetHead(nnx.Module):
+  """Dense head: adaptive pool to S snippets -> 1x1 conv, ReLU, 1x1 conv -> L2 norm.
+
+  Returns the raw pooled snippet features too: the correspondence between the
+  two views is computed on them (before the head), as in the paper.
+  """
+
+  def __init__(self, cin, dim, num_snippets, *, rngs):
+    self.num_snippets = num_snippets
+    self.fc1 = layers.dense(cin, cin, rngs)
+    self.fc2 = layers.dense(cin, dim, rngs)
+
+  def __call__(self, feats):
+    pooled = adaptive_avg_pool(feats, self.num_snippets)
+    emb = l2_normalize(self.fc2(jax.nn.relu(self.fc1(pooled))))
+    return pooled, emb
+
+
+class ConvUnit(nnx.Module):
+  """conv k3 pad 1 (c -> c), BN, ReLU over time."""
+
+  def __init__(self, channels, *, rngs):
+    self.conv = nnx.Conv(channels, channels, (3,), padding=((1, 1),),
+                         kernel_init=layers.weight_init, rngs=rngs)
+    self.bn = layers.batch_norm(channels, rngs)
+
+  def __call__(self, x, train):
+    return jax.nn.relu(self.bn(self.conv(x), use_running_average=not train))
+
+
+class UFusionHead(nnx.Module):
+  """The paper's U-shaped (UNet++-style) multiscale fusion + per-frame classifier.
+
+  Inputs are three taps x0 (T, c0), x1 (T/4, c1), x2 (T/8, c2). METHOD.md §4:
+    x0_1 = CU(c0+c1)(cat[x0, up(x1)])
+    x1_1 = CU(c1+c2)(cat[x1, up(x2)])
+    x0_2 = CU(c0+(c0+c1)+(c1+c2))(cat[x0, x0_1, up(x1_1)])
+    out  = conv k1 (cat[x0, x0_1, x0_2]) -> head_dim; linear -> K + 1.
+  As in the reference, no non-linearity separates the k1 conv and the classifier.
+  """
+
+  def __init__(self, tap_channels, head_dim, num_outputs, *, rngs):
+    c0, c1, c2 = tap_channels
+    self.cu01 = ConvUnit(c0 + c1, rngs=rngs)
+    self.cu11 = ConvUnit(c1 + c2, rngs=rngs)
+    c02 = c0 + (c0 + c1) + (c1 + c2)
+    self.cu02 = ConvUnit(c02, rngs=rngs)
+    self.fuse = nnx.Conv(c0 + (c0 + c1) + c02, head_dim, (1,),
+                         kernel_init=layers.weight_init, rngs=rngs)
+    self.classifier = layers.dense(head_dim, num_outputs, rngs)
+
+  def features(self, taps, train):
+    """Fused per-frame features (N, T, head_dim) (used by the KNN/linear probes)."""
+    x0, x1, x2 = taps
+    t0, t1 = x0.shape[1], x1.shape[1]
+    x01 = self.cu01(jnp.concatenate([x0, upsample_nearest(x1, t0)], -1), train)
+    x11 = self.cu11(jnp.concatenate([x1, upsample_nearest(x2, t1)], -1), train)
+    x02 = self.cu02(
+        jnp.concatenate([x0, x01, upsample_nearest(x11, t0)], -1), train)
+    return self.fuse(jnp.concatenate([x0, x01, x02], -1))
+
+  def __call__(self, taps, train, length=None):
+    del length  # output is already at the resolution of the first tap
+    return self.classifier(self.features(taps, train))
+
+
+class UpsampleHead(nnx.Module):
+  """Baseline without fusion: last-unit features, per-step linear, linear resize to T."""
+
+  def __init__(self, tap_channels, head_dim, num_outputs, *, rngs):
+    del head_dim
+    self.classifier = layers.dense(tap_channels[-1], num_outputs, rngs)
+
+  def features(self, taps, train):
+    del train
+    return taps[-1]
+
+  def __call__(self, taps, train, length=None):
+    logits = self.classifier(taps[-1])
+    n, _, k = logits.shape
+    length = length or taps[0].shape[1]
+    # jax.image 'linear' uses half-pixel centres == PyTorch align_corners=False.
+    return jax.image.resize(logits, (n, length, k), method='linear')

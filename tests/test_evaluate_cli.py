@@ -1,0 +1,155 @@
+"""ActivityNet JSON I/O, the evaluate CLI end to end, and a plot smoke test."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from skel_jax import evaluate
+from skel_jax import plotting
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Two GTs + three predictions (one duplicate): exact AP 5/6 for 'walk'
+# (see test_metrics.test_exact_duplicate_is_false_positive); 'jump' has GT
+# and no prediction (AP 0); 'run' only appears in the predictions.
+GT_JSON = {'database': {
+    'v1': {'annotations': [{'label': 'walk', 'segment': [0, 10]},
+                           {'label': 'walk', 'segment': [20, 30]},
+                           {'label': 'jump', 'segment': [40, 50]}]},
+}}
+PRED_JSON = {'results': {
+    'v1': [{'label': 'walk', 'segment': [0, 10], 'score': .9},
+           {'label': 'walk', 'segment': [1, 10], 'score': .8},
+           {'label': 'walk', 'segment': [20, 31], 'score': .7},
+           {'label': 'run', 'segment': [40, 50], 'score': .6}],
+}}
+
+
+@pytest.fixture
+def files(tmp_path):
+  gt, pred = tmp_path / 'gt.json', tmp_path / 'pred.json'
+  gt.write_text(json.dumps(GT_JSON))
+  pred.write_text(json.dumps(PRED_JSON))
+  return str(gt), str(pred)
+
+
+def test_label_vocabulary_gt_first_then_prediction_only():
+  gt_raw = {'v': [('walk', 0, 1), ('jump', 2, 3)]}
+  pred_raw = {'v': [('run', 0, 1, .5), ('walk', 0, 1, .5), ('air', 0, 1, .1)]}
+  assert evaluate.label_vocabulary(gt_raw, pred_raw) == [
+      'jump', 'walk', 'air', 'run']
+  # Integers sort numerically.
+  assert evaluate.label_vocabulary({'v': [(10, 0, 1), (2, 0, 1)]}, {}) == [
+      2, 10]
+
+
+def test_to_and_from_activitynet_round_trip(tmp_path):
+  names = ['walk', 'stand']
+  gt = {'a': [(0, 0, 10), (1, 10, 25)], 'b': []}
+  pred = {'a': [(1, 11, 25, 0.75)]}
+  gt_json = evaluate.to_activitynet(gt, names)
+  assert gt_json == {'database': {
+      'a': {'annotations': [{'label': 'walk', 'segment': [0, 10]},
+                            {'label': 'stand', 'segment': [10, 25]}]},
+      'b': {'annotations': []}}}
+  pred_json = evaluate.to_activitynet(pred)
+  assert pred_json == {'results': {
+      'a': [{'label': 1, 'segment': [11, 25], 'score': 0.75}]}}
+
+  gt_path, pred_path = tmp_path / 'g.json', tmp_path / 'p.json'
+  evaluate.save_activitynet(str(gt_path), gt, names)
+  evaluate.save_activitynet(str(pred_path), pred, names)
+  assert evaluate.load_activitynet(str(gt_path)) == {
+      'a': [('walk', 0, 10), ('stand', 10, 25)], 'b': []}
+  assert evaluate.load_activitynet(str(pred_path)) == {
+      'a': [('stand', 11, 25, 0.75)]}
+  with pytest.raises(ValueError):
+    evaluate.to_activitynet({'a': [(0, 1, 2), (0, 1, 2, .5)]})
+  with pytest.raises(ValueError):
+    evaluate.to_activitynet(gt, kind='pred')
+  # Empty predictions need an explicit kind to stay a "results" file.
+  assert evaluate.to_activitynet({'a': []}) == {
+      'database': {'a': {'annotations': []}}}
+  assert evaluate.to_activitynet({'a': []}, kind='pred') == {
+      'results': {'a': []}}
+
+
+def test_evaluate_files_in_process(files):
+  res = evaluate.evaluate_files(*files, iou_thresholds=(.5,))
+  assert list(res['per_class']) == ['jump', 'walk']
+  assert res['per_class']['walk'][.5] == pytest.approx(500 / 6)
+  assert res['per_class']['jump'][.5] == 0
+  assert res['iou'][.5] == pytest.approx(500 / 12)
+  table = evaluate.format_table(res)
+  assert 'walk' in table and '83.33' in table and '41.67' in table
+
+
+def test_cli_end_to_end(files, tmp_path):
+  out = tmp_path / 'sub' / 'result.json'
+  cmd = [sys.executable, '-m', 'skel_jax.evaluate', f'--gt={files[0]}',
+         f'--pred={files[1]}', '--metric=exact', '--iou=0.1,0.5',
+         f'--out={out}']
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=_REPO,
+                        timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  assert 'metric: exact' in proc.stdout and 'walk' in proc.stdout
+  result = json.loads(out.read_text())
+  assert result['metric'] == 'exact'
+  assert set(result['iou']) == {'0.1', '0.5'}
+  assert result['iou']['0.5'] == pytest.approx(500 / 12)
+  assert result['mean'] == pytest.approx(500 / 12)
+  assert result['per_class']['walk']['0.1'] == pytest.approx(500 / 6)
+  assert result['per_class']['jump'] == {'0.1': 0.0, '0.5': 0.0}
+
+
+def test_cli_pkummd_official_with_int_labels(tmp_path):
+  # Integer labels; 3 classes in the denominator; class 0 perfect -> 100/3.
+  gt, pred = tmp_path / 'g.json', tmp_path / 'p.json'
+  evaluate.save_activitynet(str(gt), {'v': [(0, 0, 10)]})
+  evaluate.save_activitynet(str(pred), {'v': [(0, 0, 10, .9)]})
+  out = tmp_path / 'r.json'
+  cmd = [sys.executable, '-m', 'skel_jax.evaluate', f'--gt={gt}',
+         f'--pred={pred}', '--metric=pkummd_official', '--iou=0.5',
+         '--num_classes=3', f'--out={out}']
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=_REPO,
+                        timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  result = json.loads(out.read_text())
+  assert result['iou']['0.5'] == pytest.approx(100 / 3)
+  assert list(result['per_class']) == ['0']
+
+
+def test_cli_rejects_unknown_metric(files):
+  cmd = [sys.executable, '-m', 'skel_jax.evaluate', f'--gt={files[0]}',
+         f'--pred={files[1]}', '--metric=bogus']
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=_REPO,
+                        timeout=60)
+  assert proc.returncode != 0
+  # pkummd_official without --num_classes: a usage message, not a traceback.
+  cmd[-1] = '--metric=pkummd_official'
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=_REPO,
+                        timeout=60)
+  assert proc.returncode != 0
+  assert 'needs num_classes' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+
+
+def test_plot_timelines_smoke(tmp_path):
+  gt = np.array([4] * 5 + [0] * 10 + [4] * 3 + [2] * 12)
+  pred = np.array([4] * 6 + [0] * 8 + [1] * 3 + [2] * 13)
+  rows = [
+      {'name': 'seq_a', 'gt': gt, 'pred': pred,
+       'segments': [(0, 6, 14, .8), (2, 17, 30, .6)]},
+      {'name': 'seq_b', 'gt': gt[:20], 'pred': None},
+  ]
+  path = plotting.plot_timelines(str(tmp_path / 'tl.png'), rows,
+                                 ['walk', 'stand', 'turn', 'jump'],
+                                 background=4)
+  assert os.path.exists(path)
+  with open(path, 'rb') as f:
+    head = f.read(8)
+  assert head == b'\x89PNG\r\n\x1a\n'
+  assert os.path.getsize(path) > 1000
