@@ -16,7 +16,7 @@ from skel_jax import config_defaults
 def get_config(arg=None):
   c = config_defaults.finetune_config()
   c.model.backbone.width = 0.125
-  c.model.num_snippets = 16
+  c.model.num_snippets = 8
   c.model.head_dim = 64
   c.data.pad_length = 320
   c.optimizer.lr = 1e-3

@@ -14,8 +14,9 @@ from skel_jax import config_defaults
 def get_config(arg=None):
   c = config_defaults.pretrain_config()
   c.model.backbone.width = 0.125
-  c.model.num_snippets = 16
-  c.data.clip_len = 128
+  # 64-frame windows (~2 s) -> T' = 8 backbone steps -> 8 snippets of 8 frames.
+  c.model.num_snippets = 8
+  c.data.clip_len = 64
   c.pretrain.queue_size = 4096
   c.pretrain.snippet_queue_size = 4096
   c.batch_size = 64

@@ -19,10 +19,12 @@ DATA_AXIS = 'data'
 # ---------------------------------------------------------------------------
 # Mesh and shardings: a 1-D data-parallel mesh; params and queues replicated.
 # ---------------------------------------------------------------------------
-def make_mesh():
-  n = jax.device_count()
-  return jax.make_mesh((n,), (DATA_AXIS,),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+def make_mesh(devices=None):
+  """1-D ``data`` mesh over ``devices`` (default: all devices of all hosts)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
 
 
 def data_sharding(mesh):

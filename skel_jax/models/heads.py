@@ -40,7 +40,9 @@ def adaptive_avg_pool(x, bins):
 
 @functools.lru_cache(maxsize=None)
 def _nearest_index(src_len, dst_len):
-  return np.floor(np.arange(dst_len) * (src_len / dst_len)).astype(np.int32)
+  # Integer arithmetic: float floor(i * (src / dst)) can land just below an
+  # exact integer (e.g. 47 * 24 / 94).
+  return ((np.arange(dst_len) * src_len) // dst_len).astype(np.int32)
 
 
 def upsample_nearest(x, length):

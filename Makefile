@@ -1,0 +1,26 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Python 3.12 is preferred (jax 0.12); any Python >= 3.11 works (jax 0.10.2 on 3.11).
+PYTHON ?= $(shell scripts/find_python.sh)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m skel_jax.main --config=configs/demo.py --workdir=runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf runs .cache .pytest_cache

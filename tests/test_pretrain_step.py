@@ -1,0 +1,148 @@
+"""The jitted pretraining step: same result on 1 and 8 devices, and equal to a
+straightforward un-jitted single-device computation of the same global batch."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from skel_jax import augment
+from skel_jax import pretrain
+from skel_jax import train_utils
+from skel_jax import config_defaults
+
+B = 8
+
+
+def _config(snippet_weight):
+  c = config_defaults.pretrain_config()
+  c.model.backbone.width = 0.125
+  c.model.num_snippets = 4
+  c.data.clip_len = 32
+  c.pretrain.queue_size = 16
+  c.pretrain.snippet_queue_size = 16
+  c.pretrain.snippet_weight = snippet_weight
+  # A softer temperature keeps the loss (and its gradients) away from ~0 at
+  # init, where float32 rounding noise would dominate the comparison.
+  c.pretrain.temperature = 0.5
+  c.batch_size = B
+  return c
+
+
+def _batch():
+  rng = np.random.default_rng(0)
+  x = (0.3 * rng.normal(size=(B, 1, 32, 25, 3))).astype(np.float32)
+  return {'x': x, 'index': np.arange(100, 100 + B, dtype=np.int32)}
+
+
+def _run_step(config, devices):
+  schedule = train_utils.warmup_step_schedule(config.optimizer.lr, 0, [])
+  tx = train_utils.make_optimizer(config.optimizer, schedule)
+  graphdef, state = pretrain.init_state(config, tx)
+  mesh = train_utils.make_mesh(devices)
+  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
+  step = jax.jit(functools.partial(pretrain.train_step, graphdef=graphdef,
+                                   tx=tx, config=config, schedule=schedule),
+                 in_shardings=(rep, dsh), out_shardings=(rep, rep))
+  before = jax.device_get(state)
+  after, metrics = step(jax.device_put(state, rep),
+                        jax.device_put(_batch(), dsh))
+  return graphdef, before, jax.device_get(after), jax.device_get(metrics)
+
+
+_CACHE = {}
+
+
+def _eight_device_run(snippet_weight):
+  if snippet_weight not in _CACHE:
+    config = _config(snippet_weight)
+    _CACHE[snippet_weight] = config, _run_step(config, jax.devices()[:8])
+  return _CACHE[snippet_weight]
+
+
+@pytest.fixture(params=[1.5, 0.0], ids=['snippet', 'video'])
+def runs(request):
+  return _eight_device_run(request.param)
+
+
+def test_eight_devices_match_one():
+  config, (_, before, s8, m8) = _eight_device_run(1.5)
+  _, _, s1, m1 = _run_step(config, jax.devices()[:1])
+  for k in m1:
+    np.testing.assert_allclose(m8[k], m1[k], rtol=2e-5, atol=1e-6, err_msg=k)
+  # Equal parameter updates <=> equal gradients (same optimizer and start).
+  # Reductions run in a different order on 8 devices, so compare each update
+  # relative to the largest update of its tensor.
+  def check(p0, p1, p8):
+    u1, u8 = p1 - p0, p8 - p0
+    np.testing.assert_allclose(u8, u1, rtol=0,
+                               atol=3e-3 * np.abs(u1).max() + 5e-7)
+  jax.tree.map(check, before['params'], s1['params'], s8['params'])
+  np.testing.assert_allclose(s8['queue'], s1['queue'], rtol=2e-5, atol=1e-6)
+
+
+def _reference(config, graphdef, state):
+  """Un-jitted single-device recomputation of keys, queries and the loss."""
+  state = jax.tree.map(jnp.asarray, state)  # writable copies for NNX BN
+  batch = _batch()
+  keys = augment.sample_keys(state['rng'], state['step'], batch['index'])
+  x_q, x_k = augment.two_views(jnp.asarray(batch['x']), keys, config.augment)
+  m = config.pretrain.momentum
+  key_params = jax.tree.map(lambda k, q: m * k + (1 - m) * q,
+                            state['key_params'], state['params'])
+  k_out = nnx.merge(graphdef, key_params, state['key_batch_stats'],
+                    copy=True)(x_k, train=True)
+  q_out = nnx.merge(graphdef, state['params'], state['batch_stats'],
+                    copy=True)(x_q, train=True)
+  return jax.device_get(q_out), jax.device_get(k_out)
+
+
+def _np_info_nce(pos, neg, t):
+  logits = np.concatenate([pos[..., None], neg], -1).astype(np.float64) / t
+  m = logits.max(-1, keepdims=True)
+  lse = np.log(np.exp(logits - m).sum(-1)) + m[..., 0]
+  return float(np.mean(lse - logits[..., 0]))
+
+
+def test_loss_and_queues_match_reference(runs):
+  config, (graphdef, before, after, metrics) = runs
+  q, k = _reference(config, graphdef, before)
+  t = config.pretrain.temperature
+  want = _np_info_nce((q['global'] * k['global']).sum(-1),
+                      q['global'] @ before['queue'].T, t)
+  np.testing.assert_allclose(metrics['loss_global'], want, rtol=1e-4, atol=1e-6)
+  # All B keys of the global batch are enqueued at pointer 0, in batch order.
+  np.testing.assert_allclose(after['queue'][:B], k['global'], rtol=1e-4,
+                             atol=1e-5)
+  np.testing.assert_array_equal(after['queue'][B:], before['queue'][B:])
+  assert int(after['queue_ptr']) == B
+  if config.pretrain.snippet_weight > 0:
+    fq = q['snippet_feats'] / np.linalg.norm(q['snippet_feats'], axis=-1,
+                                             keepdims=True)
+    fk = k['snippet_feats'] / np.linalg.norm(k['snippet_feats'], axis=-1,
+                                             keepdims=True)
+    match = np.argmax(np.einsum('nsc,ntc->nst', fq, fk), -1)
+    k_pos = np.take_along_axis(k['snippets'], match[..., None], 1)
+    want_snip = _np_info_nce((q['snippets'] * k_pos).sum(-1),
+                             q['snippets'] @ before['snippet_queue'].T, t)
+    np.testing.assert_allclose(metrics['loss_snippet'], want_snip, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        metrics['loss'], want + config.pretrain.snippet_weight * want_snip,
+        rtol=1e-4, atol=1e-6)
+    mean = k['snippets'].mean(1)
+    mean /= np.linalg.norm(mean, axis=-1, keepdims=True)
+    np.testing.assert_allclose(after['snippet_queue'][:B], mean, rtol=1e-4,
+                               atol=1e-5)
+    assert int(after['snippet_queue_ptr']) == B
+  else:
+    # The video-level baseline leaves the snippet queue untouched.
+    assert 'loss_snippet' not in metrics
+    np.testing.assert_array_equal(after['snippet_queue'],
+                                  before['snippet_queue'])
+  # MoCo: the key encoder moved towards the query encoder by (1 - m).
+  m = config.pretrain.momentum
+  jax.tree.map(lambda new, k0, q0: np.testing.assert_allclose(
+      new, m * k0 + (1 - m) * q0, rtol=1e-5, atol=1e-7),
+      after['key_params'], before['key_params'], before['params'])
