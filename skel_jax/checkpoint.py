@@ -22,7 +22,13 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self):
+    if self.manager is None:  # closed: read what is on disk
+      steps = [int(d) for d in os.listdir(self.directory) if d.isdigit()]
+      return max(steps) if steps else None
     return self.manager.latest_step()
+
+  def should_save(self, step):
+    return self.manager.should_save(step)
 
   def save(self, step, state, force=False):
     """Saves if the interval policy says so (or ``force``); returns True if saved."""
@@ -35,5 +41,8 @@ class Checkpointer:
                                 args=ocp.args.StandardRestore(abstract_state))
 
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for pending async saves; safe to call more than once."""
+    if self.manager is not None:
+      self.manager.wait_until_finished()
+      self.manager.close()
+      self.manager = None

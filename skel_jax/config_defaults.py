@@ -33,10 +33,18 @@ def checkpoint_config():
                                     'max_to_keep': 3})
 
 
-def pretrain_config():
+def run_config(stage, seed):
+  """Fields every training stage shares."""
   c = ml_collections.ConfigDict()
-  c.stage = 'pretrain'
-  c.seed = 0
+  c.stage = stage
+  c.seed = seed
+  c.num_devices = 0          # data-parallel devices; 0 = all
+  c.nonfinite = 'stop'       # on a NaN/inf loss: 'stop' (keep last good ckpt) | 'skip'
+  return c
+
+
+def pretrain_config():
+  c = run_config('pretrain', seed=0)
   c.data = data_config()
   c.model = model_config()
   c.pretrain = {
@@ -76,9 +84,7 @@ def eval_config():
 
 
 def finetune_config():
-  c = ml_collections.ConfigDict()
-  c.stage = 'finetune'
-  c.seed = 5
+  c = run_config('finetune', seed=5)
   c.protocol = 'finetune'    # 'finetune' | 'linear'
   c.init = 'pretrained'      # 'pretrained' | 'random'
   c.pretrain_workdir = ''

@@ -15,10 +15,10 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from tqdm import tqdm
 
 from skel_jax import checkpoint
 from skel_jax import input_pipeline
+from skel_jax import loop
 from skel_jax import metrics as metrics_lib
 from skel_jax import postprocess
 from skel_jax import pretrain
@@ -126,8 +126,11 @@ def train_step(state, batch, *, graphdef, tx, protocol, schedule):
   updates, opt_state = tx.update(grads, state['opt_state'], state['trainable'])
   trainable = optax.apply_updates(state['trainable'], updates)
   metrics['lr'] = schedule(state['step'])
-  return dict(state, step=state['step'] + 1, trainable=trainable,
-              batch_stats=stats, opt_state=opt_state), metrics
+  new_state = dict(state, step=state['step'] + 1, trainable=trainable,
+                   batch_stats=stats, opt_state=opt_state)
+  new_state = train_utils.guard_nonfinite(new_state, state, [metrics['loss']])
+  metrics['skipped_steps'] = new_state['skipped_steps']
+  return new_state, metrics
 
 
 def predict_step(state, x, *, graphdef, protocol):
@@ -188,7 +191,7 @@ def train_and_evaluate(config, workdir):
     raise ValueError(f'protocol={config.protocol!r}: expected {PROTOCOLS}')
   train_utils.print_banner(f'{config.protocol} -> {workdir}')
   train_utils.write_run_record(workdir, config)
-  mesh = train_utils.make_mesh()
+  mesh = train_utils.mesh_for(config)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
 
   info = input_pipeline.ensure_built(config.data)
@@ -208,7 +211,7 @@ def train_and_evaluate(config, workdir):
   trainable, frozen = split_trainable(params, config.protocol)
   state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
            'frozen': frozen, 'batch_stats': stats,
-           'opt_state': tx.init(trainable)}
+           'opt_state': tx.init(trainable), **train_utils.nonfinite_fields()}
   state = jax.device_put(state, rep)
   ckpt = checkpoint.Checkpointer(
       f'{workdir}/checkpoints',
@@ -223,20 +226,11 @@ def train_and_evaluate(config, workdir):
       functools.partial(train_step, graphdef=graphdef, tx=tx,
                         protocol=config.protocol, schedule=schedule),
       in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
-  log = train_utils.MetricLog(workdir)
-  batches = input_pipeline.iterate(ds, start)
-  with tqdm(total=total_steps, initial=start, desc=config.protocol,
-            dynamic_ncols=True, mininterval=2.0) as bar:
-    for step in range(start, total_steps):
-      batch = input_pipeline.host_to_global(next(batches), dsh)
-      state, metrics = step_fn(state, batch)
-      done = step + 1
-      if done % config.log_every == 0 or done == total_steps:
-        log.push(done, metrics)
-      ckpt.save(done, state, force=done == total_steps)
-      bar.update(1)
-  log.flush()
-  ckpt.close()
+  state = loop.run(
+      step_fn=step_fn, state=state, ds=ds, data_sharding=dsh, ckpt=ckpt,
+      log=train_utils.MetricLog(workdir), start=start, total_steps=total_steps,
+      log_every=config.log_every, loss_terms=('loss',),
+      nonfinite_policy=config.nonfinite, desc=config.protocol)
 
   predict_fn = jax.jit(
       functools.partial(predict_step, graphdef=graphdef,

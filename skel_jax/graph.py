@@ -73,3 +73,90 @@ def agcn_spatial_partition():
 def bone_list():
   """The 24 undirected bones as 0-based (child, parent) pairs."""
   return INWARD
+
+
+# ------------------------------------------------- ST-GCN partitions ----
+
+STGCN_STRATEGIES = ('uniform', 'distance', 'spatial')
+
+
+def _hop_distance(max_hop):
+  """ST-GCN ``get_hop_distance``: shortest hop count, ``inf`` beyond max_hop.
+
+  The reference takes matrix powers of the self-looped adjacency up to
+  ``max_hop``; growing the reachable set one hop at a time is the same thing.
+  """
+  link = np.eye(NUM_JOINTS, dtype=np.int64)
+  for i, j in INWARD:
+    link[i, j] = link[j, i] = 1
+  dist = np.full((NUM_JOINTS, NUM_JOINTS), np.inf)
+  reach = np.eye(NUM_JOINTS, dtype=np.int64)
+  dist[reach > 0] = 0
+  for d in range(1, max_hop + 1):
+    reach = np.minimum(reach @ link, 1)
+    dist[(reach > 0) & np.isinf(dist)] = d
+  return dist
+
+
+@functools.lru_cache(maxsize=None)
+def stgcn_partition(strategy='spatial', max_hop=1, corrected=False,
+                    dilation=1):
+  """ST-GCN ``Graph(layout='ntu-rgb+d', strategy, max_hop, dilation)``.A.
+
+  Returns a read-only float32 array (K, 25, 25) with the orientation used by
+  ``out[w] = sum_k sum_v x_k[v] * A[k, v, w]``: row v is the input joint,
+  column w the receiving joint. The neighbourhood is every pair at hop
+  distance in ``range(0, max_hop + 1, dilation)``, column-normalised over the
+  whole neighbourhood (self-loop included) *before* it is split, so the K
+  subsets of one column always sum to that column of the ``uniform`` matrix.
+
+  Strategies: ``uniform`` (K = 1); ``distance`` (one subset per valid hop);
+  ``spatial`` (hop 0 -> root; every hop > 0 -> [root + centripetal,
+  centrifugal], where centripetal means the input is farther from the centre
+  joint 21 than the receiver), K = 1 + 2 * max_hop for dilation 1.
+
+  ``corrected=False`` reproduces the reference exactly, artefact included: it
+  measures distance to the centre with the same hop matrix truncated at
+  ``max_hop``, so with max_hop = 1 only joints 2, 3, 5, 9 (and 21) have a
+  finite distance; pairs of far joints compare ``inf == inf`` and fall in the
+  root group, which is merged into subset 1. At max_hop = 1 this gives A0 =
+  25 diagonal entries, A1 = 40 (32 far-far + 8 centripetal), A2 = 8.
+
+  ``corrected=True`` changes only the distance-to-centre used for the spatial
+  split: it is the true shortest-path distance in the skeleton tree (hops up to
+  NUM_JOINTS - 1, so every joint is finite). The neighbourhood, its
+  normalisation and ``uniform``/``distance`` are unchanged. At max_hop = 1 the
+  subsets become self-loops (25), all 24 centripetal entries (child -> parent
+  of ``INWARD``) and all 24 centrifugal entries (parent -> child); on a tree no
+  neighbour pair is equidistant, so the merged root part of A1 is empty.
+  """
+  if strategy not in STGCN_STRATEGIES:
+    raise ValueError(f'strategy={strategy!r}: expected one of '
+                     f'{list(STGCN_STRATEGIES)}')
+  hop_dis = _hop_distance(max_hop)
+  valid_hop = range(0, max_hop + 1, dilation)
+  adjacency = np.isin(hop_dis, list(valid_hop)).astype(np.float64)
+  norm = _normalize_columns(adjacency).astype(np.float64)
+
+  if strategy == 'uniform':
+    subsets = [norm]
+  elif strategy == 'distance':
+    subsets = [np.where(hop_dis == hop, norm, 0.0) for hop in valid_hop]
+  else:
+    centre_hops = _hop_distance(NUM_JOINTS - 1) if corrected else hop_dis
+    d_in = centre_hops[:, CENTER][:, None]    # row v: the input joint
+    d_out = centre_hops[:, CENTER][None, :]   # column w: the receiver
+    subsets = []
+    for hop in valid_hop:
+      at_hop = hop_dis == hop
+      # inf == inf is True and inf > inf is False, as in the reference loop.
+      root = np.where(at_hop & (d_in == d_out), norm, 0.0)
+      close = np.where(at_hop & (d_in > d_out), norm, 0.0)
+      further = np.where(at_hop & (d_in < d_out), norm, 0.0)
+      if hop == 0:
+        subsets.append(root)
+      else:
+        subsets += [root + close, further]
+  a = np.stack(subsets).astype(np.float32)
+  a.flags.writeable = False  # cached and shared between callers
+  return a

@@ -82,27 +82,54 @@ def random_window(x, length, rng):
 
 
 # ---------------------------------------------------------------------------
+# Batches of global indices, loaded per process.
+# ---------------------------------------------------------------------------
+def process_rows(global_batch):
+  """The rows of each global batch that this process loads (multi-host input)."""
+  n, pid = jax.process_count(), jax.process_index()
+  if global_batch % n:
+    raise ValueError(f'batch_size={global_batch} must be divisible by the '
+                     f'process count {n}')
+  local = global_batch // n
+  return slice(pid * local, (pid + 1) * local)
+
+
+def _tag(index, record):
+  return {'index': np.int64(index), 'record': np.int64(record)}
+
+
+def _index_batches(num_records, global_batch, seed):
+  """Infinite MapDataset: element s = {index, record} arrays of step s's batch."""
+  return (grain.MapDataset.range(num_records).shuffle(seed=seed).repeat()
+          .map_with_index(_tag).batch(global_batch, drop_remainder=True))
+
+
+# ---------------------------------------------------------------------------
 # Pretraining: fixed-length windows of unlabeled sequences.
 # ---------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class _PretrainWindow:
+class _PretrainBatch:
   source: object
   clip_len: int
   seed: int
+  rows: slice
 
-  def __call__(self, index, record_index):
-    ex = self.source[record_index]
-    rng = np.random.default_rng([self.seed, index])
-    x = random_window(to_model_layout(ex['skeleton']), self.clip_len, rng)
-    return {'x': normalize_plain(x), 'index': np.int32(index % (2**31 - 1))}
+  def __call__(self, tags):
+    xs = []
+    index = tags['index'][self.rows]
+    for i, r in zip(index, tags['record'][self.rows]):
+      ex = self.source[int(r)]
+      rng = np.random.default_rng([self.seed, int(i)])
+      xs.append(normalize_plain(
+          random_window(to_model_layout(ex['skeleton']), self.clip_len, rng)))
+    return {'x': np.stack(xs), 'index': (index % (2**31 - 1)).astype(np.int32)}
 
 
 def pretrain_dataset(data_cfg, split, *, clip_len, global_batch, seed):
-  """Infinite MapDataset of global batches: element s = the batch of step s."""
+  """Infinite MapDataset: element s = this process's rows of step s's batch."""
   source = open_split(data_cfg, split)
-  ds = (grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat()
-        .map_with_index(_PretrainWindow(source, clip_len, seed))
-        .batch(global_batch, drop_remainder=True))
+  ds = _index_batches(len(source), global_batch, seed).map(
+      _PretrainBatch(source, clip_len, seed, process_rows(global_batch)))
   return ds, len(source)
 
 
@@ -135,22 +162,25 @@ def pad_sequence(ex, pad_length, ignore_label=-1):
 
 
 @dataclasses.dataclass(frozen=True)
-class _PadRecord:
+class _LabeledBatch:
   source: object
   indices: np.ndarray
   pad_length: int
+  rows: slice
 
-  def __call__(self, i):
-    return pad_sequence(self.source[int(self.indices[i])], self.pad_length)
+  def __call__(self, tags):
+    items = [pad_sequence(self.source[int(self.indices[r])], self.pad_length)
+             for r in tags['record'][self.rows]]
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}
 
 
 def finetune_dataset(data_cfg, split, *, global_batch, label_fraction, seed):
   """Infinite shuffled MapDataset of padded labeled batches (element s = step s)."""
   source = open_split(data_cfg, split)
   indices = labeled_subset(len(source), label_fraction, seed)
-  ds = (grain.MapDataset.range(len(indices)).shuffle(seed=seed).repeat()
-        .map(_PadRecord(source, indices, data_cfg.pad_length))
-        .batch(global_batch, drop_remainder=True))
+  ds = _index_batches(len(indices), global_batch, seed).map(
+      _LabeledBatch(source, indices, data_cfg.pad_length,
+                    process_rows(global_batch)))
   return ds, indices
 
 

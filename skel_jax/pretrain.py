@@ -12,13 +12,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
 from skel_jax import augment
 from skel_jax import checkpoint
 from skel_jax import input_pipeline
+from skel_jax import loop
 from skel_jax import losses
 from skel_jax import train_utils
 from skel_jax.models import MoCoEncoder
@@ -52,6 +51,7 @@ def init_state(config, tx):
                                          config.model.feature_dim),
       'snippet_queue_ptr': jnp.zeros((), jnp.int32),
       'rng': k_aug,
+      **train_utils.nonfinite_fields(),
   }
   return graphdef, state
 
@@ -59,6 +59,9 @@ def init_state(config, tx):
 # ---------------------------------------------------------------------------
 # Update step.
 # ---------------------------------------------------------------------------
+LOSS_TERMS = ('loss_global', 'loss_snippet')
+
+
 def compute_losses(q_out, k_out, state, pcfg):
   """Total loss = global MoCo InfoNCE + snippet_weight * snippet InfoNCE."""
   t = pcfg.temperature
@@ -121,6 +124,10 @@ def train_step(state, batch, *, graphdef, tx, config, schedule):
                    queue=queue, queue_ptr=queue_ptr,
                    snippet_queue=snippet_queue,
                    snippet_queue_ptr=snippet_ptr)
+  # A non-finite loss leaves the state as it was (stop or skip: see loop).
+  new_state = train_utils.guard_nonfinite(
+      new_state, state, [metrics[k] for k in LOSS_TERMS if k in metrics])
+  metrics['skipped_steps'] = new_state['skipped_steps']
   return new_state, metrics
 
 
@@ -138,10 +145,10 @@ def schedule_and_steps(config, num_sequences):
 
 
 def train(config, workdir):
-  """Runs (or resumes) pretraining; returns the final state (host copy)."""
+  """Runs (or resumes) pretraining; returns (graphdef, final state)."""
   train_utils.print_banner(f'pretrain -> {workdir}')
   train_utils.write_run_record(workdir, config)
-  mesh = train_utils.make_mesh()
+  mesh = train_utils.mesh_for(config)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
 
   input_pipeline.ensure_built(config.data)
@@ -159,6 +166,7 @@ def train(config, workdir):
       max_to_keep=config.checkpoint.max_to_keep)
   start = ckpt.latest_step() or 0
   if start:
+    # Restores onto the current mesh, whatever the device count that saved it.
     state = ckpt.restore(checkpoint.abstract_like(state, rep))
     print(f'[pretrain] resumed from step {start}', flush=True)
 
@@ -166,21 +174,10 @@ def train(config, workdir):
       functools.partial(train_step, graphdef=graphdef, tx=tx, config=config,
                         schedule=schedule),
       in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
-
-  log = train_utils.MetricLog(workdir)
-  batches = input_pipeline.iterate(ds, start)
-  with tqdm(total=total_steps, initial=start, desc='pretrain',
-            dynamic_ncols=True, mininterval=2.0) as bar:
-    for step in range(start, total_steps):
-      batch = input_pipeline.host_to_global(next(batches), dsh)
-      state, metrics = step_fn(state, batch)
-      done = step + 1
-      if done % config.log_every == 0 or done == total_steps:
-        log.push(done, metrics, epoch=done * config.batch_size / num_sequences)
-        if log.last:
-          bar.set_postfix(loss=f'{log.last["loss"]:.3f}')
-      ckpt.save(done, state, force=done == total_steps)
-      bar.update(1)
-  log.flush()
-  ckpt.close()
+  state = loop.run(
+      step_fn=step_fn, state=state, ds=ds, data_sharding=dsh, ckpt=ckpt,
+      log=train_utils.MetricLog(workdir), start=start, total_steps=total_steps,
+      log_every=config.log_every, loss_terms=LOSS_TERMS,
+      nonfinite_policy=config.nonfinite, desc='pretrain',
+      log_extra=lambda step: {'epoch': step * config.batch_size / num_sequences})
   return graphdef, state

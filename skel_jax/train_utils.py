@@ -129,3 +129,90 @@ def make_optimizer(opt_cfg, schedule):
   else:
     raise ValueError(f'optimizer.name={opt_cfg.name!r}: expected sgd or adam')
   return optax.chain(*chain)
+
+
+# ---------------------------------------------------------------------------
+# Non-finite losses: decided on device, checked on the host only at log and
+# checkpoint points (no per-step host sync).
+# ---------------------------------------------------------------------------
+NONFINITE_POLICIES = ('stop', 'skip')
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def guard_nonfinite(new_state, old_state, loss_terms):
+  """Keeps ``old_state`` (but advances the step) when a loss term is not finite.
+
+  Records the first offending (step, term index) in ``state['nonfinite']`` and
+  counts skipped steps, so the host can stop or report without syncing.
+  """
+  finite = jnp.stack([jnp.all(jnp.isfinite(v)) for v in loss_terms])
+  ok = jnp.all(finite)
+  kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, old_state)
+  first_bad = jnp.stack([old_state['step'],
+                         jnp.argmin(finite).astype(jnp.int32)])
+  record = old_state['nonfinite']
+  kept['nonfinite'] = jnp.where((record[0] < 0) & ~ok, first_bad, record)
+  kept['skipped_steps'] = old_state['skipped_steps'] + (~ok).astype(jnp.int32)
+  kept['step'] = new_state['step']
+  return kept
+
+
+def nonfinite_fields():
+  return {'nonfinite': jnp.full((2,), -1, jnp.int32),
+          'skipped_steps': jnp.zeros((), jnp.int32)}
+
+
+def check_nonfinite(state, term_names, policy, ckpt):
+  """Host check (syncs on two scalars): raises under the 'stop' policy."""
+  step, term = (int(v) for v in jax.device_get(state['nonfinite']))
+  if step < 0 or policy == 'skip':
+    return
+  last = ckpt.latest_step()
+  raise NonFiniteLossError(
+      f'non-finite {term_names[term]} at step {step + 1}; training stopped '
+      f'and the last good checkpoint (step {last}) is kept in '
+      f'{ckpt.directory}. Set --config.nonfinite=skip to skip such steps.')
+
+
+# ---------------------------------------------------------------------------
+# Preemption: SIGTERM (what pod schedulers send) -> final checkpoint, exit 143.
+# ---------------------------------------------------------------------------
+class PreemptionGuard:
+  """Context manager turning SIGTERM into a flag the training loop polls."""
+
+  EXIT_CODE = 143  # 128 + SIGTERM
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def _handler(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __enter__(self):
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
+    return self
+
+  def __exit__(self, *exc):
+    import signal
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False
+
+
+def mesh_for(config):
+  """The data mesh over ``config.num_devices`` devices (0 = all)."""
+  n = config.get('num_devices', 0)
+  if n:
+    if n > jax.device_count():
+      raise ValueError(f'num_devices={n} but only {jax.device_count()} '
+                       'devices exist')
+    return make_mesh(jax.devices()[:n])
+  return make_mesh()
