@@ -27,6 +27,10 @@ class RawFormatError(ValueError):
       msg += f', found {found!r}'
     super().__init__(msg)
 
+  def __reduce__(self):
+    # Rebuild from the fields so errors survive the trip back from workers.
+    return (type(self), (self.path, self.line, self.expected, self.found))
+
 
 @dataclasses.dataclass
 class SkipReport:

@@ -11,6 +11,19 @@ def abstract_like(tree, sharding):
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
+def check_same_shapes(name, target, source):
+  """Raises naming every parameter whose shape differs (or that is missing)."""
+  t = {jax.tree_util.keystr(p): tuple(x.shape)
+       for p, x in jax.tree_util.tree_leaves_with_path(target)}
+  s = {jax.tree_util.keystr(p): tuple(x.shape)
+       for p, x in jax.tree_util.tree_leaves_with_path(source)}
+  bad = [f'{k}: model {t.get(k)} vs checkpoint {s.get(k)}'
+         for k in sorted(set(t) | set(s)) if t.get(k) != s.get(k)]
+  if bad:
+    raise ValueError(f'{name}: checkpoint does not fit the model '
+                     f'({len(bad)} mismatches): ' + '; '.join(bad[:8]))
+
+
 class Checkpointer:
   """Async CheckpointManager with a save interval and a keep-N policy."""
 

@@ -12,8 +12,11 @@ def data_config(name='synthetic_skeleton', config='default', dir='data'):
       'name': name, 'config': config, 'dir': dir, 'build_if_missing': True,
       'pretrain_split': 'pretrain', 'train_split': 'train',
       'eval_split': 'val',
+      'preprocess': 'plain',  # plain | aimclr | aimclr_raw | agcn (input_pipeline)
+      'num_persons': 1,     # M: persons per sample (padded with zeros)
       'clip_len': 128,      # pretraining window length (frames)
       'pad_length': 320,    # localization sequences are padded to this length
+      'train_window': 0,    # > 0: train on random crops of this many frames
   })
 
 
@@ -25,6 +28,7 @@ def model_config(width=1.0):
       'taps': (1, 7, 10),   # backbone units fused by the U-shaped module
       'head': 'ufusion',    # 'ufusion' | 'upsample' (baseline)
       'head_dim': 512,
+      'num_classes': 0,     # localization classes; 0 = from the dataset
   })
 
 

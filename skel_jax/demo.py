@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from skel_jax import config_validation
 from skel_jax import finetune
 from skel_jax import input_pipeline
 from skel_jax import plotting
@@ -60,6 +61,7 @@ def format_table(rows, thresholds):
 
 
 def run(config, workdir):
+  config_validation.validate(config, workdir)
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
   input_pipeline.ensure_built(config.data)

@@ -17,6 +17,7 @@ import optax
 from flax import nnx
 
 from skel_jax import checkpoint
+from skel_jax import config_validation
 from skel_jax import input_pipeline
 from skel_jax import loop
 from skel_jax import metrics as metrics_lib
@@ -32,50 +33,44 @@ PROTOCOLS = ('finetune', 'linear')
 # Model, pretrained weights, trainable subset.
 # ---------------------------------------------------------------------------
 def build_model(config, num_classes):
+  """The localizer; ``num_classes`` excludes background (K + 1 outputs)."""
   return Localizer(config.model, num_classes, rngs=nnx.Rngs(config.seed))
 
 
-def load_pretrained_backbone(pretrain_workdir):
-  """Backbone params and BN statistics of the query encoder of a pretraining run."""
-  with open(os.path.join(pretrain_workdir, 'config.json')) as f:
-    pcfg = ml_collections.ConfigDict(json.load(f))
-  # A callable schedule gives the optimizer state the same structure as in
-  # pretraining (optax stores a step count for schedules).
-  tx = train_utils.make_optimizer(pcfg.optimizer, lambda step: 0.0)
-  abstract = jax.eval_shape(lambda: pretrain.init_state(pcfg, tx)[1])
-  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  ckpt = checkpoint.Checkpointer(os.path.join(pretrain_workdir, 'checkpoints'))
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f'no checkpoint under {pretrain_workdir}/checkpoints')
-  restored = ckpt.restore(checkpoint.abstract_like(abstract, sharding))
-  ckpt.close()
-  return restored['params']['backbone'], restored['batch_stats']['backbone']
+def load_pretrained_backbone(path):
+  """Backbone params and BN statistics (nested dicts) from a pretraining
+  workdir (query encoder) or from an export directory (``skel_jax.export``)."""
+  from skel_jax import export  # pylint: disable=g-import-not-at-top
+  if os.path.exists(os.path.join(path, 'model.json')):
+    _, params, stats = export.load_variables(path)
+    return params['backbone'], stats['backbone']
+  _, _, params, stats = export.restore_workdir(path)
+  return (nnx.to_pure_dict(params['backbone']),
+          nnx.to_pure_dict(stats['backbone']))
 
 
-def _check_same_shapes(name, target, source):
-  t = {jax.tree_util.keystr(p): x.shape
-       for p, x in jax.tree_util.tree_leaves_with_path(target)}
-  s = {jax.tree_util.keystr(p): x.shape
-       for p, x in jax.tree_util.tree_leaves_with_path(source)}
-  bad = [f'{k}: model {t.get(k)} vs checkpoint {s.get(k)}'
-         for k in sorted(set(t) | set(s)) if t.get(k) != s.get(k)]
-  if bad:
-    raise ValueError(f'{name}: pretrained backbone does not fit the model '
-                     f'({len(bad)} mismatches): ' + '; '.join(bad[:8]))
-
-
-def init_params(config, num_classes):
+def initial_state(config, tx, num_classes, restore_backbone=True):
+  """(graphdef, state): backbone from the pretraining source, fresh heads."""
   model = build_model(config, num_classes)
   graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  if config.init == 'pretrained':
+  if restore_backbone and config.init == 'pretrained':
     bb_params, bb_stats = load_pretrained_backbone(config.pretrain_workdir)
-    _check_same_shapes('params', params['backbone'], bb_params)
-    _check_same_shapes('batch_stats', stats['backbone'], bb_stats)
-    params['backbone'] = jax.tree.map(jnp.asarray, bb_params)
-    stats['backbone'] = jax.tree.map(jnp.asarray, bb_stats)
-  elif config.init != 'random':
-    raise ValueError(f'init={config.init!r}: expected pretrained or random')
-  return graphdef, params, stats
+    src = config.pretrain_workdir
+    checkpoint.check_same_shapes(src, nnx.to_pure_dict(params['backbone']),
+                                 bb_params)
+    checkpoint.check_same_shapes(src, nnx.to_pure_dict(stats['backbone']),
+                                 bb_stats)
+    nnx.replace_by_pure_dict(params['backbone'],
+                             jax.tree.map(jnp.asarray, bb_params))
+    nnx.replace_by_pure_dict(stats['backbone'],
+                             jax.tree.map(jnp.asarray, bb_stats))
+  trainable, frozen = split_trainable(params, config.protocol)
+  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
+           'frozen': frozen, 'batch_stats': stats,
+           'opt_state': tx.init(trainable),
+           'rng': jax.random.PRNGKey(config.seed),
+           **train_utils.nonfinite_fields()}
+  return graphdef, state
 
 
 def split_trainable(params, protocol):
@@ -94,11 +89,11 @@ def join_params(trainable, frozen, protocol):
 # ---------------------------------------------------------------------------
 # Update and inference steps.
 # ---------------------------------------------------------------------------
-def forward(model, x, train, protocol):
+def forward(model, x, train, protocol, dropout_key=None):
   if protocol == 'linear':
     taps = [jax.lax.stop_gradient(t) for t in model.taps_of(x, train=False)]
     return model.head(taps, train, length=x.shape[2])
-  return model(x, train=train)
+  return model(x, train=train, dropout_key=dropout_key)
 
 
 def frame_cross_entropy(logits, labels):
@@ -113,7 +108,8 @@ def train_step(state, batch, *, graphdef, tx, protocol, schedule):
   def loss_fn(trainable, batch_stats):
     params = join_params(trainable, state['frozen'], protocol)
     model = nnx.merge(graphdef, params, batch_stats, copy=True)
-    logits = forward(model, batch['x'], True, protocol)
+    logits = forward(model, batch['x'], True, protocol,
+                     jax.random.fold_in(state['rng'], state['step']))
     loss = frame_cross_entropy(logits, batch['labels'])
     mask = batch['labels'] >= 0
     acc = jnp.sum((jnp.argmax(logits, -1) == batch['labels']) * mask) / (
@@ -187,10 +183,8 @@ def evaluate_predictions(predictions, num_classes, eval_cfg):
 # ---------------------------------------------------------------------------
 def train_and_evaluate(config, workdir):
   """Trains the localizer, evaluates on the val split, writes results.json."""
-  if config.protocol not in PROTOCOLS:
-    raise ValueError(f'protocol={config.protocol!r}: expected {PROTOCOLS}')
+  config_validation.validate(config, workdir)
   train_utils.print_banner(f'{config.protocol} -> {workdir}')
-  train_utils.write_run_record(workdir, config)
   mesh = train_utils.mesh_for(config)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
 
@@ -207,11 +201,9 @@ def train_and_evaluate(config, workdir):
       [int(e * steps_per_epoch) for e in config.lr_decay_epochs])
   tx = train_utils.make_optimizer(config.optimizer, schedule)
 
-  graphdef, params, stats = init_params(config, num_classes)
-  trainable, frozen = split_trainable(params, config.protocol)
-  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
-           'frozen': frozen, 'batch_stats': stats,
-           'opt_state': tx.init(trainable), **train_utils.nonfinite_fields()}
+  config.model.num_classes = num_classes  # recorded for exports
+  train_utils.write_run_record(workdir, config)
+  graphdef, state = initial_state(config, tx, num_classes)
   state = jax.device_put(state, rep)
   ckpt = checkpoint.Checkpointer(
       f'{workdir}/checkpoints',

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-SPINE_MID = 1  # joint 2: the centre used by the "plain" normalisation
+from skel_jax import preprocess
 
 
 # ---------------------------------------------------------------------------
@@ -51,19 +51,53 @@ def class_names(data_cfg):
 # ---------------------------------------------------------------------------
 # Per-sequence preprocessing (NumPy, host side).
 # ---------------------------------------------------------------------------
+# data.preprocess: 'plain' (localization default: translation only, applied
+# per pretraining window), 'aimclr' (frame50, family A), 'aimclr_raw' (A1 only:
+# first two bodies, 300 frames, as recorded), 'agcn' (family B).
+FAMILIES = ('plain', 'aimclr', 'aimclr_raw', 'agcn')
+
+
 def to_model_layout(skeleton):
   """Stored (T, M, V, 3) -> model (M, T, V, 3), float32."""
   return np.ascontiguousarray(np.transpose(skeleton, (1, 0, 2, 3)),
                               dtype=np.float32)
 
 
-def normalize_plain(x):
-  """Plain localization normalisation: translate so that person 0's spine
-  centre at the first frame is the origin. Root motion (walking, jumping) is
-  kept, unlike per-frame centring. Absent persons (all-zero) stay zero."""
-  origin = x[0, 0, SPINE_MID]
-  present = np.any(x != 0, axis=(2, 3), keepdims=True)
-  return np.where(present, x - origin, 0.0).astype(np.float32)
+def fit_persons(x, num_persons):
+  """Pads (zeros = absent) or truncates the person axis to ``num_persons``."""
+  m = x.shape[0]
+  if m == num_persons:
+    return x
+  if m > num_persons:
+    return x[:num_persons]
+  pad = np.zeros((num_persons - m,) + x.shape[1:], x.dtype)
+  return np.concatenate([x, pad], axis=0)
+
+
+def example_to_array(ex, data_cfg):
+  """One stored example -> (M, T, V, 3) under ``data.preprocess``.
+
+  Dense datasets (synthetic, PKU-MMD, BABEL) store ``skeleton``; NTU RGB+D
+  stores raw body records, from which each family selects its bodies. The
+  'plain' translation is applied later (per window / per sequence).
+  """
+  family = data_cfg.preprocess
+  if 'skeleton' in ex:
+    x = to_model_layout(ex['skeleton'])
+    if family in ('aimclr', 'agcn'):
+      x = preprocess.preprocess(x, family)
+  elif family == 'plain':
+    x = to_model_layout(preprocess.to_dense(ex, data_cfg.num_persons))
+  elif family == 'aimclr_raw':
+    x = preprocess.aimclr_select_bodies(ex)
+  else:
+    x = preprocess.preprocess(ex, family)
+  return fit_persons(np.asarray(x, np.float32), data_cfg.num_persons)
+
+
+def normalize(x, data_cfg):
+  return (preprocess.normalize_plain(x) if data_cfg.preprocess == 'plain'
+          else x)
 
 
 def loop_pad(x, length):
@@ -110,7 +144,7 @@ def _index_batches(num_records, global_batch, seed):
 @dataclasses.dataclass(frozen=True)
 class _PretrainBatch:
   source: object
-  clip_len: int
+  data_cfg: object
   seed: int
   rows: slice
 
@@ -118,18 +152,18 @@ class _PretrainBatch:
     xs = []
     index = tags['index'][self.rows]
     for i, r in zip(index, tags['record'][self.rows]):
-      ex = self.source[int(r)]
+      x = example_to_array(self.source[int(r)], self.data_cfg)
       rng = np.random.default_rng([self.seed, int(i)])
-      xs.append(normalize_plain(
-          random_window(to_model_layout(ex['skeleton']), self.clip_len, rng)))
+      xs.append(normalize(random_window(x, self.data_cfg.clip_len, rng),
+                          self.data_cfg))
     return {'x': np.stack(xs), 'index': (index % (2**31 - 1)).astype(np.int32)}
 
 
-def pretrain_dataset(data_cfg, split, *, clip_len, global_batch, seed):
+def pretrain_dataset(data_cfg, split, *, global_batch, seed):
   """Infinite MapDataset: element s = this process's rows of step s's batch."""
   source = open_split(data_cfg, split)
   ds = _index_batches(len(source), global_batch, seed).map(
-      _PretrainBatch(source, clip_len, seed, process_rows(global_batch)))
+      _PretrainBatch(source, data_cfg, seed, process_rows(global_batch)))
   return ds, len(source)
 
 
@@ -145,41 +179,65 @@ def labeled_subset(num_examples, fraction, seed):
   return np.sort(rng.choice(num_examples, n_keep, replace=False))
 
 
-def pad_sequence(ex, pad_length, ignore_label=-1):
-  """Pads one example to ``pad_length`` frames; padded frames get label -1."""
-  x = normalize_plain(to_model_layout(ex['skeleton']))
+def pad_sequence(ex, data_cfg, pad_length, rng=None, ignore_label=-1):
+  """One labeled example -> fixed ``pad_length`` frames, padded labels -1.
+
+  With ``rng`` and a sequence longer than ``pad_length`` (training on
+  ``data.train_window`` crops), a random window is taken; otherwise a longer
+  sequence is an error naming it.
+  """
+  x = example_to_array(ex, data_cfg)
+  labels = np.asarray(ex['labels'], np.int32) if 'labels' in ex else None
   t = x.shape[1]
   if t > pad_length:
-    raise ValueError(
-        f'sequence {ex.get("sequence_id", b"?")!r} has {t} frames, more than '
-        f'data.pad_length={pad_length}; raise data.pad_length')
+    if rng is None:
+      raise ValueError(
+          f'sequence {ex.get("sequence_id", b"?")!r} has {t} frames, more '
+          f'than data.pad_length={pad_length}; raise data.pad_length')
+    start = int(rng.integers(0, t - pad_length + 1))
+    x = x[:, start:start + pad_length]
+    labels = None if labels is None else labels[start:start + pad_length]
+    t = pad_length
+  x = normalize(x, data_cfg)
   xp = np.zeros((x.shape[0], pad_length) + x.shape[2:], np.float32)
   xp[:, :t] = x
-  labels = np.full((pad_length,), ignore_label, np.int32)
-  if 'labels' in ex:
-    labels[:t] = ex['labels']
-  return {'x': xp, 'labels': labels, 'length': np.int32(t)}
+  out_labels = np.full((pad_length,), ignore_label, np.int32)
+  if labels is not None:
+    out_labels[:t] = labels[:t]
+  return {'x': xp, 'labels': out_labels, 'length': np.int32(t)}
 
 
 @dataclasses.dataclass(frozen=True)
 class _LabeledBatch:
   source: object
   indices: np.ndarray
-  pad_length: int
+  data_cfg: object
+  seed: int
   rows: slice
 
   def __call__(self, tags):
-    items = [pad_sequence(self.source[int(self.indices[r])], self.pad_length)
-             for r in tags['record'][self.rows]]
+    window = self.data_cfg.train_window
+    items = []
+    for i, r in zip(tags['index'][self.rows], tags['record'][self.rows]):
+      ex = self.source[int(self.indices[r])]
+      if window:
+        rng = np.random.default_rng([self.seed, int(i)])
+        items.append(pad_sequence(ex, self.data_cfg, window, rng))
+      else:
+        items.append(pad_sequence(ex, self.data_cfg, self.data_cfg.pad_length))
     return {k: np.stack([it[k] for it in items]) for k in items[0]}
 
 
 def finetune_dataset(data_cfg, split, *, global_batch, label_fraction, seed):
-  """Infinite shuffled MapDataset of padded labeled batches (element s = step s)."""
+  """Infinite shuffled MapDataset of padded labeled batches (element s = step s).
+
+  Whole sequences padded to ``data.pad_length`` (the released protocol), or
+  random ``data.train_window``-frame crops for datasets of long videos.
+  """
   source = open_split(data_cfg, split)
   indices = labeled_subset(len(source), label_fraction, seed)
   ds = _index_batches(len(indices), global_batch, seed).map(
-      _LabeledBatch(source, indices, data_cfg.pad_length,
+      _LabeledBatch(source, indices, data_cfg, seed,
                     process_rows(global_batch)))
   return ds, indices
 
@@ -194,7 +252,8 @@ def eval_batches(data_cfg, split, *, global_batch, limit=None):
     valid = np.array([True] * len(idx) + [False] * (global_batch - len(idx)))
     idx += [idx[-1]] * (global_batch - len(idx))
     examples = [source[i] for i in idx]
-    batch = [pad_sequence(ex, data_cfg.pad_length) for ex in examples]
+    batch = [pad_sequence(ex, data_cfg, data_cfg.pad_length)
+             for ex in examples]
     out = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
     out['valid'] = valid
     out['sequence_id'] = [ex['sequence_id'] for ex in examples]

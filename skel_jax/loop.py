@@ -36,7 +36,7 @@ def run(*, step_fn, state, ds, data_sharding, ckpt, log, start, total_steps,
         if guard.requested:
           ckpt.save(done, state, force=True)
           ckpt.close()
-          log.flush()
+          log.close()
           print(f'[{desc}] SIGTERM: saved step {done} to {ckpt.directory}; '
                 'rerun the same command to resume', file=sys.stderr,
                 flush=True)
@@ -44,6 +44,6 @@ def run(*, step_fn, state, ds, data_sharding, ckpt, log, start, total_steps,
         ckpt.save(done, state, force=last)
         bar.update(1)
   finally:
-    log.flush()
+    log.close()
     ckpt.close()
   return state

@@ -4,6 +4,7 @@ The config's ``stage`` field picks pretraining, localization finetuning or the
 demo pipeline. Each config file carries its own run command in its docstring.
 """
 import os
+import sys
 
 from absl import app
 from absl import logging
@@ -16,6 +17,15 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Directory for checkpoints, logs and results.')
+_MULTIHOST = flags.DEFINE_bool(
+    'multihost', False, 'Call jax.distributed.initialize() first (auto-detects '
+    'SLURM, TPU pods and Kubernetes; or pass the three flags below).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0 (multihost).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Total processes (multihost).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'This process (multihost).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -47,8 +57,17 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Orbax logs every save at INFO; keep the console for progress and results.
   logging.set_verbosity(logging.WARNING)
+  if _MULTIHOST.value:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   enable_compilation_cache()
-  run(_CONFIG.value, _WORKDIR.value)
+  from skel_jax import config_validation
+  try:
+    run(_CONFIG.value, _WORKDIR.value)
+  except config_validation.ConfigError as e:
+    print(f'config error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 if __name__ == '__main__':

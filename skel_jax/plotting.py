@@ -1,14 +1,17 @@
-"""Timeline plots of ground-truth vs. predicted frame labels.
+"""Timeline plots of frame labels and skeleton animations.
 
 Uses the object-oriented Matplotlib API with the Agg canvas, so it never
 touches pyplot's global backend state and works on headless machines.
 """
 import numpy as np
+from matplotlib import animation
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from skel_jax import graph
 from skel_jax.postprocess import labels_to_segments
 
 _BACKGROUND_COLOR = '#e6e6e6'
@@ -90,4 +93,139 @@ def plot_timelines(path: str, rows: list, class_names, background: int,
             ncol=min(len(handles), 6), frameon=False, fontsize='small')
   fig.tight_layout()
   fig.savefig(path, dpi=dpi)
+  return path
+
+
+# ---------------------------------------------------------------------------
+# Skeleton animation.
+# ---------------------------------------------------------------------------
+_HEAD = 3
+_FEET = (15, 19)
+_PERSON_COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#9467bd')
+
+
+def _projection_axes(joints: np.ndarray, valid: np.ndarray):
+  """Picks (horizontal, vertical, vertical_sign) for a 2-D view.
+
+  Args:
+    joints: (T, M, V, 3) coordinates.
+    valid: (T, M) bool, whether the person is present in the frame.
+
+  Returns:
+    Coordinate indices of the horizontal and vertical screen axes and +1/-1
+    so that the head is drawn above the feet.
+  """
+  if not valid.any():
+    return 0, 1, 1.0
+  pts = joints[valid]  # (N, V, 3)
+  head_to_feet = pts[:, _HEAD] - pts[:, list(_FEET)].mean(axis=1)
+  vertical = int(np.argmax(np.abs(head_to_feet).mean(axis=0)))
+  sign = 1.0 if head_to_feet[:, vertical].mean() >= 0 else -1.0
+  # Per-frame body extent (not the sequence range): a frontal view spreads
+  # the shoulders and arms, whereas a walk towards the camera would make the
+  # depth axis win on the sequence range while showing a side-on stick.
+  others = [a for a in range(3) if a != vertical]
+  extent = [pts[:, :, a].std(axis=1).mean() for a in others]
+  horizontal = others[int(np.argmax(extent))]
+  return horizontal, vertical, sign
+
+
+def _label_name(label, class_names, background):
+  label = int(label)
+  if background is not None and label == background:
+    return 'background'
+  if class_names is not None and 0 <= label < len(class_names):
+    return str(class_names[label])
+  return str(label)
+
+
+def animate_skeleton(path: str, skeleton, labels=None, pred=None,
+                     class_names=None, fps: int = 15, stride: int = 2,
+                     title=None, background=None) -> str:
+  """Writes a GIF of a skeleton sequence with per-frame label captions.
+
+  Args:
+    path: output GIF path.
+    skeleton: (T, M, 25, 3) joints in the NTU-25 layout; a person whose
+      joints are all zero in a frame is absent there and not drawn.
+    labels: optional (T,) ground-truth frame labels.
+    pred: optional (T,) predicted frame labels.
+    class_names: optional names of the classes; labels index into it.
+    fps: GIF frame rate.
+    stride: draw every ``stride``-th frame.
+    title: optional figure title.
+    background: the background label, shown as 'background'. Defaults to
+      the project convention: the last class, i.e. the last entry of
+      ``class_names`` when it is named 'background', else
+      ``len(class_names)``.
+
+  Returns:
+    ``path``.
+  """
+  joints = np.asarray(skeleton, np.float32)
+  if joints.ndim == 3:  # (T, V, 3): a single person
+    joints = joints[:, None]
+  if joints.ndim != 4 or joints.shape[-1] != 3:
+    raise ValueError(f'skeleton must be (T, M, 25, 3), got {joints.shape}.')
+  num_frames, num_persons = joints.shape[:2]
+  if num_frames == 0:
+    raise ValueError('skeleton has no frames.')
+  if background is None and class_names is not None:
+    names = list(class_names)
+    last = len(names) - 1
+    background = (last if names and str(names[-1]).lower() == 'background'
+                  else len(names))
+  labels = None if labels is None else np.asarray(labels).reshape(-1)
+  pred = None if pred is None else np.asarray(pred).reshape(-1)
+
+  valid = np.abs(joints).reshape(num_frames, num_persons, -1).max(-1) > 0
+  horizontal, vertical, sign = _projection_axes(joints, valid)
+  xy = np.stack([joints[..., horizontal], sign * joints[..., vertical]], -1)
+
+  # Fixed, equal-aspect limits over the whole sequence so motion shows.
+  if valid.any():
+    pts = xy[valid].reshape(-1, 2)
+    lo, hi = pts.min(0), pts.max(0)
+  else:
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+  centre, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-3) * 1.08
+
+  bones = np.asarray(graph.INWARD)
+  # Small figure at low dpi keeps the per-frame Agg render to a few ms.
+  fig = Figure(figsize=(3.2, 3.6), dpi=80)
+  FigureCanvasAgg(fig)
+  ax = fig.add_axes((0.02, 0.02, 0.96, 0.76 if title else 0.81))
+  ax.set_xlim(centre[0] - half, centre[0] + half)
+  ax.set_ylim(centre[1] - half, centre[1] + half)
+  ax.set_aspect('equal', adjustable='box')
+  ax.set_xticks([])
+  ax.set_yticks([])
+  collections = []
+  for m in range(num_persons):
+    lc = LineCollection([], colors=_PERSON_COLORS[m % len(_PERSON_COLORS)],
+                        linewidths=2.0)
+    ax.add_collection(lc)
+    collections.append(lc)
+  if title:
+    fig.text(0.5, 0.97, str(title), ha='center', va='top', fontsize=9)
+  caption = fig.text(0.5, 0.90 if title else 0.95, '', ha='center', va='top',
+                     fontsize=8, family='monospace')
+
+  def draw(t):
+    for m, lc in enumerate(collections):
+      lc.set_segments(xy[t, m][bones] if valid[t, m] else [])
+    # The frame counter also keeps consecutive GIF frames distinct, so Pillow
+    # never merges identical frames and the GIF length is predictable.
+    lines = [f'frame {t + 1}/{num_frames}']
+    if labels is not None and t < labels.size:
+      lines.append('GT:   ' + _label_name(labels[t], class_names, background))
+    if pred is not None and t < pred.size:
+      lines.append('pred: ' + _label_name(pred[t], class_names, background))
+    caption.set_text('\n'.join(lines))
+    return collections + [caption]
+
+  frames = range(0, num_frames, max(int(stride), 1))
+  anim = animation.FuncAnimation(fig, draw, frames=frames, blit=False,
+                                 cache_frame_data=False, repeat=False)
+  anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=fig.dpi)
   return path

@@ -12,10 +12,10 @@ numbers are only comparable within one family:
   most energetic of up to four bodies, loop padding, centring on joint 2, two
   Rodrigues rotations (B1 + B2).
 
-Dense arrays here are ``(M, T, V, 3)`` = (persons, frames, joints, xyz), float32,
-with all-zero entries for absent persons/frames. ``to_dense`` instead returns
-``(T, M, V, 3)``, the stored layout of the other datasets. "Examples" are the
-records of the ``ntu_rgbd`` TFDS builder (flattened body records, see
+Dense arrays here are ``(M, T, V, 3)`` = (persons, frames, joints, xyz),
+float32, with all-zero entries for absent persons/frames. ``to_dense`` instead
+returns ``(T, M, V, 3)``, the stored layout of the other datasets. "Examples"
+are the records of the ``ntu_rgbd`` TFDS builder (flattened body records, see
 ``data_builders/ntu_rgbd/README.md``).
 
 The reference code is replicated step by step, including its float32 storage
@@ -152,7 +152,7 @@ def aimclr_valid_length(x) -> int:
 
 
 def aimclr_frame50(x, t_length=50, y_rotation=True, with_motion=False):
-  """A2 (AimCLR ``NTUMotionProcessor``, data_type='relative', sampling='resize').
+  """A2: AimCLR ``NTUMotionProcessor`` (relative, resize, y_rotation).
 
   Steps, in the reference order:
     1. L = ``aimclr_valid_length(x)``.

@@ -16,6 +16,7 @@ from flax import nnx
 
 from skel_jax import augment
 from skel_jax import checkpoint
+from skel_jax import config_validation
 from skel_jax import input_pipeline
 from skel_jax import loop
 from skel_jax import losses
@@ -86,6 +87,10 @@ def compute_losses(q_out, k_out, state, pcfg):
 def train_step(state, batch, *, graphdef, tx, config, schedule):
   pcfg = config.pretrain
   keys = augment.sample_keys(state['rng'], state['step'], batch['index'])
+  # Dropout keys (ST-GCN) per step; AGCN ignores them.
+  drop_q, drop_k = jax.random.split(
+      jax.random.fold_in(jax.random.fold_in(state['rng'], 1 << 30),
+                         state['step']))
   x_q, x_k = augment.two_views(batch['x'], keys, config.augment)
 
   # Momentum update of the key encoder before computing keys (MoCo order).
@@ -93,14 +98,15 @@ def train_step(state, batch, *, graphdef, tx, config, schedule):
   key_params = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q,
                             state['key_params'], state['params'])
   key_model = nnx.merge(graphdef, key_params, state['key_batch_stats'])
-  k_out = jax.lax.stop_gradient(key_model(x_k, train=True))
+  k_out = jax.lax.stop_gradient(key_model(x_k, train=True,
+                                           dropout_key=drop_k))
   key_batch_stats = nnx.state(key_model, nnx.BatchStat)
 
   # BN statistics go through grad as an argument so that NNX mutates them at
   # the right trace level.
   def loss_fn(params, batch_stats):
     model = nnx.merge(graphdef, params, batch_stats, copy=True)
-    q_out = model(x_q, train=True)
+    q_out = model(x_q, train=True, dropout_key=drop_q)
     total, metrics = compute_losses(q_out, k_out, state, pcfg)
     return total, (metrics, nnx.state(model, nnx.BatchStat))
 
@@ -146,6 +152,7 @@ def schedule_and_steps(config, num_sequences):
 
 def train(config, workdir):
   """Runs (or resumes) pretraining; returns (graphdef, final state)."""
+  config_validation.validate(config, workdir)
   train_utils.print_banner(f'pretrain -> {workdir}')
   train_utils.write_run_record(workdir, config)
   mesh = train_utils.mesh_for(config)
@@ -153,8 +160,8 @@ def train(config, workdir):
 
   input_pipeline.ensure_built(config.data)
   ds, num_sequences = input_pipeline.pretrain_dataset(
-      config.data, config.data.pretrain_split, clip_len=config.data.clip_len,
-      global_batch=config.batch_size, seed=config.seed)
+      config.data, config.data.pretrain_split, global_batch=config.batch_size,
+      seed=config.seed)
   schedule, total_steps, _ = schedule_and_steps(config, num_sequences)
   tx = train_utils.make_optimizer(config.optimizer, schedule)
 

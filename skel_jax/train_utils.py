@@ -73,12 +73,14 @@ class MetricLog:
   Python floats, so logging never stalls the device pipeline.
   """
 
-  def __init__(self, workdir, filename='metrics.jsonl', quiet=False):
+  def __init__(self, workdir, filename='metrics.jsonl'):
+    from skel_jax import tensorboard  # pylint: disable=g-import-not-at-top
     self.path = os.path.join(workdir, filename)
     self._pending = None
     self._t0 = time.time()
-    self.quiet = quiet
     self.last = None
+    # The same scalars as TensorBoard events (no TensorFlow needed).
+    self.tb = tensorboard.ScalarWriter(os.path.join(workdir, 'tb'))
 
   def push(self, step, device_metrics, **host_values):
     self.flush()
@@ -96,6 +98,12 @@ class MetricLog:
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
     self.last = record
+    self.tb.scalars(record['step'],
+                    {k: v for k, v in record.items() if k != 'step'})
+
+  def close(self):
+    self.flush()
+    self.tb.close()
 
 
 # ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import os
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from skel_jax import evaluate
 from skel_jax import finetune
@@ -65,10 +66,12 @@ def test_localization_from_pretrained_backbone(pretrained, data_dir,
   config.num_steps = 6
 
   # Only the backbone comes from the checkpoint; heads are fresh.
-  names = 11
-  _, params, _ = finetune.init_params(config, names - 1)
+  tx = finetune.train_utils.make_optimizer(config.optimizer, 1e-3)
+  _, state = finetune.initial_state(config, tx, num_classes=10)
+  params = finetune.join_params(state['trainable'], state['frozen'], protocol)
   bb, _ = finetune.load_pretrained_backbone(pre_dir)
-  jax.tree.map(np.testing.assert_array_equal, params['backbone'], bb)
+  jax.tree.map(np.testing.assert_array_equal,
+               nnx.to_pure_dict(params['backbone']), bb)
 
   workdir = str(tmp_path)
   main_lib.run(config, workdir)

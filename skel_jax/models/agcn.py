@@ -115,8 +115,12 @@ class AGCN(nnx.Module):
     self.units = nnx.List(units) if hasattr(nnx, 'List') else units
     self.out_channels = cin
 
-  def __call__(self, x, train):
-    """x: (B, T, 25, C_in) -> tuple of 10 unit outputs (B, T_i, 25, C_i)."""
+  def __call__(self, x, train, dropout_key=None):
+    """x: (B, T, 25, C_in) -> tuple of 10 unit outputs (B, T_i, 25, C_i).
+
+    AGCN has no dropout; ``dropout_key`` keeps the backbone interface uniform.
+    """
+    del dropout_key
     feats = []
     for unit in self.units:
       x = unit(x, train)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from skel_jax.models.agcn import AGCN
+from skel_jax.models.stgcn import STGCN
 from skel_jax.models.heads import (GlobalHead, SnippetHead, UFusionHead,
                                    UpsampleHead)
 
@@ -17,7 +18,11 @@ def build_backbone(cfg, rngs):
   """cfg: ConfigDict with ``name`` and ``width``."""
   if cfg.name == 'agcn':
     return AGCN(width=cfg.width, rngs=rngs)
-  raise ValueError(f'model.backbone.name={cfg.name!r}: expected one of [agcn]')
+  if cfg.name == 'stgcn':
+    return STGCN(width=cfg.width,
+                 corrected_partition=cfg.get('corrected_partition', False),
+                 rngs=rngs)
+  raise ValueError(f'model.backbone.name={cfg.name!r}: expected agcn or stgcn')
 
 
 def _fold_persons(x):
@@ -42,9 +47,10 @@ class MoCoEncoder(nnx.Module):
     self.snippet_head = SnippetHead(c, model_cfg.feature_dim,
                                     model_cfg.num_snippets, rngs=rngs)
 
-  def __call__(self, x, train=True):
+  def __call__(self, x, train=True, dropout_key=None):
     xb, nm = _fold_persons(x)
-    feat = _joint_and_person_mean(self.backbone(xb, train)[-1], nm)
+    feat = _joint_and_person_mean(
+        self.backbone(xb, train, dropout_key=dropout_key)[-1], nm)
     snippet_feats, snippets = self.snippet_head(feat)
     return {'global': self.global_head(feat), 'snippets': snippets,
             'snippet_feats': snippet_feats}
@@ -60,11 +66,12 @@ class Localizer(nnx.Module):
     self.head = HEADS[model_cfg.head](tap_channels, model_cfg.head_dim,
                                       num_classes + 1, rngs=rngs)
 
-  def taps_of(self, x, train):
+  def taps_of(self, x, train, dropout_key=None):
     xb, nm = _fold_persons(x)
-    feats = self.backbone(xb, train)
+    feats = self.backbone(xb, train, dropout_key=dropout_key)
     return [_joint_and_person_mean(feats[i - 1], nm) for i in self.taps]
 
-  def __call__(self, x, train=True):
+  def __call__(self, x, train=True, dropout_key=None):
     """x: (N, M, T, V, 3) -> per-frame logits (N, T, K + 1)."""
-    return self.head(self.taps_of(x, train), train, length=x.shape[2])
+    return self.head(self.taps_of(x, train, dropout_key), train,
+                     length=x.shape[2])

@@ -1,0 +1,41 @@
+r"""BABEL temporal action localization on subset 1, 2 or 3 (METHOD.md §7).
+
+  python -m skel_jax.build_data --dataset=babel/subset1 --manual_dir=/data/babel \
+      --data_dir=data --builder_option=smplh_model=/models/SMPLH_male.pkl
+  python -m skel_jax.main --config=configs/finetune_babel.py:subset1 \
+      --workdir=runs/babel1 --config.pretrain_workdir=runs/pre_babel
+  # semi-supervised, 20% of the labeled training sequences:
+  #   --config.label_fraction=0.2
+  python -m skel_jax.main --config=configs/finetune_babel.py:subset1,smoke \
+      --workdir=/tmp/babel_smoke --config.pretrain_workdir=/tmp/pb
+
+Whole sequences (<= 1000 frames after the builder's filter) padded to 1000,
+batch 8, released finetune settings; mAP at IoU 0.1..0.5 and their mean.
+"""
+from skel_jax import config_defaults
+
+
+def get_config(arg=None):
+  parts = [p for p in (arg or 'subset1').split(',') if p]
+  subsets = [p for p in parts if p.startswith('subset')]
+  unknown = [p for p in parts if p not in ('subset1', 'subset2', 'subset3',
+                                           'smoke')]
+  if unknown or len(subsets) > 1:
+    raise ValueError(f'unknown variant {arg!r}; expected subset1|subset2|'
+                     'subset3, optionally followed by ,smoke')
+  c = config_defaults.finetune_config()
+  c.data.name = 'babel'
+  c.data.config = subsets[0] if subsets else 'subset1'
+  c.data.train_split, c.data.eval_split = 'train', 'val'
+  c.data.num_persons = 1
+  c.data.pad_length = 1000
+  if 'smoke' in parts:
+    c.model.backbone.width = 0.125
+    c.model.num_snippets = 8
+    c.model.head_dim = 64
+    c.data.pad_length = 256
+    c.num_steps = 4
+    c.warmup_epochs = 0.0
+    c.lr_decay_epochs = ()
+    c.log_every = 2
+  return c

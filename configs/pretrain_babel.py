@@ -1,0 +1,36 @@
+r"""Snippet-MoCo pretraining on the whole BABEL train split (METHOD.md §7).
+
+  python -m skel_jax.build_data --dataset=babel/full --manual_dir=/data/babel \
+      --data_dir=data --builder_option=smplh_model=/models/SMPLH_male.pkl
+  python -m skel_jax.main --config=configs/pretrain_babel.py --workdir=runs/pre_babel
+  python -m skel_jax.main --config=configs/pretrain_babel.py:smoke --workdir=/tmp/pb
+
+One person, NTU-25 joints from SMPL-H forward kinematics at 30 fps, plain
+normalisation per window. The paper does not give the BABEL window length:
+300-frame windows (10 s) like NTU, with the released optimiser settings.
+"""
+from skel_jax import config_defaults
+
+
+def get_config(arg=None):
+  c = config_defaults.pretrain_config()
+  c.data.name, c.data.config = 'babel', 'full'
+  c.data.pretrain_split = 'train'
+  c.data.preprocess = 'plain'
+  c.data.num_persons = 1
+  c.data.clip_len = 300
+  if arg == 'smoke':
+    c.model.backbone.width = 0.125
+    c.model.num_snippets = 8
+    c.data.clip_len = 64
+    c.pretrain.queue_size = 64
+    c.pretrain.snippet_queue_size = 64
+    c.batch_size = 16
+    c.num_steps = 10
+    c.warmup_epochs = 0.0
+    c.lr_decay_epochs = ()
+    c.log_every = 5
+    c.checkpoint.save_interval_steps = 10
+  elif arg:
+    raise ValueError(f'unknown variant {arg!r}; expected smoke or none')
+  return c

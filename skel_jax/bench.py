@@ -1,0 +1,473 @@
+r"""Throughput and compile-time benchmark of the jitted steps and input pipelines.
+
+  python -m skel_jax.bench --quick --out=runs/bench/quick.json      # CPU-sized
+  python -m skel_jax.bench --out=runs/bench/full.json               # paper width
+  python -m skel_jax.bench --backbones=agcn --methods=snippet_moco \
+      --sections=pretrain --repeats=2 --warmup=1 --steps=1           # one row
+
+Measured (each with untimed warm-up calls, then ``repeats`` timed repeats of
+``steps`` calls each, closed by ``jax.block_until_ready``; median and IQR of
+the per-call time):
+
+1. ``pretrain.train_step`` (video MoCo = snippet_weight 0, snippet MoCo = 1.5)
+   jitted exactly as ``pretrain.train`` does, on random batches already on
+   device, so the input pipeline is excluded.
+2. ``finetune.train_step`` under the full-finetune and linear protocols.
+3. ``finetune.predict_step`` on long (default 1000-frame) sequences.
+4. The grain input pipelines (pretraining windows, padded localization
+   batches) on the synthetic ``smoke`` dataset, host side only.
+5. Compile time of every jitted function: first call minus the steady-state
+   median. The persistent compilation cache is switched off by the CLI so
+   this is a real compile (``env.compilation_cache`` records the setting).
+
+Writes one JSON file (rows + environment + every config used) and prints a
+table. Model inputs are random skeletons of ``persons`` people x 25 joints.
+"""
+import dataclasses
+import datetime
+import functools
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from skel_jax import config_defaults
+from skel_jax import config_validation
+from skel_jax import finetune
+from skel_jax import graph
+from skel_jax import input_pipeline
+from skel_jax import pretrain
+from skel_jax import train_utils
+
+SECTIONS = ('pretrain', 'finetune', 'inference', 'pipeline')
+# Pretraining methods -> snippet loss weight (lambda).
+METHODS = {'video_moco': 0.0, 'snippet_moco': 1.5}
+
+
+@dataclasses.dataclass
+class Options:
+  """Benchmark sizes. Defaults are the released (full-width) settings."""
+  backbones: tuple = ('agcn', 'stgcn')
+  methods: tuple = tuple(METHODS)
+  protocols: tuple = finetune.PROTOCOLS
+  sections: tuple = SECTIONS
+  width: float = 1.0
+  batch: int = 128          # pretraining global batch (also pipeline batch)
+  clip_len: int = 128       # pretraining window (frames)
+  persons: int = 2          # M of the random model inputs (NTU / PKU-MMD: 2)
+  queue_size: int = 32768   # rounded down to a multiple of ``batch``
+  num_snippets: int = 0     # 0 = min(config default, backbone time steps)
+  ft_batch: int = 8         # localization batch
+  pad_length: int = 320     # localization sequence length
+  head_dim: int = 512
+  num_classes: int = 10     # localization classes (synthetic benchmark: 10)
+  infer_len: int = 1000     # frames per inference sequence
+  infer_batch: int = 8
+  repeats: int = 5
+  warmup: int = 2           # untimed calls, the first one compiles
+  steps: int = 5            # calls per timed repeat
+  pipeline_batches: int = 20
+  data_dir: str = ''        # '' = a fresh temporary directory
+  seed: int = 0
+
+
+def quick_options(**overrides):
+  """CPU-sized settings: the demo's narrow AGCN on 64-frame windows."""
+  base = dict(width=0.125, batch=16, clip_len=64, persons=1, queue_size=4096,
+              head_dim=64, repeats=3, warmup=1, steps=2, pipeline_batches=8)
+  base.update(overrides)
+  return Options(**base)
+
+
+# ---------------------------------------------------------------------------
+# Configs (validated like a real run, so the benchmark runs what training runs).
+# ---------------------------------------------------------------------------
+def backbone_steps(backbone, clip_len):
+  """Backbone output length of a clip (ceil-halved at each stride-2 unit)."""
+  steps = clip_len
+  for _ in range(config_validation.BACKBONE_DOWNSAMPLING[backbone]):
+    steps = math.ceil(steps / 2)
+  return steps
+
+
+def _model(cfg, opts, backbone):
+  cfg.model.backbone.name = backbone
+  cfg.model.backbone.width = float(opts.width)
+  cfg.model.head_dim = opts.head_dim
+  cfg.model.num_classes = opts.num_classes
+  if 'num_persons' in cfg.data:  # recorded with the config, as a real run
+    cfg.data.num_persons = opts.persons
+  # The released 19 snippets exceed the 16 AGCN steps of a 128-frame clip.
+  cfg.model.num_snippets = opts.num_snippets or min(
+      cfg.model.num_snippets, backbone_steps(backbone, opts.clip_len))
+
+
+def pretrain_config(opts, backbone, method):
+  cfg = config_defaults.pretrain_config()
+  _model(cfg, opts, backbone)
+  cfg.seed = opts.seed
+  cfg.batch_size = opts.batch
+  cfg.data.clip_len = opts.clip_len
+  cfg.pretrain.snippet_weight = METHODS[method]
+  # Each step enqueues one global batch: queues must hold whole batches.
+  queue = max(opts.batch, opts.queue_size // opts.batch * opts.batch)
+  cfg.pretrain.queue_size = queue
+  cfg.pretrain.snippet_queue_size = queue
+  config_validation.validate(cfg, check_sources=False)
+  return cfg
+
+
+def finetune_config(opts, backbone, protocol):
+  cfg = config_defaults.finetune_config()
+  _model(cfg, opts, backbone)
+  cfg.seed = opts.seed
+  cfg.protocol = protocol
+  cfg.init = 'random'  # no pretraining workdir: weights do not change speed
+  cfg.batch_size = opts.ft_batch
+  cfg.data.pad_length = opts.pad_length
+  cfg.eval.batch_size = opts.infer_batch
+  config_validation.validate(cfg, check_sources=False)
+  return cfg
+
+
+# ---------------------------------------------------------------------------
+# Timing.
+# ---------------------------------------------------------------------------
+def _summary(first_s, times):
+  """Median / IQR of per-call times; compile = first call minus steady state."""
+  q25, med, q75 = (float(v) for v in np.percentile(times, [25, 50, 75]))
+  return {'median_s': med, 'iqr_s': q75 - q25, 'q25_s': q25, 'q75_s': q75,
+          'times_s': [float(t) for t in times], 'first_call_s': float(first_s),
+          'compile_s': max(0.0, float(first_s) - med)}
+
+
+def time_calls(call, *, warmup, repeats, steps):
+  """Times ``call`` (returns arrays); the first of ``warmup`` calls compiles."""
+  t0 = time.perf_counter()
+  jax.block_until_ready(call())
+  first = time.perf_counter() - t0
+  for _ in range(max(1, warmup) - 1):
+    jax.block_until_ready(call())
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    out = None
+    for _ in range(steps):
+      out = call()
+    # Dispatch is asynchronous: only the last result needs waiting on, and
+    # each call depends on the previous state, so all of them are included.
+    jax.block_until_ready(out)
+    times.append((time.perf_counter() - t0) / steps)
+  return _summary(first, times)
+
+
+def _skeletons(rng, batch, persons, length):
+  return rng.normal(0.0, 0.3, (batch, persons, length, graph.NUM_JOINTS,
+                               3)).astype(np.float32)
+
+
+def _check_divisible(name, value):
+  n = jax.device_count()
+  if value % n:
+    raise ValueError(f'{name}={value} must be divisible by the {n} devices')
+
+
+class _Stepper:
+  """Feeds a donated state through a jitted step, one call per ``__call__``."""
+
+  def __init__(self, step_fn, state, batch):
+    self.step_fn, self.state, self.batch = step_fn, state, batch
+
+  def __call__(self):
+    self.state, metrics = self.step_fn(self.state, self.batch)
+    return self.state, metrics
+
+
+# ---------------------------------------------------------------------------
+# Sections.
+# ---------------------------------------------------------------------------
+def bench_pretrain(opts, backbone, method, mesh, rng):
+  cfg = pretrain_config(opts, backbone, method)
+  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
+  # As pretrain.train: schedule from an epoch size, optimizer, replicated
+  # state, a jitted step donating the state.
+  schedule, _, _ = pretrain.schedule_and_steps(cfg, 100 * cfg.batch_size)
+  tx = train_utils.make_optimizer(cfg.optimizer, schedule)
+  graphdef, state = pretrain.init_state(cfg, tx)
+  state = jax.device_put(state, rep)
+  step_fn = jax.jit(
+      functools.partial(pretrain.train_step, graphdef=graphdef, tx=tx,
+                        config=cfg, schedule=schedule),
+      in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
+  x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.clip_len)
+  batch = jax.device_put(
+      {'x': x, 'index': np.arange(cfg.batch_size, dtype=np.int32)}, dsh)
+  stats = time_calls(_Stepper(step_fn, state, batch), warmup=opts.warmup,
+                     repeats=opts.repeats, steps=opts.steps)
+  row = {'name': 'pretrain_step', 'backbone': backbone, 'method': method,
+         'batch': cfg.batch_size, 'shape': list(x.shape), **stats,
+         'steps_per_s': 1.0 / stats['median_s'],
+         'throughput': cfg.batch_size / stats['median_s'],
+         'unit': 'samples/s'}
+  return row, cfg
+
+
+def bench_finetune(opts, backbone, protocol, mesh, rng, with_inference):
+  """Finetune-step row, plus the inference row when ``with_inference``."""
+  cfg = finetune_config(opts, backbone, protocol)
+  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
+  schedule = train_utils.warmup_step_schedule(cfg.optimizer.lr, 10, [])
+  tx = train_utils.make_optimizer(cfg.optimizer, schedule)
+  k = opts.num_classes
+  graphdef, state = finetune.initial_state(cfg, tx, k, restore_backbone=False)
+  state = jax.device_put(state, rep)
+  rows = []
+  x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.pad_length)
+  if protocol in opts.protocols and 'finetune' in opts.sections:
+    labels = rng.integers(0, k + 1, (cfg.batch_size, cfg.data.pad_length))
+    labels[:, -cfg.data.pad_length // 4:] = -1  # some padded frames
+    batch = jax.device_put({'x': x, 'labels': labels.astype(np.int32)}, dsh)
+    step_fn = jax.jit(
+        functools.partial(finetune.train_step, graphdef=graphdef, tx=tx,
+                          protocol=protocol, schedule=schedule),
+        in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
+    stepper = _Stepper(step_fn, state, batch)
+    stats = time_calls(stepper, warmup=opts.warmup, repeats=opts.repeats,
+                       steps=opts.steps)
+    state = stepper.state
+    rows.append({'name': 'finetune_step', 'backbone': backbone,
+                 'method': protocol, 'batch': cfg.batch_size,
+                 'shape': list(x.shape), **stats,
+                 'steps_per_s': 1.0 / stats['median_s'],
+                 'throughput': cfg.batch_size / stats['median_s'],
+                 'unit': 'samples/s'})
+  if with_inference:
+    xi = jax.device_put(
+        _skeletons(rng, opts.infer_batch, opts.persons, opts.infer_len), dsh)
+    predict_fn = jax.jit(
+        functools.partial(finetune.predict_step, graphdef=graphdef,
+                          protocol=protocol),
+        in_shardings=(rep, dsh), out_shardings=dsh)
+    stats = time_calls(lambda: predict_fn(state, xi), warmup=opts.warmup,
+                       repeats=opts.repeats, steps=opts.steps)
+    frames = opts.infer_batch * opts.infer_len
+    rows.append({'name': 'predict_step', 'backbone': backbone,
+                 'method': protocol, 'batch': opts.infer_batch,
+                 'shape': list(xi.shape), **stats,
+                 'steps_per_s': 1.0 / stats['median_s'],
+                 'throughput': frames / stats['median_s'],
+                 'unit': 'frames/s'})
+  return rows, cfg
+
+
+def _time_iterator(it, opts):
+  """Per-batch time of a prefetching iterator (host only, nothing on device)."""
+  t0 = time.perf_counter()
+  x = next(it)['x']
+  first = time.perf_counter() - t0  # thread start-up + first batch
+  batch = x.shape[0]
+  for _ in range(max(1, opts.warmup) - 1):
+    next(it)
+  times = []
+  for _ in range(opts.repeats):
+    t0 = time.perf_counter()
+    for _ in range(opts.pipeline_batches):
+      next(it)
+    times.append((time.perf_counter() - t0) / opts.pipeline_batches)
+  stats = _summary(first, times)
+  # Not a compile: the start-up cost of the first batch.
+  stats['startup_s'] = stats.pop('compile_s')
+  stats['compile_s'] = None
+  stats['steps_per_s'] = 1.0 / stats['median_s']
+  stats['throughput'] = batch / stats['median_s']
+  stats['unit'] = 'samples/s'
+  stats['shape'] = list(x.shape)
+  return stats
+
+
+def bench_pipeline(opts, data_dir):
+  """Host-side grain pipelines on synthetic_skeleton/smoke (no device work)."""
+  data_cfg = config_defaults.data_config('synthetic_skeleton', 'smoke',
+                                         dir=data_dir)
+  data_cfg.clip_len = opts.clip_len
+  data_cfg.pad_length = opts.pad_length
+  t0 = time.perf_counter()
+  input_pipeline.ensure_built(data_cfg)
+  build_s = time.perf_counter() - t0
+  rows = []
+  ds, _ = input_pipeline.pretrain_dataset(
+      data_cfg, data_cfg.pretrain_split, global_batch=opts.batch,
+      seed=opts.seed)
+  rows.append({'name': 'pretrain_pipeline', 'backbone': '-',
+               'method': 'synthetic/smoke', 'batch': opts.batch,
+               **_time_iterator(input_pipeline.iterate(ds, 0), opts)})
+  ds, _ = input_pipeline.finetune_dataset(
+      data_cfg, data_cfg.train_split, global_batch=opts.ft_batch,
+      label_fraction=1.0, seed=opts.seed)
+  rows.append({'name': 'finetune_pipeline', 'backbone': '-',
+               'method': 'synthetic/smoke', 'batch': opts.ft_batch,
+               **_time_iterator(input_pipeline.iterate(ds, 0), opts)})
+  return rows, {'data_config': data_cfg.to_dict(), 'build_s': build_s}
+
+
+# ---------------------------------------------------------------------------
+# Environment, table, entry point.
+# ---------------------------------------------------------------------------
+def environment():
+  dev = jax.devices()[0]
+  try:
+    usable_cpus = len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    usable_cpus = os.cpu_count()
+  return {
+      'backend': jax.default_backend(), 'device_kind': dev.device_kind,
+      'device_count': jax.device_count(),
+      'local_device_count': jax.local_device_count(),
+      'cpu_count': os.cpu_count(), 'usable_cpus': usable_cpus,
+      'platform': platform.platform(), 'versions': train_utils.versions(),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'compilation_cache': {
+          'enabled': bool(jax.config.jax_enable_compilation_cache),
+          'dir': jax.config.jax_compilation_cache_dir},
+      'timestamp': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+  }
+
+
+def _fmt_rate(v):
+  return f'{v:,.0f}' if v >= 100 else f'{v:.3g}'
+
+
+def format_table(rows):
+  head = ('name', 'backbone', 'method', 'batch', 'shape', 'median ms',
+          'IQR ms', 'throughput', 'compile s')
+  lines = [head]
+  for r in rows:
+    compile_s = '-' if r['compile_s'] is None else f'{r["compile_s"]:.1f}'
+    lines.append((r['name'], r['backbone'], r['method'], str(r['batch']),
+                  'x'.join(map(str, r['shape'])),
+                  f'{1e3 * r["median_s"]:.1f}', f'{1e3 * r["iqr_s"]:.1f}',
+                  f'{_fmt_rate(r["throughput"])} {r["unit"]}', compile_s))
+  widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
+  out = ['  '.join(c.ljust(w) for c, w in zip(l, widths)) for l in lines]
+  out.insert(1, '  '.join('-' * w for w in widths))
+  return '\n'.join(out)
+
+
+def run(opts, out=None, verbose=True):
+  """Runs the selected sections; returns (and writes to ``out``) the report."""
+  unknown = set(opts.sections) - set(SECTIONS)
+  if unknown:
+    raise ValueError(f'unknown sections {sorted(unknown)}; expected {SECTIONS}')
+  for name in ('batch', 'ft_batch', 'infer_batch'):
+    _check_divisible(name, getattr(opts, name))
+  mesh = train_utils.make_mesh()
+  rng = np.random.default_rng(opts.seed)
+  rows, configs, extra = [], {}, {}
+
+  def add(new_rows):
+    for r in new_rows:
+      rows.append(r)
+      if verbose:
+        print(f'[bench] {r["name"]:<17} {r["backbone"]:<5} {r["method"]:<15}'
+              f' {1e3 * r["median_s"]:9.1f} ms  '
+              f'{_fmt_rate(r["throughput"])} {r["unit"]}', flush=True)
+
+  for backbone in opts.backbones:
+    if 'pretrain' in opts.sections:
+      for method in opts.methods:
+        row, cfg = bench_pretrain(opts, backbone, method, mesh, rng)
+        configs[f'pretrain/{backbone}/{method}'] = cfg.to_dict()
+        add([row])
+    for i, protocol in enumerate(finetune.PROTOCOLS):
+      # Inference is protocol-independent: timed once, with the first state.
+      infer = 'inference' in opts.sections and i == 0
+      train = 'finetune' in opts.sections and protocol in opts.protocols
+      if train or infer:
+        new_rows, cfg = bench_finetune(opts, backbone, protocol, mesh, rng,
+                                       with_inference=infer)
+        configs[f'finetune/{backbone}/{protocol}'] = cfg.to_dict()
+        add(new_rows)
+  if 'pipeline' in opts.sections:
+    if opts.data_dir:
+      new_rows, extra['pipeline'] = bench_pipeline(opts, opts.data_dir)
+    else:
+      with tempfile.TemporaryDirectory(prefix='skel_bench_') as d:
+        new_rows, extra['pipeline'] = bench_pipeline(opts, d)
+    add(new_rows)
+
+  report = {'rows': rows, 'env': environment(),
+            'options': dataclasses.asdict(opts), 'configs': configs,
+            'compile_s': {f'{r["name"]}/{r["backbone"]}/{r["method"]}':
+                          r['compile_s'] for r in rows
+                          if r['compile_s'] is not None},
+            **extra}
+  if verbose:
+    env = report['env']
+    print(f'\n{env["backend"]} x {env["device_count"]} ({env["device_kind"]}),'
+          f' {env["usable_cpus"]} CPUs, jax {env["versions"]["jax"]}, '
+          f'width {opts.width}\n' + format_table(rows), flush=True)
+  if out:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, 'w') as f:
+      json.dump(report, f, indent=2, default=str)
+    if verbose:
+      print(f'[bench] wrote {out}', flush=True)
+  return report
+
+
+def _define_flags():
+  """Flags exist only for the CLI: importing this module defines none."""
+  from absl import flags as f
+  from skel_jax import build_data  # noqa: F401  defines its flags first
+  f.DEFINE_string('out', 'bench.json', 'JSON report path ("" = none).')
+  f.DEFINE_bool('quick', False, 'CPU-sized run: width 0.125, batch 16, '
+                'clip 64, few repeats. Explicit flags override it.')
+  f.DEFINE_list('backbones', list(Options.backbones), 'agcn, stgcn.')
+  f.DEFINE_list('methods', list(Options.methods), ', '.join(METHODS))
+  f.DEFINE_list('protocols', list(Options.protocols), 'finetune, linear.')
+  f.DEFINE_list('sections', list(SECTIONS), ', '.join(SECTIONS))
+  # None = the --quick or full default.
+  for name, kind in (('width', 'float'), ('batch', 'integer'),
+                     ('clip_len', 'integer'), ('persons', 'integer'),
+                     ('queue_size', 'integer'), ('num_snippets', 'integer'),
+                     ('ft_batch', 'integer'), ('pad_length', 'integer'),
+                     ('head_dim', 'integer'), ('num_classes', 'integer'),
+                     ('infer_len', 'integer'), ('infer_batch', 'integer'),
+                     ('repeats', 'integer'), ('warmup', 'integer'),
+                     ('steps', 'integer'), ('pipeline_batches', 'integer'),
+                     ('seed', 'integer')):
+    getattr(f, f'DEFINE_{kind}')(name, None, f'Options.{name}.')
+  # build_data (imported lazily by config validation) owns --data_dir.
+  f.DEFINE_string('pipeline_data_dir', '', 'TFDS dir for the pipeline '
+                  'section ("" = a temporary directory, built from scratch).')
+  return f.FLAGS
+
+
+def main(argv):
+  from absl import app
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  flags_ = FLAGS
+  # Real compile times: no persistent-cache hits.
+  jax.config.update('jax_enable_compilation_cache', False)
+  overrides = {name: getattr(flags_, name)
+               for name in (f.name for f in dataclasses.fields(Options))
+               if name != 'data_dir' and getattr(flags_, name) is not None}
+  overrides['data_dir'] = flags_.pipeline_data_dir
+  for name in ('backbones', 'methods', 'protocols', 'sections'):
+    overrides[name] = tuple(overrides[name])
+  opts = quick_options(**overrides) if flags_.quick else Options(**overrides)
+  run(opts, out=flags_.out)
+
+
+if __name__ == '__main__':
+  from absl import app as _app
+  FLAGS = _define_flags()
+  _app.run(main)

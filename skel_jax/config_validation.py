@@ -1,0 +1,207 @@
+"""Checks a config before anything is built or compiled.
+
+Every problem is one line naming the key, its value and what is allowed:
+unknown keys (against the stage's defaults), wrong types, and values that
+would only fail later inside JAX (batch not divisible by the device count,
+queues not divisible by the batch, more snippets than backbone time steps, ...).
+"""
+import math
+import os
+
+import jax
+
+from skel_jax import config_defaults
+
+STAGES = ('pretrain', 'finetune', 'demo')
+BACKBONES = ('agcn', 'stgcn')
+HEADS = ('ufusion', 'upsample')
+OPTIMIZERS = ('sgd', 'adam')
+DECODERS = ('outer_inner', 'jhang')
+# Temporal stride-2 units of each backbone (output length = ceil-halved).
+BACKBONE_DOWNSAMPLING = {'agcn': 3, 'stgcn': 2}
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message is one line."""
+
+
+def _fail(key, value, expected):
+  raise ConfigError(f'config.{key}={value!r}: {expected}')
+
+
+def _type_ok(value, default):
+  if isinstance(default, bool):
+    return isinstance(value, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if isinstance(default, int):
+    return isinstance(value, int) and not isinstance(value, bool)
+  if isinstance(default, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  if isinstance(default, str):
+    return isinstance(value, str)
+  return True
+
+
+def check_schema(config, defaults, prefix=''):
+  """Unknown keys and type mismatches against the defaults, recursively."""
+  for key in config.keys():
+    path = f'{prefix}{key}'
+    value = config[key]
+    if key not in defaults:
+      allowed = ', '.join(sorted(defaults.keys()))
+      _fail(path, value, f'unknown key; allowed keys here: {allowed}')
+    default = defaults[key]
+    if hasattr(default, 'keys'):
+      if not hasattr(value, 'keys'):
+        _fail(path, value, 'expected a nested config')
+      check_schema(value, default, prefix=path + '.')
+    elif default is not None and not _type_ok(value, default):
+      _fail(path, value, f'expected {type(default).__name__} like the '
+            f'default {default!r}')
+
+
+def _one_of(key, value, allowed):
+  if value not in allowed:
+    _fail(key, value, f'expected one of {list(allowed)}')
+
+
+def _positive(key, value):
+  if not value > 0:
+    _fail(key, value, 'must be > 0')
+
+
+def _check_data(data, prefix):
+  from skel_jax import build_data
+  _one_of(f'{prefix}data.name', data.name, sorted(build_data.REGISTRY))
+  try:
+    configs = [c.name for c in build_data.builder_class(data.name).BUILDER_CONFIGS]
+  except ImportError as e:  # builder package missing
+    _fail(f'{prefix}data.name', data.name, f'builder cannot be imported ({e})')
+  _one_of(f'{prefix}data.config', data.config, configs)
+  if not data.dir:
+    _fail(f'{prefix}data.dir', data.dir, 'must name a TFDS data directory')
+  from skel_jax import input_pipeline
+  _one_of(f'{prefix}data.preprocess', data.preprocess, input_pipeline.FAMILIES)
+  _positive(f'{prefix}data.num_persons', data.num_persons)
+  if data.train_window < 0:
+    _fail(f'{prefix}data.train_window', data.train_window, 'expected >= 0')
+
+
+def _check_model(model, prefix):
+  _one_of(f'{prefix}model.backbone.name', model.backbone.name, BACKBONES)
+  _positive(f'{prefix}model.backbone.width', model.backbone.width)
+  _one_of(f'{prefix}model.head', model.head, HEADS)
+  _positive(f'{prefix}model.num_snippets', model.num_snippets)
+  if len(model.taps) != 3 or any(not 1 <= t <= 10 for t in model.taps):
+    _fail(f'{prefix}model.taps', model.taps,
+          'expected 3 backbone unit indices in 1..10')
+
+
+def _check_run(c, prefix, devices):
+  if c.num_devices < 0 or c.num_devices > jax.device_count():
+    _fail(f'{prefix}num_devices', c.num_devices,
+          f'expected 0 (all) .. {jax.device_count()}')
+  _one_of(f'{prefix}nonfinite', c.nonfinite, ('stop', 'skip'))
+  _one_of(f'{prefix}optimizer.name', c.optimizer.name, OPTIMIZERS)
+  _positive(f'{prefix}optimizer.lr', c.optimizer.lr)
+  _positive(f'{prefix}batch_size', c.batch_size)
+  if c.batch_size % devices:
+    _fail(f'{prefix}batch_size', c.batch_size,
+          f'must be divisible by the {devices} data-parallel devices')
+  if c.batch_size % jax.process_count():
+    _fail(f'{prefix}batch_size', c.batch_size,
+          f'must be divisible by the {jax.process_count()} processes')
+  if c.num_steps <= 0 and c.num_epochs <= 0:
+    _fail(f'{prefix}num_epochs', c.num_epochs,
+          'num_epochs or num_steps must be > 0')
+  _positive(f'{prefix}log_every', c.log_every)
+  _positive(f'{prefix}checkpoint.save_interval_steps',
+            c.checkpoint.save_interval_steps)
+  _positive(f'{prefix}checkpoint.max_to_keep', c.checkpoint.max_to_keep)
+
+
+def _check_pretrain(c, prefix, devices):
+  _check_run(c, prefix, devices)
+  _check_data(c.data, prefix)
+  _check_model(c.model, prefix)
+  p = c.pretrain
+  for name in ('queue_size', 'snippet_queue_size'):
+    size = p[name]
+    if size <= 0 or size % c.batch_size:
+      _fail(f'{prefix}pretrain.{name}', size,
+            f'must be a positive multiple of batch_size={c.batch_size} '
+            '(each step enqueues one global batch of keys)')
+  if not 0.0 <= p.momentum < 1.0:
+    _fail(f'{prefix}pretrain.momentum', p.momentum, 'expected 0 <= m < 1')
+  _positive(f'{prefix}pretrain.temperature', p.temperature)
+  if p.snippet_weight < 0:
+    _fail(f'{prefix}pretrain.snippet_weight', p.snippet_weight,
+          'expected >= 0 (0 = video-level MoCo)')
+  steps = c.data.clip_len
+  for _ in range(BACKBONE_DOWNSAMPLING[c.model.backbone.name]):
+    steps = math.ceil(steps / 2)
+  if c.model.num_snippets > steps:
+    _fail(f'{prefix}model.num_snippets', c.model.num_snippets,
+          f'must be <= the {steps} backbone time steps of a '
+          f'{c.data.clip_len}-frame clip (data.clip_len)')
+
+
+def _check_finetune(c, prefix, devices):
+  from skel_jax import metrics
+  _check_run(c, prefix, devices)
+  _check_data(c.data, prefix)
+  _check_model(c.model, prefix)
+  _one_of(f'{prefix}protocol', c.protocol, ('finetune', 'linear'))
+  _one_of(f'{prefix}init', c.init, ('pretrained', 'random'))
+  if not 0.0 < c.label_fraction <= 1.0:
+    _fail(f'{prefix}label_fraction', c.label_fraction, 'expected 0 < f <= 1')
+  if c.data.pad_length < 8:
+    _fail(f'{prefix}data.pad_length', c.data.pad_length, 'expected >= 8')
+  e = c.eval
+  if e.batch_size <= 0 or e.batch_size % devices:
+    _fail(f'{prefix}eval.batch_size', e.batch_size,
+          f'must be a positive multiple of the {devices} devices')
+  _one_of(f'{prefix}eval.metric', e.metric, sorted(metrics.METRICS))
+  _one_of(f'{prefix}eval.decoder', e.decoder, DECODERS)
+  if not e.iou_thresholds or any(not 0 < t <= 1 for t in e.iou_thresholds):
+    _fail(f'{prefix}eval.iou_thresholds', e.iou_thresholds,
+          'expected IoU thresholds in (0, 1]')
+
+
+def _pretrain_source_ok(path):
+  return (os.path.exists(os.path.join(path, 'model.json')) or
+          os.path.isdir(os.path.join(path, 'checkpoints')))
+
+
+def validate(config, workdir=None, check_sources=True):
+  """Raises ConfigError (one line) for the first problem found."""
+  if workdir is not None and not workdir:
+    raise ConfigError('--workdir is empty: name a directory for the run')
+  stage = config.get('stage')
+  _one_of('stage', stage, STAGES)
+  if stage == 'demo':
+    devices = config.pretrain.num_devices or jax.device_count()
+    check_schema(config.pretrain, config_defaults.pretrain_config(),
+                 'pretrain.')
+    check_schema(config.finetune, config_defaults.finetune_config(),
+                 'finetune.')
+    for method in config.methods:
+      _one_of('methods', method, ('random_init', 'video_moco', 'snippet_moco'))
+    _check_pretrain(config.pretrain, 'pretrain.', devices)
+    _check_finetune(config.finetune, 'finetune.', devices)
+    return
+  devices = config.num_devices or jax.device_count()
+  if stage == 'pretrain':
+    check_schema(config, config_defaults.pretrain_config())
+    _check_pretrain(config, '', devices)
+  else:
+    check_schema(config, config_defaults.finetune_config())
+    _check_finetune(config, '', devices)
+    if config.init == 'pretrained':
+      if not config.pretrain_workdir:
+        _fail('pretrain_workdir', config.pretrain_workdir,
+              'init=pretrained needs a pretraining workdir or an export dir')
+      if check_sources and not _pretrain_source_ok(config.pretrain_workdir):
+        _fail('pretrain_workdir', config.pretrain_workdir,
+              'no checkpoints/ or model.json there')

@@ -1,0 +1,148 @@
+r"""Exports a trained backbone (optionally with its heads) for transfer.
+
+  python -m skel_jax.export --workdir=runs/pretrain_synthetic --out=exports/snipclr
+  python -m skel_jax.export --workdir=runs/finetune_synthetic --out=exports/loc \
+      --include_heads
+
+The export is a standalone Orbax checkpoint (plain nested dicts of arrays) plus
+``model.json`` describing the architecture and the expected preprocessing.
+Finetuning configs accept an export dir as ``pretrain_workdir``; in Python:
+
+  from skel_jax import export
+  backbone = export.load_backbone('exports/snipclr')
+  features = backbone(x, train=False)   # x: (B, T, 25, 3); persons folded into B
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from skel_jax import checkpoint
+from skel_jax import train_utils
+from skel_jax.models import build_backbone
+
+FORMAT_VERSION = 1
+
+
+def _read_config(workdir):
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: not a skel_jax workdir')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_workdir(workdir):
+  """(config, step, params, batch_stats) of a pretraining or finetuning workdir."""
+  from skel_jax import finetune, pretrain  # pylint: disable=g-import-not-at-top
+  config = _read_config(workdir)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f'no checkpoint under {workdir}/checkpoints')
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  if config.stage == 'pretrain':
+    tx = train_utils.make_optimizer(config.optimizer, lambda s: 0.0)
+    abstract = jax.eval_shape(lambda: pretrain.init_state(config, tx)[1])
+    state = ckpt.restore(checkpoint.abstract_like(abstract, sharding), step)
+    params, stats = state['params'], state['batch_stats']
+  elif config.stage == 'finetune':
+    tx = train_utils.make_optimizer(config.optimizer, lambda s: 0.0)
+    abstract = jax.eval_shape(lambda: finetune.initial_state(
+        config, tx, config.model.num_classes, restore_backbone=False)[1])
+    state = ckpt.restore(checkpoint.abstract_like(abstract, sharding), step)
+    params = finetune.join_params(state['trainable'], state['frozen'],
+                                  config.protocol)
+    stats = state['batch_stats']
+  else:
+    raise ValueError(f'{workdir}: stage {config.stage!r} has no checkpoint')
+  ckpt.close()
+  return config, step, params, stats
+
+
+def export(workdir, out, include_heads=False):
+  config, step, params, stats = restore_workdir(workdir)
+  keep = lambda tree: {k: v for k, v in nnx.to_pure_dict(tree).items()
+                       if include_heads or k == 'backbone'}
+  tree = {'params': keep(params), 'batch_stats': keep(stats)}
+  os.makedirs(out, exist_ok=True)
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.abspath(os.path.join(out, 'checkpoint')), tree,
+             force=True)
+  ckptr.wait_until_finished()
+  description = {
+      'format_version': FORMAT_VERSION,
+      'model': config.model.to_dict(),
+      'includes': sorted(tree['params']),
+      'input': {'layout': '(N, M, T, V=25, 3) skeletons; persons folded into '
+                          'the batch for the backbone: (N*M, T, 25, 3)',
+                'joints': 'NTU RGB+D 25 (Kinect v2 order)',
+                'normalization': 'plain: origin = spine-mid of person 0 at '
+                                 'frame 0 (skel_jax.input_pipeline)',
+                'clip_len': config.data.get('clip_len'),
+                'dataset': f'{config.data.name}/{config.data.config}'},
+      'source': {'workdir': os.path.abspath(workdir), 'stage': config.stage,
+                 'step': int(step), 'seed': config.seed},
+      'versions': train_utils.versions(),
+  }
+  with open(os.path.join(out, 'model.json'), 'w') as f:
+    json.dump(description, f, indent=2)
+  print(f'[export] {workdir} step {step} -> {out} ({description["includes"]})')
+  return out
+
+
+def read_description(path):
+  with open(os.path.join(path, 'model.json')) as f:
+    return json.load(f)
+
+
+def _int_keys(tree):
+  """Orbax stores dict keys as strings; NNX list entries are integers."""
+  if isinstance(tree, dict):
+    return {int(k) if isinstance(k, str) and k.isdigit() else k: _int_keys(v)
+            for k, v in tree.items()}
+  return tree
+
+
+def load_variables(path):
+  """(description, params, batch_stats) as nested dicts of arrays."""
+  desc = read_description(path)
+  ckptr = ocp.StandardCheckpointer()
+  tree = _int_keys(ckptr.restore(
+      os.path.abspath(os.path.join(path, 'checkpoint'))))
+  return desc, tree['params'], tree['batch_stats']
+
+
+def load_backbone(path):
+  """The exported backbone as an NNX module with its trained weights."""
+  desc, params, stats = load_variables(path)
+  model_cfg = ml_collections.ConfigDict(desc['model'])
+  backbone = build_backbone(model_cfg.backbone, nnx.Rngs(0))
+  graphdef, p, s = nnx.split(backbone, nnx.Param, nnx.BatchStat)
+  checkpoint.check_same_shapes(path, nnx.to_pure_dict(p),
+                               params['backbone'])
+  checkpoint.check_same_shapes(path, nnx.to_pure_dict(s), stats['backbone'])
+  nnx.replace_by_pure_dict(p, params['backbone'])
+  nnx.replace_by_pure_dict(s, stats['backbone'])
+  return nnx.merge(graphdef, p, s)
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  export(f.workdir, f.out, f.include_heads)
+
+
+if __name__ == '__main__':
+  # Flags live here so importing this module never clashes with main.py's.
+  flags.DEFINE_string('workdir', None, 'Pretraining/finetuning workdir.')
+  flags.DEFINE_string('out', None, 'Output directory of the export.')
+  flags.DEFINE_bool('include_heads', False,
+                    'Also export the heads (MoCo/snippet or localization).')
+  flags.mark_flags_as_required(['workdir', 'out'])
+  app.run(main)

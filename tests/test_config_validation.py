@@ -1,0 +1,121 @@
+"""Config validation: one clear line per problem, before anything compiles."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from skel_jax import config_defaults
+from skel_jax import config_validation
+from skel_jax.config_validation import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _pretrain():
+  c = config_defaults.pretrain_config()
+  c.batch_size = 16
+  c.pretrain.queue_size = 64
+  c.pretrain.snippet_queue_size = 64
+  c.data.clip_len = 64
+  c.model.num_snippets = 8
+  return c
+
+
+def _finetune(tmp_path):
+  c = config_defaults.finetune_config()
+  c.pretrain_workdir = str(tmp_path)
+  os.makedirs(os.path.join(tmp_path, 'checkpoints'), exist_ok=True)
+  return c
+
+
+def test_defaults_pass(tmp_path):
+  config_validation.validate(_pretrain(), 'w')
+  config_validation.validate(_finetune(tmp_path), 'w')
+
+
+def _expect(config, *fragments, workdir='w'):
+  with pytest.raises(ConfigError) as e:
+    config_validation.validate(config, workdir)
+  msg = str(e.value)
+  assert '\n' not in msg
+  for f in fragments:
+    assert f in msg, msg
+  return msg
+
+
+def test_unknown_key_names_key_and_allowed_keys():
+  c = _pretrain()
+  c.pretrain.unlock()
+  c.pretrain.snipet_weight = 1.0  # typo
+  _expect(c, 'config.pretrain.snipet_weight', 'unknown key',
+          'snippet_weight')
+
+
+def test_wrong_type():
+  c = _pretrain()
+  c.unlock()
+  del c['log_every']
+  c.log_every = 'often'
+  _expect(c, 'config.log_every', 'expected int')
+
+
+def test_batch_not_divisible_by_devices():
+  c = _pretrain()
+  c.batch_size = 12  # conftest: 8 devices
+  c.pretrain.queue_size = 24
+  c.pretrain.snippet_queue_size = 24
+  _expect(c, 'config.batch_size=12', 'divisible by the 8')
+
+
+def test_queue_not_divisible_by_batch():
+  c = _pretrain()
+  c.pretrain.snippet_queue_size = 40
+  _expect(c, 'config.pretrain.snippet_queue_size=40', 'multiple of batch_size=16')
+
+
+def test_too_many_snippets_for_clip():
+  c = _pretrain()
+  c.model.num_snippets = 19  # 64 frames -> 8 AGCN time steps
+  _expect(c, 'config.model.num_snippets=19', '8 backbone time steps')
+
+
+def test_unknown_dataset_and_config():
+  c = _pretrain()
+  c.data.name = 'ntu'
+  _expect(c, "config.data.name='ntu'", 'synthetic_skeleton')
+  c = _pretrain()
+  c.data.config = 'huge'
+  _expect(c, "config.data.config='huge'", "'default'", "'smoke'")
+
+
+def test_enums_and_ranges(tmp_path):
+  c = _finetune(tmp_path)
+  c.protocol = 'knn-ish'
+  _expect(c, "config.protocol='knn-ish'", "'linear'")
+  c = _finetune(tmp_path)
+  c.label_fraction = 0.0
+  _expect(c, 'config.label_fraction=0.0')
+  c = _pretrain()
+  c.model.backbone.name = 'resnet'
+  _expect(c, "config.model.backbone.name='resnet'", "'stgcn'")
+
+
+def test_missing_pretrain_source_and_workdir(tmp_path):
+  c = _finetune(tmp_path)
+  c.pretrain_workdir = str(tmp_path / 'nope')
+  _expect(c, 'config.pretrain_workdir', 'no checkpoints/ or model.json')
+  _expect(_pretrain(), '--workdir', workdir='')
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'skel_jax.main',
+       '--config=configs/pretrain_synthetic.py:smoke',
+       f'--workdir={tmp_path}', '--config.batch_size=12'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [l for l in proc.stderr.splitlines() if l.startswith('config error')]
+  assert lines == ['config error: config.batch_size=12: must be divisible by '
+                   'the 8 data-parallel devices'], proc.stderr[-2000:]
+  assert not os.path.exists(tmp_path / 'checkpoints')
