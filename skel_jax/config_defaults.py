@@ -84,6 +84,7 @@ def eval_config():
       'metric': 'exact',
       'iou_thresholds': (0.1, 0.2, 0.3, 0.4, 0.5),
       'num_plot_sequences': 4,
+      'animate': True,      # skeleton.gif of the first eval sequence
   })
 
 
@@ -105,4 +106,6 @@ def finetune_config():
   c.log_every = 10
   c.checkpoint = checkpoint_config()
   c.eval = eval_config()
+  c.knn = {'k': 20, 'temperature': 0.07, 'max_bank_frames': 100_000,
+           'chunk': 4096}   # protocol='knn' (no training)
   return c

@@ -152,7 +152,9 @@ def _check_finetune(c, prefix, devices):
   _check_run(c, prefix, devices)
   _check_data(c.data, prefix)
   _check_model(c.model, prefix)
-  _one_of(f'{prefix}protocol', c.protocol, ('finetune', 'linear'))
+  _one_of(f'{prefix}protocol', c.protocol, ('finetune', 'linear', 'knn'))
+  _positive(f'{prefix}knn.k', c.knn.k)
+  _positive(f'{prefix}knn.chunk', c.knn.chunk)
   _one_of(f'{prefix}init', c.init, ('pretrained', 'random'))
   if not 0.0 < c.label_fraction <= 1.0:
     _fail(f'{prefix}label_fraction', c.label_fraction, 'expected 0 < f <= 1')

@@ -26,7 +26,7 @@ from skel_jax import pretrain
 from skel_jax import train_utils
 from skel_jax.models import Localizer
 
-PROTOCOLS = ('finetune', 'linear')
+PROTOCOLS = ('finetune', 'linear', 'knn')
 
 
 # ---------------------------------------------------------------------------
@@ -74,7 +74,8 @@ def initial_state(config, tx, num_classes, restore_backbone=True):
 
 
 def split_trainable(params, protocol):
-  """(trainable, frozen): the whole model, or the head only for the linear probe."""
+  """(trainable, frozen): the whole model, or the head only (linear probe;
+  the KNN probe trains nothing but keeps the same state layout)."""
   if protocol == 'finetune':
     return params, None
   return params['head'], params['backbone']
@@ -156,8 +157,11 @@ def predict_split(config, state, predict_fn, dsh, split, limit=None):
       t = int(batch['length'][i])
       sid = batch['sequence_id'][i]
       sid = sid.decode() if isinstance(sid, bytes) else str(sid)
-      out.append({'id': sid, 'probs': probs[i, :t],
-                  'labels': batch['labels'][i, :t]})
+      item = {'id': sid, 'probs': probs[i, :t],
+              'labels': batch['labels'][i, :t]}
+      if len(out) < config.eval.num_plot_sequences:  # kept for the GIF
+        item['skeleton'] = np.transpose(batch['x'][i, :, :t], (1, 0, 2, 3))
+      out.append(item)
   return out
 
 
@@ -214,20 +218,26 @@ def train_and_evaluate(config, workdir):
     state = ckpt.restore(checkpoint.abstract_like(state, rep))
     print(f'[{config.protocol}] resumed from step {start}', flush=True)
 
-  step_fn = jax.jit(
-      functools.partial(train_step, graphdef=graphdef, tx=tx,
-                        protocol=config.protocol, schedule=schedule),
-      in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
-  state = loop.run(
-      step_fn=step_fn, state=state, ds=ds, data_sharding=dsh, ckpt=ckpt,
-      log=train_utils.MetricLog(workdir), start=start, total_steps=total_steps,
-      log_every=config.log_every, loss_terms=('loss',),
-      nonfinite_policy=config.nonfinite, desc=config.protocol)
-
-  predict_fn = jax.jit(
-      functools.partial(predict_step, graphdef=graphdef,
-                        protocol=config.protocol),
-      in_shardings=(rep, dsh), out_shardings=dsh)
+  if config.protocol == 'knn':
+    total_steps = 0
+    ckpt.close()  # nothing is trained
+    predict_fn = knn_predictor(config, graphdef, state, labeled, num_classes,
+                               rep, dsh)
+  else:
+    step_fn = jax.jit(
+        functools.partial(train_step, graphdef=graphdef, tx=tx,
+                          protocol=config.protocol, schedule=schedule),
+        in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
+    state = loop.run(
+        step_fn=step_fn, state=state, ds=ds, data_sharding=dsh, ckpt=ckpt,
+        log=train_utils.MetricLog(workdir), start=start,
+        total_steps=total_steps, log_every=config.log_every,
+        loss_terms=('loss',), nonfinite_policy=config.nonfinite,
+        desc=config.protocol)
+    predict_fn = jax.jit(
+        functools.partial(predict_step, graphdef=graphdef,
+                          protocol=config.protocol),
+        in_shardings=(rep, dsh), out_shardings=dsh)
   predictions = predict_split(config, state, predict_fn, dsh,
                               config.data.eval_split)
   result, gt, pred = evaluate_predictions(predictions, num_classes,
@@ -240,6 +250,44 @@ def train_and_evaluate(config, workdir):
   write_results(workdir, result, gt, pred, predictions, names, num_classes,
                 config)
   return result
+
+
+def knn_predictor(config, graphdef, state, labeled, num_classes, rep, dsh):
+  """Builds the bank of labeled training frames; returns predict_fn(state, x)."""
+  from skel_jax import knn  # pylint: disable=g-import-not-at-top
+  kcfg = config.knn
+
+  @jax.jit
+  def features(state, x):
+    params = join_params(state['trainable'], state['frozen'], 'linear')
+    return knn.frame_features(nnx.merge(graphdef, params, state['batch_stats']),
+                              x)
+
+  feats, labels = [], []
+  for batch in input_pipeline.eval_batches(
+      config.data, config.data.train_split,
+      global_batch=config.eval.batch_size, indices=labeled):
+    f = np.asarray(features(state, jax.device_put(batch['x'], dsh)))
+    keep = (batch['labels'] >= 0) & batch['valid'][:, None]
+    feats.append(f[keep])
+    labels.append(batch['labels'][keep])
+  bank, bank_labels = knn.subsample_bank(
+      np.concatenate(feats), np.concatenate(labels), kcfg.max_bank_frames,
+      config.seed)
+  bank = jax.device_put(bank, rep)
+  bank_labels = jax.device_put(bank_labels.astype(np.int32), rep)
+  print(f'[knn] bank of {bank.shape[0]} labeled frames, k={kcfg.k}',
+        flush=True)
+
+  @jax.jit
+  def predict(state, x):
+    f = features(state, x)
+    n, t, d = f.shape
+    probs = knn.knn_probabilities(
+        f.reshape(n * t, d), bank, bank_labels, num_classes + 1, kcfg.k,
+        kcfg.temperature, kcfg.chunk)
+    return probs.reshape(n, t, -1)
+  return predict
 
 
 def write_results(workdir, result, gt, pred, predictions, names, num_classes,
@@ -264,6 +312,15 @@ def write_results(workdir, result, gt, pred, predictions, names, num_classes,
   if rows:
     plotting.plot_timelines(os.path.join(workdir, 'timelines.png'), rows,
                             names, num_classes)
+  if config.eval.animate and predictions:
+    p = predictions[0]
+    plotting.animate_skeleton(
+        os.path.join(workdir, 'skeleton.gif'), p['skeleton'],
+        labels=p['labels'], pred=np.argmax(p['probs'], -1), class_names=names,
+        title=p['id'])
+  named = dict(result, per_class={names[int(c)]: v
+                                  for c, v in result['per_class'].items()})
+  print(evaluate_cli.format_table(named), flush=True)
   print(f'[{config.protocol}] mAP ' + ' '.join(
       f'@{k}={v:.1f}' for k, v in result['iou'].items()) +
         f' mean={result["mean"]:.1f} frame_acc={result["frame_accuracy"]:.3f}',

@@ -242,16 +242,20 @@ def finetune_dataset(data_cfg, split, *, global_batch, label_fraction, seed):
   return ds, indices
 
 
-def eval_batches(data_cfg, split, *, global_batch, limit=None):
-  """Yields padded batches over a whole split in order; the last batch is
-  filled with copies marked ``valid=False`` so every batch has a fixed shape."""
+def eval_batches(data_cfg, split, *, global_batch, limit=None, indices=None):
+  """Yields padded batches over a split (or its ``indices``) in order; the
+  last batch is filled with copies marked ``valid=False`` so every batch has a
+  fixed shape."""
   source = open_split(data_cfg, split)
-  n = len(source) if limit is None else min(limit, len(source))
+  order = list(range(len(source))) if indices is None else list(indices)
+  if limit is not None:
+    order = order[:limit]
+  n = len(order)
   for start in range(0, n, global_batch):
-    idx = list(range(start, min(start + global_batch, n)))
+    idx = order[start:start + global_batch]
     valid = np.array([True] * len(idx) + [False] * (global_batch - len(idx)))
     idx += [idx[-1]] * (global_batch - len(idx))
-    examples = [source[i] for i in idx]
+    examples = [source[int(i)] for i in idx]
     batch = [pad_sequence(ex, data_cfg, data_cfg.pad_length)
              for ex in examples]
     out = {k: np.stack([b[k] for b in batch]) for k in batch[0]}

@@ -54,14 +54,18 @@ def test_pretrain_writes_metrics_and_checkpoint(pretrained):
     assert json.load(f)['devices'] == 8
 
 
-@pytest.mark.parametrize('protocol', ['linear', 'finetune'])
+@pytest.mark.parametrize('protocol,head', [('linear', 'ufusion'),
+                                           ('finetune', 'ufusion'),
+                                           ('knn', 'ufusion'),
+                                           ('finetune', 'upsample')])
 def test_localization_from_pretrained_backbone(pretrained, data_dir,
-                                               tmp_path, protocol):
+                                               tmp_path, protocol, head):
   _, pre_dir = pretrained
   config = _load('configs/finetune_synthetic.py')
   config.data.dir = data_dir
   config.pretrain_workdir = pre_dir
   config.protocol = protocol
+  config.model.head = head
   config.label_fraction = 0.5
   config.num_steps = 6
 
@@ -90,6 +94,10 @@ def test_localization_from_pretrained_backbone(pretrained, data_dir,
                                      os.path.join(workdir, 'predictions.json'))
   np.testing.assert_allclose(rescored['mean'], result['mean'], rtol=1e-9)
   assert os.path.getsize(os.path.join(workdir, 'timelines.png')) > 1000
+  assert os.path.getsize(os.path.join(workdir, 'skeleton.gif')) > 1000
+  if protocol != 'knn':
+    assert any(f.startswith('events.out.tfevents')
+               for f in os.listdir(os.path.join(workdir, 'tb')))
 
 
 def test_demo_pipeline_writes_table(data_dir, tmp_path):
