@@ -50,6 +50,8 @@ from skel_jax import train_utils
 SECTIONS = ('pretrain', 'finetune', 'inference', 'pipeline')
 # Pretraining methods -> snippet loss weight (lambda).
 METHODS = {'video_moco': 0.0, 'snippet_moco': 1.5}
+# Protocols with a training step (finetune's 'knn' has none).
+TRAIN_PROTOCOLS = ('finetune', 'linear')
 
 
 @dataclasses.dataclass
@@ -57,7 +59,7 @@ class Options:
   """Benchmark sizes. Defaults are the released (full-width) settings."""
   backbones: tuple = ('agcn', 'stgcn')
   methods: tuple = tuple(METHODS)
-  protocols: tuple = finetune.PROTOCOLS
+  protocols: tuple = TRAIN_PROTOCOLS
   sections: tuple = SECTIONS
   width: float = 1.0
   batch: int = 128          # pretraining global batch (also pipeline batch)
@@ -367,9 +369,12 @@ def format_table(rows):
 
 def run(opts, out=None, verbose=True):
   """Runs the selected sections; returns (and writes to ``out``) the report."""
-  unknown = set(opts.sections) - set(SECTIONS)
-  if unknown:
-    raise ValueError(f'unknown sections {sorted(unknown)}; expected {SECTIONS}')
+  for name, allowed in (('sections', SECTIONS), ('methods', tuple(METHODS)),
+                        ('protocols', TRAIN_PROTOCOLS),
+                        ('backbones', config_validation.BACKBONES)):
+    unknown = set(getattr(opts, name)) - set(allowed)
+    if unknown:
+      raise ValueError(f'unknown {name} {sorted(unknown)}; expected {allowed}')
   for name in ('batch', 'ft_batch', 'infer_batch'):
     _check_divisible(name, getattr(opts, name))
   mesh = train_utils.make_mesh()
@@ -390,7 +395,7 @@ def run(opts, out=None, verbose=True):
         row, cfg = bench_pretrain(opts, backbone, method, mesh, rng)
         configs[f'pretrain/{backbone}/{method}'] = cfg.to_dict()
         add([row])
-    for i, protocol in enumerate(finetune.PROTOCOLS):
+    for i, protocol in enumerate(TRAIN_PROTOCOLS):
       # Inference is protocol-independent: timed once, with the first state.
       infer = 'inference' in opts.sections and i == 0
       train = 'finetune' in opts.sections and protocol in opts.protocols
@@ -436,7 +441,8 @@ def _define_flags():
                 'clip 64, few repeats. Explicit flags override it.')
   f.DEFINE_list('backbones', list(Options.backbones), 'agcn, stgcn.')
   f.DEFINE_list('methods', list(Options.methods), ', '.join(METHODS))
-  f.DEFINE_list('protocols', list(Options.protocols), 'finetune, linear.')
+  f.DEFINE_list('protocols', list(Options.protocols),
+                ', '.join(TRAIN_PROTOCOLS))
   f.DEFINE_list('sections', list(SECTIONS), ', '.join(SECTIONS))
   # None = the --quick or full default.
   for name, kind in (('width', 'float'), ('batch', 'integer'),

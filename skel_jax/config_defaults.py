@@ -55,6 +55,7 @@ def pretrain_config():
       'momentum': 0.999, 'temperature': 0.07,
       'queue_size': 32768, 'snippet_queue_size': 32768,
       'snippet_weight': 1.5,   # lambda; 0 = video-level MoCo baseline
+      'negatives': 'queue',    # 'queue' (MoCo) | 'in_batch' (global batch, no queue)
   }
   c.augment = {
       'crop_padding_ratio': 6, 'shear_amplitude': 0.5,

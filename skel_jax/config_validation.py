@@ -15,7 +15,7 @@ from skel_jax import config_defaults
 STAGES = ('pretrain', 'finetune', 'demo')
 BACKBONES = ('agcn', 'stgcn')
 HEADS = ('ufusion', 'upsample')
-OPTIMIZERS = ('sgd', 'adam')
+OPTIMIZERS = ('sgd', 'adam', 'adamw', 'lars')
 DECODERS = ('outer_inner', 'jhang')
 # Temporal stride-2 units of each backbone (output length = ceil-halved).
 BACKBONE_DOWNSAMPLING = {'agcn': 3, 'stgcn': 2}
@@ -126,9 +126,10 @@ def _check_pretrain(c, prefix, devices):
   _check_data(c.data, prefix)
   _check_model(c.model, prefix)
   p = c.pretrain
+  _one_of(f'{prefix}pretrain.negatives', p.negatives, ('queue', 'in_batch'))
   for name in ('queue_size', 'snippet_queue_size'):
     size = p[name]
-    if size <= 0 or size % c.batch_size:
+    if p.negatives == 'queue' and (size <= 0 or size % c.batch_size):
       _fail(f'{prefix}pretrain.{name}', size,
             f'must be a positive multiple of batch_size={c.batch_size} '
             '(each step enqueues one global batch of keys)')

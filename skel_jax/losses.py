@@ -71,3 +71,74 @@ def enqueue(queue, ptr, keys):
 def init_queue(key, size, dim):
   q = jax.random.normal(key, (size, dim), jnp.float32)
   return q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------
+# In-batch negatives (no queue): the natural form for large pod batches.
+# ---------------------------------------------------------------------------
+def in_batch_global_loss(q, k, temperature):
+  """Positive: the key of the same video; negatives: every other video's key
+  in the global batch (gathered across devices by the partitioner)."""
+  logits = (q @ k.T).astype(jnp.float32) / temperature
+  return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - jnp.diagonal(logits))
+
+
+def in_batch_snippet_loss(q_snip, k_snip, feats_q, feats_k, temperature):
+  """Snippet InfoNCE whose negatives are all snippets of the *other* videos of
+  the global batch (N x S keys; the same video's snippets are excluded)."""
+  n, s, d = k_snip.shape
+  match = snippet_correspondence(feats_q, feats_k)
+  k_pos = jnp.take_along_axis(k_snip, match[..., None], axis=1)
+  pos = jnp.sum(q_snip * k_pos, axis=-1)
+  sims = jnp.einsum('nsd,md->nsm', q_snip, k_snip.reshape(n * s, d))
+  owner = jnp.arange(n * s) // s
+  neg = jnp.where(owner[None, None, :] == jnp.arange(n)[:, None, None],
+                  -jnp.inf, sims)
+  return info_nce(pos, neg, temperature), match
+
+
+# ---------------------------------------------------------------------------
+# shard_map twins: the same losses from a per-device view with explicit
+# collectives. They are the test oracle for the global-array versions (and
+# document exactly which arrays cross devices).
+# ---------------------------------------------------------------------------
+def sharded_losses(mesh, negatives, temperature, axis='data'):
+  """Returns f(q, k, q_snip, k_snip, feats_q, feats_k, queue, snippet_queue)
+  -> (global loss, snippet loss), computed per device with shard_map."""
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+
+  def per_device(q, k, q_snip, k_snip, feats_q, feats_k, queue, squeue):
+    if negatives == 'queue':
+      # Queues are replicated: each device scores its own queries against
+      # them; only the scalar losses are averaged across devices.
+      lg = global_moco_loss(q, k, queue, temperature)
+      ls, _ = snippet_loss(q_snip, k_snip, feats_q, feats_k, squeue,
+                           temperature)
+    else:
+      # In-batch: gather every device's keys; this device's videos sit at
+      # rows [i * n, (i + 1) * n) of the gathered batch.
+      n, s, _ = k_snip.shape
+      i = jax.lax.axis_index(axis)
+      k_all = jax.lax.all_gather(k, axis, tiled=True)
+      ks_all = jax.lax.all_gather(k_snip, axis, tiled=True)
+      logits = (q @ k_all.T).astype(jnp.float32) / temperature
+      own = i * n + jnp.arange(n)
+      lg = jnp.mean(jax.nn.logsumexp(logits, -1) -
+                    jnp.take_along_axis(logits, own[:, None], 1)[:, 0])
+      match = snippet_correspondence(feats_q, feats_k)
+      k_pos = jnp.take_along_axis(k_snip, match[..., None], axis=1)
+      pos = jnp.sum(q_snip * k_pos, axis=-1)
+      sims = jnp.einsum('nsd,md->nsm', q_snip,
+                        ks_all.reshape(-1, ks_all.shape[-1]))
+      owner = jnp.arange(sims.shape[-1]) // s
+      neg = jnp.where(owner[None, None, :] == own[:, None, None], -jnp.inf,
+                      sims)
+      ls = info_nce(pos, neg, temperature)
+    # Equal per-device batches: the mean of the means is the global mean.
+    return jax.lax.pmean(lg, axis), jax.lax.pmean(ls, axis)
+
+  data, rep = P(axis), P()
+  return jax.jit(jax.shard_map(
+      per_device, mesh=mesh,
+      in_specs=(data, data, data, data, data, data, rep, rep),
+      out_specs=(rep, rep)))

@@ -64,16 +64,27 @@ LOSS_TERMS = ('loss_global', 'loss_snippet')
 
 
 def compute_losses(q_out, k_out, state, pcfg):
-  """Total loss = global MoCo InfoNCE + snippet_weight * snippet InfoNCE."""
+  """Total loss = global InfoNCE + snippet_weight * snippet InfoNCE.
+
+  ``pretrain.negatives``: 'queue' (faithful MoCo queues) or 'in_batch' (the
+  other videos of the global batch, across all devices; no queue).
+  """
   t = pcfg.temperature
-  l_global = losses.global_moco_loss(q_out['global'], k_out['global'],
-                                     state['queue'], t)
+  in_batch = pcfg.negatives == 'in_batch'
+  if in_batch:
+    l_global = losses.in_batch_global_loss(q_out['global'], k_out['global'], t)
+  else:
+    l_global = losses.global_moco_loss(q_out['global'], k_out['global'],
+                                       state['queue'], t)
   metrics = {'loss_global': l_global}
   total = l_global
   if pcfg.snippet_weight > 0:
-    l_snip, match = losses.snippet_loss(
-        q_out['snippets'], k_out['snippets'], q_out['snippet_feats'],
-        k_out['snippet_feats'], state['snippet_queue'], t)
+    args = (q_out['snippets'], k_out['snippets'], q_out['snippet_feats'],
+            k_out['snippet_feats'])
+    if in_batch:
+      l_snip, match = losses.in_batch_snippet_loss(*args, t)
+    else:
+      l_snip, match = losses.snippet_loss(*args, state['snippet_queue'], t)
     total = total + pcfg.snippet_weight * l_snip
     s = match.shape[1]
     metrics['loss_snippet'] = l_snip
@@ -116,10 +127,11 @@ def train_step(state, batch, *, graphdef, tx, config, schedule):
   params = jax.tree.map(lambda p, u: p + u, state['params'], updates)
 
   # Keys of the whole global batch enter the queues (replicated arrays).
-  queue, queue_ptr = losses.enqueue(state['queue'], state['queue_ptr'],
-                                    k_out['global'])
+  queue, queue_ptr = state['queue'], state['queue_ptr']
   snippet_queue, snippet_ptr = state['snippet_queue'], state['snippet_queue_ptr']
-  if pcfg.snippet_weight > 0:
+  if pcfg.negatives == 'queue':
+    queue, queue_ptr = losses.enqueue(queue, queue_ptr, k_out['global'])
+  if pcfg.negatives == 'queue' and pcfg.snippet_weight > 0:
     snippet_queue, snippet_ptr = losses.enqueue(
         snippet_queue, snippet_ptr,
         losses.video_snippet_embedding(k_out['snippets']))

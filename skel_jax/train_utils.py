@@ -123,19 +123,32 @@ def warmup_step_schedule(base_lr, warmup_steps, decay_steps, decay_factor=0.1):
 
 
 def make_optimizer(opt_cfg, schedule):
-  """SGD(momentum) or Adam with L2 weight decay added to the gradient, as in
-  PyTorch's ``weight_decay`` argument (not decoupled AdamW)."""
+  """The released optimisers plus two large-batch options.
+
+  'sgd' (momentum) and 'adam' add L2 weight decay to the gradient, as PyTorch's
+  ``weight_decay`` argument does (what the released configs use); 'adamw'
+  decouples it; 'lars' (layer-wise trust ratio, momentum 0.9) is the usual
+  choice for very large contrastive batches.
+  """
   chain = []
   if opt_cfg.get('grad_clip_norm', 0):
     chain.append(optax.clip_by_global_norm(opt_cfg.grad_clip_norm))
-  if opt_cfg.weight_decay:
-    chain.append(optax.add_decayed_weights(opt_cfg.weight_decay))
-  if opt_cfg.name == 'sgd':
-    chain.append(optax.sgd(schedule, momentum=opt_cfg.momentum))
-  elif opt_cfg.name == 'adam':
-    chain.append(optax.adam(schedule))
+  wd = opt_cfg.weight_decay
+  if opt_cfg.name == 'adamw':
+    chain.append(optax.adamw(schedule, weight_decay=wd))
+  elif opt_cfg.name == 'lars':
+    chain.append(optax.lars(schedule, weight_decay=wd,
+                            momentum=opt_cfg.get('momentum', 0.9)))
   else:
-    raise ValueError(f'optimizer.name={opt_cfg.name!r}: expected sgd or adam')
+    if wd:
+      chain.append(optax.add_decayed_weights(wd))
+    if opt_cfg.name == 'sgd':
+      chain.append(optax.sgd(schedule, momentum=opt_cfg.momentum))
+    elif opt_cfg.name == 'adam':
+      chain.append(optax.adam(schedule))
+    else:
+      raise ValueError(f'optimizer.name={opt_cfg.name!r}: expected sgd, adam, '
+                       'adamw or lars')
   return optax.chain(*chain)
 
 

@@ -146,3 +146,16 @@ def test_loss_and_queues_match_reference(runs):
   jax.tree.map(lambda new, k0, q0: np.testing.assert_allclose(
       new, m * k0 + (1 - m) * q0, rtol=1e-5, atol=1e-7),
       after['key_params'], before['key_params'], before['params'])
+
+
+def test_in_batch_negatives_step_matches_across_device_counts():
+  config = _config(1.5)
+  config.pretrain.negatives = 'in_batch'
+  _, before, s8, m8 = _run_step(config, jax.devices()[:8])
+  _, _, s1, m1 = _run_step(config, jax.devices()[:1])
+  for k in ('loss', 'loss_global', 'loss_snippet'):
+    np.testing.assert_allclose(m8[k], m1[k], rtol=2e-5, err_msg=k)
+  # No queue in this mode: both queues and pointers stay as initialised.
+  np.testing.assert_array_equal(s8['queue'], before['queue'])
+  np.testing.assert_array_equal(s8['snippet_queue'], before['snippet_queue'])
+  assert int(s8['queue_ptr']) == 0
