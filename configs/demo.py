@@ -39,7 +39,7 @@ def get_config(arg=None):
   c.data = c.pretrain.data.copy_and_resolve_references()
   c.data.pad_length = c.finetune.data.pad_length
   if variant is None:
-    c.pretrain.num_steps = 120
+    c.pretrain.num_steps = 100
     c.finetune.num_epochs = 20
     c.finetune.warmup_epochs = 2.0
     c.finetune.lr_decay_epochs = (16,)

@@ -30,12 +30,6 @@ def get_config(arg=None):
   c.data.num_persons = 1
   c.data.pad_length = 1000
   if 'smoke' in parts:
-    c.model.backbone.width = 0.125
-    c.model.num_snippets = 8
-    c.model.head_dim = 64
+    config_defaults.make_finetune_smoke(c)
     c.data.pad_length = 256
-    c.num_steps = 4
-    c.warmup_epochs = 0.0
-    c.lr_decay_epochs = ()
-    c.log_every = 2
   return c

@@ -26,15 +26,9 @@ def get_config(arg=None):
   c.data.pad_length = 8192
   c.eval.batch_size = 8
   if arg == 'smoke':
-    c.model.backbone.width = 0.125
-    c.model.num_snippets = 8
-    c.model.head_dim = 64
+    config_defaults.make_finetune_smoke(c)
     c.data.train_window = 32
     c.data.pad_length = 64
-    c.num_steps = 4
-    c.warmup_epochs = 0.0
-    c.lr_decay_epochs = ()
-    c.log_every = 2
   elif arg:
     raise ValueError(f'unknown variant {arg!r}; expected smoke or none')
   return c

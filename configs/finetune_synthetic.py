@@ -24,13 +24,9 @@ def get_config(arg=None):
   c.warmup_epochs = 2
   c.lr_decay_epochs = (30, 35)
   if arg == 'smoke':
+    config_defaults.make_finetune_smoke(c, steps=12)
     c.data.config = 'smoke'
     c.data.pad_length = 128
-    c.model.num_snippets = 8
-    c.num_epochs = 0
-    c.num_steps = 12
-    c.warmup_epochs = 0.0
-    c.lr_decay_epochs = ()
     c.log_every = 4
     c.checkpoint.save_interval_steps = 6
   elif arg:

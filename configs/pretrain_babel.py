@@ -20,17 +20,7 @@ def get_config(arg=None):
   c.data.num_persons = 1
   c.data.clip_len = 300
   if arg == 'smoke':
-    c.model.backbone.width = 0.125
-    c.model.num_snippets = 8
-    c.data.clip_len = 64
-    c.pretrain.queue_size = 64
-    c.pretrain.snippet_queue_size = 64
-    c.batch_size = 16
-    c.num_steps = 10
-    c.warmup_epochs = 0.0
-    c.lr_decay_epochs = ()
-    c.log_every = 5
-    c.checkpoint.save_interval_steps = 10
+    config_defaults.make_pretrain_smoke(c)
   elif arg:
     raise ValueError(f'unknown variant {arg!r}; expected smoke or none')
   return c

@@ -30,18 +30,12 @@ def get_config(arg=None):
   c.log_every = 10
   c.checkpoint.save_interval_steps = 100
   if arg == 'smoke':
+    # 40 steps, saved every 10: room for the kill/resume tests.
+    config_defaults.make_pretrain_smoke(c, steps=40)
     c.data.config = 'smoke'
-    c.data.clip_len = 64
-    c.model.num_snippets = 8
     c.pretrain.queue_size = 256
     c.pretrain.snippet_queue_size = 256
-    c.batch_size = 16
-    c.num_epochs = 0
-    c.num_steps = 40
     c.warmup_epochs = 0.5
-    c.lr_decay_epochs = ()
-    c.log_every = 5
-    c.checkpoint.save_interval_steps = 10
   elif arg:
     raise ValueError(f'unknown variant {arg!r}; expected smoke or none')
   return c

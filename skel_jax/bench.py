@@ -327,6 +327,13 @@ def bench_pipeline(opts, data_dir):
 # ---------------------------------------------------------------------------
 # Environment, table, entry point.
 # ---------------------------------------------------------------------------
+def _loadavg():
+  try:
+    return [round(v, 2) for v in os.getloadavg()]
+  except OSError:  # not available on this platform
+    return None
+
+
 def environment():
   dev = jax.devices()[0]
   try:
@@ -343,6 +350,9 @@ def environment():
       'compilation_cache': {
           'enabled': bool(jax.config.jax_enable_compilation_cache),
           'dir': jax.config.jax_compilation_cache_dir},
+      # 1/5/15-min load at the end: contention from other processes shows up
+      # here (compare with loadavg_start) before it is blamed on the code.
+      'loadavg_end': _loadavg(),
       'timestamp': datetime.datetime.now(datetime.timezone.utc).isoformat(),
   }
 
@@ -377,6 +387,7 @@ def run(opts, out=None, verbose=True):
       raise ValueError(f'unknown {name} {sorted(unknown)}; expected {allowed}')
   for name in ('batch', 'ft_batch', 'infer_batch'):
     _check_divisible(name, getattr(opts, name))
+  load_start = _loadavg()
   mesh = train_utils.make_mesh()
   rng = np.random.default_rng(opts.seed)
   rows, configs, extra = [], {}, {}
@@ -412,7 +423,7 @@ def run(opts, out=None, verbose=True):
         new_rows, extra['pipeline'] = bench_pipeline(opts, d)
     add(new_rows)
 
-  report = {'rows': rows, 'env': environment(),
+  report = {'rows': rows, 'env': {**environment(), 'loadavg_start': load_start},
             'options': dataclasses.asdict(opts), 'configs': configs,
             'compile_s': {f'{r["name"]}/{r["backbone"]}/{r["method"]}':
                           r['compile_s'] for r in rows
@@ -422,7 +433,8 @@ def run(opts, out=None, verbose=True):
     env = report['env']
     print(f'\n{env["backend"]} x {env["device_count"]} ({env["device_kind"]}),'
           f' {env["usable_cpus"]} CPUs, jax {env["versions"]["jax"]}, '
-          f'width {opts.width}\n' + format_table(rows), flush=True)
+          f'width {opts.width}, load avg {load_start} -> '
+          f'{env["loadavg_end"]}\n' + format_table(rows), flush=True)
   if out:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:

@@ -59,3 +59,19 @@ class Checkpointer:
       self.manager.wait_until_finished()
       self.manager.close()
       self.manager = None
+
+
+def open_and_restore(workdir, ckpt_cfg, state, sharding, desc):
+  """Checkpointer of ``workdir`` and the state to start from (step, state).
+
+  Restores the latest checkpoint onto ``sharding`` (the current mesh, whatever
+  device count wrote it); a fresh run starts at step 0 from ``state``.
+  """
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'),
+                      save_interval_steps=ckpt_cfg.save_interval_steps,
+                      max_to_keep=ckpt_cfg.max_to_keep)
+  start = ckpt.latest_step() or 0
+  if start:
+    state = ckpt.restore(abstract_like(state, sharding))
+    print(f'[{desc}] resumed from step {start}', flush=True)
+  return ckpt, start, state

@@ -91,7 +91,8 @@ def eval_config():
 
 def finetune_config():
   c = run_config('finetune', seed=5)
-  c.protocol = 'finetune'    # 'finetune' | 'linear'
+  c.protocol = 'finetune'    # 'finetune' | 'linear' | 'knn'
+  c.linear_train_fusion = True  # linear probe: also train the U-fusion module
   c.init = 'pretrained'      # 'pretrained' | 'random'
   c.pretrain_workdir = ''
   c.label_fraction = 1.0
@@ -109,4 +110,35 @@ def finetune_config():
   c.eval = eval_config()
   c.knn = {'k': 20, 'temperature': 0.07, 'max_bank_frames': 100_000,
            'chunk': 4096}   # protocol='knn' (no training)
+  return c
+
+
+# ---------------------------------------------------------------------------
+# ':smoke' variants: the same pipeline at a size that runs in seconds on CPU.
+# ---------------------------------------------------------------------------
+def make_pretrain_smoke(c, steps=10):
+  c.model.backbone.width = 0.125
+  c.model.num_snippets = 8
+  c.data.clip_len = 64
+  c.pretrain.queue_size = 64
+  c.pretrain.snippet_queue_size = 64
+  c.batch_size = 16
+  c.num_epochs = 0
+  c.num_steps = steps
+  c.warmup_epochs = 0.0
+  c.lr_decay_epochs = ()
+  c.log_every = 5
+  c.checkpoint.save_interval_steps = 10
+  return c
+
+
+def make_finetune_smoke(c, steps=4):
+  c.model.backbone.width = 0.125
+  c.model.num_snippets = 8
+  c.model.head_dim = 64
+  c.num_epochs = 0
+  c.num_steps = steps
+  c.warmup_epochs = 0.0
+  c.lr_decay_epochs = ()
+  c.log_every = 2
   return c

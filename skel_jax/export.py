@@ -52,7 +52,8 @@ def restore_workdir(workdir):
     state = ckpt.restore(checkpoint.abstract_like(abstract, sharding), step)
     params, stats = state['params'], state['batch_stats']
   elif config.stage == 'finetune':
-    tx = train_utils.make_optimizer(config.optimizer, lambda s: 0.0)
+    tx = finetune.linear_optimizer(
+        train_utils.make_optimizer(config.optimizer, lambda s: 0.0), config)
     abstract = jax.eval_shape(lambda: finetune.initial_state(
         config, tx, config.model.num_classes, restore_backbone=False)[1])
     state = ckpt.restore(checkpoint.abstract_like(abstract, sharding), step)

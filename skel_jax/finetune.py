@@ -90,11 +90,25 @@ def join_params(trainable, frozen, protocol):
 # ---------------------------------------------------------------------------
 # Update and inference steps.
 # ---------------------------------------------------------------------------
-def forward(model, x, train, protocol, dropout_key=None):
+def forward(model, x, train, protocol, dropout_key=None, train_fusion=True):
   if protocol == 'linear':
     taps = [jax.lax.stop_gradient(t) for t in model.taps_of(x, train=False)]
-    return model.head(taps, train, length=x.shape[2])
+    # A frozen fusion module also keeps its BatchNorm in inference mode.
+    return model.head(taps, train and train_fusion, length=x.shape[2])
   return model(x, train=train, dropout_key=dropout_key)
+
+
+def linear_optimizer(tx, config):
+  """Linear probe with a frozen U-module: only the classifier gets updates."""
+  if config.protocol != 'linear' or config.linear_train_fusion:
+    return tx
+
+  def labels(trainable):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: ('train' if 'classifier' in jax.tree_util.keystr(path)
+                         else 'freeze'), trainable)
+  return optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()},
+                               labels)
 
 
 def frame_cross_entropy(logits, labels):
@@ -105,12 +119,14 @@ def frame_cross_entropy(logits, labels):
   return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
 
 
-def train_step(state, batch, *, graphdef, tx, protocol, schedule):
+def train_step(state, batch, *, graphdef, tx, protocol, schedule,
+               train_fusion=True):
   def loss_fn(trainable, batch_stats):
     params = join_params(trainable, state['frozen'], protocol)
     model = nnx.merge(graphdef, params, batch_stats, copy=True)
     logits = forward(model, batch['x'], True, protocol,
-                     jax.random.fold_in(state['rng'], state['step']))
+                     jax.random.fold_in(state['rng'], state['step']),
+                     train_fusion)
     loss = frame_cross_entropy(logits, batch['labels'])
     mask = batch['labels'] >= 0
     acc = jnp.sum((jnp.argmax(logits, -1) == batch['labels']) * mask) / (
@@ -203,20 +219,15 @@ def train_and_evaluate(config, workdir):
   schedule = train_utils.warmup_step_schedule(
       config.optimizer.lr, int(config.warmup_epochs * steps_per_epoch),
       [int(e * steps_per_epoch) for e in config.lr_decay_epochs])
-  tx = train_utils.make_optimizer(config.optimizer, schedule)
+  tx = linear_optimizer(train_utils.make_optimizer(config.optimizer, schedule),
+                        config)
 
   config.model.num_classes = num_classes  # recorded for exports
   train_utils.write_run_record(workdir, config)
   graphdef, state = initial_state(config, tx, num_classes)
   state = jax.device_put(state, rep)
-  ckpt = checkpoint.Checkpointer(
-      f'{workdir}/checkpoints',
-      save_interval_steps=config.checkpoint.save_interval_steps,
-      max_to_keep=config.checkpoint.max_to_keep)
-  start = ckpt.latest_step() or 0
-  if start:
-    state = ckpt.restore(checkpoint.abstract_like(state, rep))
-    print(f'[{config.protocol}] resumed from step {start}', flush=True)
+  ckpt, start, state = checkpoint.open_and_restore(
+      workdir, config.checkpoint, state, rep, config.protocol)
 
   if config.protocol == 'knn':
     total_steps = 0
@@ -226,7 +237,8 @@ def train_and_evaluate(config, workdir):
   else:
     step_fn = jax.jit(
         functools.partial(train_step, graphdef=graphdef, tx=tx,
-                          protocol=config.protocol, schedule=schedule),
+                          protocol=config.protocol, schedule=schedule,
+                          train_fusion=config.linear_train_fusion),
         in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
     state = loop.run(
         step_fn=step_fn, state=state, ds=ds, data_sharding=dsh, ckpt=ckpt,
@@ -321,6 +333,10 @@ def write_results(workdir, result, gt, pred, predictions, names, num_classes,
   named = dict(result, per_class={names[int(c)]: v
                                   for c, v in result['per_class'].items()})
   print(evaluate_cli.format_table(named), flush=True)
+  print('frame confusion (% of true frames):\n' +
+        plotting.confusion_text(result['confusion'], names), flush=True)
+  plotting.plot_confusion(os.path.join(workdir, 'confusion.png'),
+                          result['confusion'], names)
   print(f'[{config.protocol}] mAP ' + ' '.join(
       f'@{k}={v:.1f}' for k, v in result['iou'].items()) +
         f' mean={result["mean"]:.1f} frame_acc={result["frame_accuracy"]:.3f}',

@@ -26,7 +26,6 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
                                       'Total processes (multihost).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None,
                                    'This process (multihost).')
-flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def enable_compilation_cache():
@@ -71,4 +70,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Required only for the CLI, so scripts can import ``run``.
+  flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main)

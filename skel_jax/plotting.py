@@ -229,3 +229,39 @@ def animate_skeleton(path: str, skeleton, labels=None, pred=None,
                                  cache_frame_data=False, repeat=False)
   anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=fig.dpi)
   return path
+
+
+def confusion_text(confusion, class_names):
+  """Row-normalised frame confusion (% of each true class) as a text table."""
+  c = np.asarray(confusion, np.float64)
+  rows = c / np.maximum(c.sum(axis=1, keepdims=True), 1) * 100
+  short = [n[:6] for n in class_names]
+  width = max(len(n) for n in class_names)
+  lines = [' ' * width + ' ' + ' '.join(f'{s:>6}' for s in short)]
+  for name, row in zip(class_names, rows):
+    lines.append(f'{name:<{width}} ' + ' '.join(f'{v:6.1f}' for v in row))
+  return '\n'.join(lines)
+
+
+def plot_confusion(path, confusion, class_names):
+  """Heat map of the row-normalised frame confusion matrix (PNG)."""
+  c = np.asarray(confusion, np.float64)
+  rows = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
+  k = len(class_names)
+  fig = Figure(figsize=(1.2 + 0.45 * k, 1.0 + 0.45 * k))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  im = ax.imshow(rows, cmap='Blues', vmin=0, vmax=1)
+  ax.set_xticks(range(k), class_names, rotation=60, ha='right', fontsize=8)
+  ax.set_yticks(range(k), class_names, fontsize=8)
+  ax.set_xlabel('predicted frame label')
+  ax.set_ylabel('true frame label')
+  for i in range(k):
+    for j in range(k):
+      if rows[i, j] >= 0.05:
+        ax.text(j, i, f'{rows[i, j]:.2f}', ha='center', va='center',
+                fontsize=6, color='white' if rows[i, j] > 0.5 else 'black')
+  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  return path

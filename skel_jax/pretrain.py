@@ -179,15 +179,8 @@ def train(config, workdir):
 
   graphdef, state = init_state(config, tx)
   state = jax.device_put(state, rep)
-  ckpt = checkpoint.Checkpointer(
-      f'{workdir}/checkpoints',
-      save_interval_steps=config.checkpoint.save_interval_steps,
-      max_to_keep=config.checkpoint.max_to_keep)
-  start = ckpt.latest_step() or 0
-  if start:
-    # Restores onto the current mesh, whatever the device count that saved it.
-    state = ckpt.restore(checkpoint.abstract_like(state, rep))
-    print(f'[pretrain] resumed from step {start}', flush=True)
+  ckpt, start, state = checkpoint.open_and_restore(
+      workdir, config.checkpoint, state, rep, 'pretrain')
 
   step_fn = jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx, config=config,

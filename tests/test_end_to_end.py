@@ -95,6 +95,7 @@ def test_localization_from_pretrained_backbone(pretrained, data_dir,
   np.testing.assert_allclose(rescored['mean'], result['mean'], rtol=1e-9)
   assert os.path.getsize(os.path.join(workdir, 'timelines.png')) > 1000
   assert os.path.getsize(os.path.join(workdir, 'skeleton.gif')) > 1000
+  assert os.path.getsize(os.path.join(workdir, 'confusion.png')) > 1000
   if protocol != 'knn':
     assert any(f.startswith('events.out.tfevents')
                for f in os.listdir(os.path.join(workdir, 'tb')))
@@ -117,3 +118,30 @@ def test_demo_pipeline_writes_table(data_dir, tmp_path):
     assert r['label_fraction'] == 0.2
     assert set(r['map']) == {'0.1', '0.2', '0.3', '0.4', '0.5', 'mean'}
   assert (tmp_path / 'results.md').exists()
+
+
+def test_linear_probe_with_frozen_fusion_trains_only_the_classifier(
+    pretrained, data_dir, tmp_path):
+  _, pre_dir = pretrained
+  config = _load('configs/finetune_synthetic.py')
+  config.data.dir = data_dir
+  config.pretrain_workdir = pre_dir
+  config.protocol = 'linear'
+  config.linear_train_fusion = False
+  config.num_steps = 2
+  tx = finetune.linear_optimizer(
+      finetune.train_utils.make_optimizer(config.optimizer, 1e-2), config)
+  _, before = finetune.initial_state(config, tx, num_classes=10)
+  before = jax.device_get(before)
+  main_lib.run(config, str(tmp_path))
+  from skel_jax import export
+  _, _, params, stats = export.restore_workdir(str(tmp_path))
+  head0 = nnx.to_pure_dict(before['trainable'])
+  head1 = nnx.to_pure_dict(params['head'])
+  assert not np.allclose(head0['classifier']['kernel'],
+                         head1['classifier']['kernel'])
+  np.testing.assert_array_equal(head0['fuse']['kernel'], head1['fuse']['kernel'])
+  np.testing.assert_array_equal(nnx.to_pure_dict(before['batch_stats'])['head']
+                                ['cu01']['bn']['mean'],
+                                nnx.to_pure_dict(stats['head'])['cu01']['bn']
+                                ['mean'])
