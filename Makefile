@@ -22,5 +22,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+bench: $(STAMP)
+	$(PY) -m skel_jax.bench --quick --out=runs/bench/quick.json $(BENCH_ARGS)
+
 clean:
 	rm -rf runs .cache .pytest_cache

@@ -1,9 +1,12 @@
-r"""Throughput and compile-time benchmark of the jitted steps and input pipelines.
+r"""Throughput and compile-time benchmark: jitted steps and input pipelines.
 
-  python -m skel_jax.bench --quick --out=runs/bench/quick.json      # CPU-sized
-  python -m skel_jax.bench --out=runs/bench/full.json               # paper width
+  python -m skel_jax.bench --quick --out=runs/bench/quick.json  # CPU-sized
+  python -m skel_jax.bench --out=runs/bench/full.json           # paper width
   python -m skel_jax.bench --backbones=agcn --methods=snippet_moco \
-      --sections=pretrain --repeats=2 --warmup=1 --steps=1           # one row
+      --sections=pretrain --repeats=2 --warmup=1 --steps=1       # one row
+
+On a 2-core CPU one full-width step at the released batch (128) takes minutes
+(it did not finish in 5); --quick, or --batch=8 at width 1, is what fits.
 
 Measured (each with untimed warm-up calls, then ``repeats`` timed repeats of
 ``steps`` calls each, closed by ``jax.block_until_ready``; median and IQR of
@@ -31,12 +34,10 @@ import json
 import math
 import os
 import platform
-import statistics
 import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from skel_jax import config_defaults
@@ -423,14 +424,14 @@ def run(opts, out=None, verbose=True):
         new_rows, extra['pipeline'] = bench_pipeline(opts, d)
     add(new_rows)
 
-  report = {'rows': rows, 'env': {**environment(), 'loadavg_start': load_start},
+  env = {**environment(), 'loadavg_start': load_start}
+  report = {'rows': rows, 'env': env,
             'options': dataclasses.asdict(opts), 'configs': configs,
             'compile_s': {f'{r["name"]}/{r["backbone"]}/{r["method"]}':
                           r['compile_s'] for r in rows
                           if r['compile_s'] is not None},
             **extra}
   if verbose:
-    env = report['env']
     print(f'\n{env["backend"]} x {env["device_count"]} ({env["device_kind"]}),'
           f' {env["usable_cpus"]} CPUs, jax {env["versions"]["jax"]}, '
           f'width {opts.width}, load avg {load_start} -> '

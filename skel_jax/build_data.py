@@ -20,6 +20,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import tensorflow_datasets as tfds
 
 # dataset name -> module holding its ``Builder`` class.
@@ -65,12 +66,20 @@ def build(builder, manual_dir=None):
   print(f'[build_data] {builder.name}/{builder.builder_config.name}: {splits} '
         f'in {secs:.1f}s -> {builder.data_dir}', flush=True)
   for split in splits:
-    report = os.path.join(builder.data_dir, f'skipped_{split}.json')
-    if os.path.exists(report):
-      with open(report) as f:
-        skipped = json.load(f)['skipped']
-      print(f'[build_data]   {split}: {len(skipped)} skipped sample(s), see '
-            f'{report}', flush=True)
+    path = os.path.join(builder.data_dir, f'skipped_{split}.json')
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      report = json.load(f)
+    skipped, secs = report['skipped'], report.get('seconds', 0.0)
+    rate = f'{report["converted"] / secs:.1f} files/s' if secs else '-'
+    print(f'[build_data]   {split}: converted {report.get("converted")} '
+          f'({rate}), skipped {len(skipped)}; reasons in {path}', flush=True)
+    for item in skipped[:5]:
+      print(f'[build_data]     skipped {item["sample"]}: {item["reason"]}',
+            flush=True)
+    if len(skipped) > 5:
+      print(f'[build_data]     ... and {len(skipped) - 5} more', flush=True)
   return builder
 
 
@@ -100,6 +109,7 @@ def _parse_options(raw):
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # TFDS logs every shard at INFO
   name, _, config = _DATASET.value.partition('/')
   kwargs = _parse_options(_OPTIONS.value)
   if name != 'synthetic_skeleton':
