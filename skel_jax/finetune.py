@@ -167,8 +167,8 @@ def predict_split(config, state, predict_fn, dsh, split, limit=None):
   out = []
   for batch in input_pipeline.eval_batches(
       config.data, split, global_batch=config.eval.batch_size, limit=limit):
-    probs = predict_fn(state, jax.device_put(batch['x'], dsh))
-    probs = np.asarray(jax.device_get(probs))
+    probs = input_pipeline.gather_to_host(predict_fn(
+        state, input_pipeline.global_eval_input(batch['x'], dsh)))
     for i in np.flatnonzero(batch['valid']):
       t = int(batch['length'][i])
       sid = batch['sequence_id'][i]
@@ -259,8 +259,9 @@ def train_and_evaluate(config, workdir):
                  'num_labeled_sequences': int(len(labeled)),
                  'seed': config.seed, 'split': config.data.eval_split,
                  'class_names': names, 'steps': int(total_steps)})
-  write_results(workdir, result, gt, pred, predictions, names, num_classes,
-                config)
+  if train_utils.is_chief():
+    write_results(workdir, result, gt, pred, predictions, names, num_classes,
+                  config)
   return result
 
 
@@ -279,7 +280,8 @@ def knn_predictor(config, graphdef, state, labeled, num_classes, rep, dsh):
   for batch in input_pipeline.eval_batches(
       config.data, config.data.train_split,
       global_batch=config.eval.batch_size, indices=labeled):
-    f = np.asarray(features(state, jax.device_put(batch['x'], dsh)))
+    f = input_pipeline.gather_to_host(features(
+        state, input_pipeline.global_eval_input(batch['x'], dsh)))
     keep = (batch['labels'] >= 0) & batch['valid'][:, None]
     feats.append(f[keep])
     labels.append(batch['labels'][keep])

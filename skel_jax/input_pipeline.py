@@ -275,3 +275,17 @@ def host_to_global(batch, sharding):
   """Process-local NumPy batch -> global jax.Array sharded on the data axis."""
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def global_eval_input(x, sharding):
+  """An eval batch every process holds in full -> a global sharded array
+  (each process contributes its rows, as in training)."""
+  return host_to_global(x[process_rows(x.shape[0])], sharding)
+
+
+def gather_to_host(x):
+  """A global array -> the full NumPy array on every process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))

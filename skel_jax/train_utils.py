@@ -57,9 +57,16 @@ def print_banner(title):
         f'{v["devices"]} device(s), {v["processes"]} process(es)', flush=True)
 
 
+def is_chief():
+  """Process 0 writes logs, records and plots (all processes checkpoint)."""
+  return jax.process_index() == 0
+
+
 def write_run_record(workdir, config):
   """Config + versions, so a workdir says how it was produced."""
   os.makedirs(workdir, exist_ok=True)
+  if not is_chief():
+    return
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
   with open(os.path.join(workdir, 'versions.json'), 'w') as f:
@@ -95,9 +102,11 @@ class MetricLog:
     record.update({k: float(v) for k, v in jax.device_get(metrics).items()})
     record.update(host)
     record['time_s'] = round(t - self._t0, 3)
+    self.last = record
+    if not is_chief():
+      return
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
-    self.last = record
     self.tb.scalars(record['step'],
                     {k: v for k, v in record.items() if k != 'step'})
 
