@@ -14,7 +14,6 @@ import os
 
 import ml_collections
 
-from skel_jax import config_defaults
 
 
 def _sibling(name):

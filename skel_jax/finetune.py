@@ -11,7 +11,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import nnx
@@ -22,7 +21,6 @@ from skel_jax import input_pipeline
 from skel_jax import loop
 from skel_jax import metrics as metrics_lib
 from skel_jax import postprocess
-from skel_jax import pretrain
 from skel_jax import train_utils
 from skel_jax.models import Localizer
 

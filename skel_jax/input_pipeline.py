@@ -11,7 +11,6 @@ import os
 import grain
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 
 from skel_jax import preprocess
 

@@ -108,7 +108,7 @@ def test_demo_pipeline_writes_table(data_dir, tmp_path):
   config.protocols = ('linear',)
   config.pretrain.num_steps = 4
   config.finetune.num_steps = 4
-  summary = main_lib.run(config, str(tmp_path))
+  main_lib.run(config, str(tmp_path))
   with open(tmp_path / 'results.json') as f:
     saved = json.load(f)
   rows = saved['rows']
