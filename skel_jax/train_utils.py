@@ -87,7 +87,8 @@ class MetricLog:
     self._t0 = time.time()
     self.last = None
     # The same scalars as TensorBoard events (no TensorFlow needed).
-    self.tb = tensorboard.ScalarWriter(os.path.join(workdir, 'tb'))
+    self.tb = (tensorboard.ScalarWriter(os.path.join(workdir, 'tb'))
+               if is_chief() else None)
 
   def push(self, step, device_metrics, **host_values):
     self.flush()
@@ -112,7 +113,8 @@ class MetricLog:
 
   def close(self):
     self.flush()
-    self.tb.close()
+    if self.tb is not None:
+      self.tb.close()
 
 
 # ---------------------------------------------------------------------------
