@@ -70,30 +70,37 @@ class TemporalConv(nnx.Module):
     return self.bn(self.conv(x), use_running_average=not train)
 
 
+def make_residual(cin, cout, stride, enabled, rngs):
+  """(kind, module) of a unit's residual branch, shared by AGCN and ST-GCN:
+  'none' (disabled), 'identity' (same shape) or a strided 1x1 conv + BN."""
+  if not enabled:
+    return 'none', None
+  if cin == cout and stride == 1:
+    return 'identity', None
+  return 'conv', TemporalConv(cin, cout, kernel=1, stride=stride, rngs=rngs)
+
+
+def add_residual(y, x, kind, module, train):
+  if kind == 'identity':
+    return y + x
+  if kind == 'conv':
+    return y + module(x, train)
+  return y
+
+
 class AGCNUnit(nnx.Module):
   """TCN_GCN_unit: relu(tcn(gcn(x)) + residual(x))."""
 
   def __init__(self, cin, cout, *, stride=1, residual=True, rngs):
     self.gcn = AdaptiveGraphConv(cin, cout, rngs=rngs)
     self.tcn = TemporalConv(cout, cout, stride=stride, rngs=rngs)
-    if not residual:
-      self.residual_kind = 'none'
-      self.residual = None
-    elif cin == cout and stride == 1:
-      self.residual_kind = 'identity'
-      self.residual = None
-    else:
-      self.residual_kind = 'conv'
-      self.residual = TemporalConv(cin, cout, kernel=1, stride=stride,
-                                   rngs=rngs)
+    self.residual_kind, self.residual = make_residual(cin, cout, stride,
+                                                      residual, rngs)
 
   def __call__(self, x, train):
     y = self.tcn(self.gcn(x, train), train)
-    if self.residual_kind == 'identity':
-      y = y + x
-    elif self.residual_kind == 'conv':
-      y = y + self.residual(x, train)
-    return jax.nn.relu(y)
+    return jax.nn.relu(add_residual(y, x, self.residual_kind, self.residual,
+                                    train))
 
 
 class AGCN(nnx.Module):

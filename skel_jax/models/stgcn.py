@@ -10,6 +10,8 @@ from flax import nnx
 from skel_jax import graph
 from skel_jax.models import layers
 from skel_jax.models.agcn import TemporalConv
+from skel_jax.models.agcn import add_residual
+from skel_jax.models.agcn import make_residual
 
 # Block widths in units of ``hidden_channels``; block 10 uses ``hidden_dim``.
 STGCN_WIDTH_MULTIPLIERS = (1, 1, 1, 1, 2, 2, 2, 4, 4)
@@ -65,16 +67,8 @@ class STGCNBlock(nnx.Module):
           jnp.ones((num_subsets, num_joints, num_joints), jnp.float32))
     else:
       self.edge_importance = None
-    if not residual:
-      self.residual_kind = 'none'
-      self.residual = None
-    elif cin == cout and stride == 1:
-      self.residual_kind = 'identity'
-      self.residual = None
-    else:
-      self.residual_kind = 'conv'
-      self.residual = TemporalConv(cin, cout, kernel=1, stride=stride,
-                                   rngs=rngs)
+    self.residual_kind, self.residual = make_residual(cin, cout, stride,
+                                                      residual, rngs)
 
   def __call__(self, x, adjacency, train, dropout_key=None):
     if self.edge_importance is not None:
@@ -84,11 +78,8 @@ class STGCNBlock(nnx.Module):
     y = self.tcn(y, train)
     if train and dropout_key is not None and self.dropout > 0:
       y = _dropout(y, self.dropout, dropout_key)
-    if self.residual_kind == 'identity':
-      y = y + x
-    elif self.residual_kind == 'conv':
-      y = y + self.residual(x, train)
-    return jax.nn.relu(y)
+    return jax.nn.relu(add_residual(y, x, self.residual_kind, self.residual,
+                                    train))
 
 
 class STGCN(nnx.Module):
