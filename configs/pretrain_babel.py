@@ -1,9 +1,15 @@
-r"""Snippet-MoCo pretraining on the whole BABEL train split (METHOD.md §7).
+r"""Snippet pretraining on the whole BABEL train split (METHOD.md §7).
 
   python -m skel_jax.build_data --dataset=babel/full --manual_dir=/data/babel \
       --data_dir=data --builder_option=smplh_model=/models/SMPLH_male.pkl
-  python -m skel_jax.main --config=configs/pretrain_babel.py --workdir=runs/pre_babel
+  python -m skel_jax.main --config=configs/pretrain_babel.py:rvtclr \
+      --workdir=runs/pre_babel_rvtclr
   python -m skel_jax.main --config=configs/pretrain_babel.py:smoke --workdir=/tmp/pb
+
+Variant tokens as in ``pretrain_ntu60_xsub.py``: a base (``skeletonclr``
+default, ``aimclr``, ``rvtclr``; each with its release's schedule),
+``video`` (no snippet loss), ``stgcn``, ``smoke``. The released SnipCLR
+BABEL example is ``:rvtclr``.
 
 One person, NTU-25 joints from SMPL-H forward kinematics at 30 fps, plain
 normalisation per window. The paper does not give the BABEL window length:
@@ -19,8 +25,5 @@ def get_config(arg=None):
   c.data.preprocess = 'plain'
   c.data.num_persons = 1
   c.data.clip_len = 300
-  if arg == 'smoke':
-    config_defaults.make_pretrain_smoke(c)
-  elif arg:
-    raise ValueError(f'unknown variant {arg!r}; expected smoke or none')
-  return c
+  return config_defaults.pretrain_variant(
+      c, arg, config_defaults.make_pretrain_smoke, release_schedule=True)

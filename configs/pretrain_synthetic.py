@@ -5,7 +5,11 @@ r"""Snippet-MoCo pretraining on the synthetic skeleton benchmark.
   python -m skel_jax.main --config=configs/pretrain_synthetic.py:smoke \
       --workdir=/tmp/pre_smoke          # < 1 min on a laptop CPU
 
-Video-level MoCo baseline: add ``--config.pretrain.snippet_weight=0``.
+Variant tokens (``config_defaults.pretrain_variant``), e.g. ``:aimclr,stgcn``
+or ``:rvtclr,video,smoke``: the base method ``skeletonclr`` (default) |
+``aimclr`` | ``rvtclr``, ``video`` (no snippet loss: the base alone, i.e. the
+video-level baseline), ``stgcn`` (ST-GCN backbone), ``smoke``. Bases that
+mine start half-way through this short budget (after epoch 1 in smoke runs).
 The full-size AGCN is ``--config.model.backbone.width=1``.
 """
 from skel_jax import config_defaults
@@ -29,13 +33,19 @@ def get_config(arg=None):
   c.lr_decay_epochs = (25,)
   c.log_every = 10
   c.checkpoint.save_interval_steps = 100
-  if arg == 'smoke':
-    # 40 steps, saved every 10: room for the kill/resume tests.
-    config_defaults.make_pretrain_smoke(c, steps=40)
-    c.data.config = 'smoke'
-    c.pretrain.queue_size = 256
-    c.pretrain.snippet_queue_size = 256
-    c.warmup_epochs = 0.5
-  elif arg:
-    raise ValueError(f'unknown variant {arg!r}; expected smoke or none')
+  c = config_defaults.pretrain_variant(c, arg, _smoke)
+  if c.pretrain.base == 'rvtclr':
+    c.data.clip_len = 128  # 64-frame tempo views -> T' = 8 = S
+  if c.pretrain.mining_epoch >= 0:
+    # Mining from half-way (AimCLR: epoch 150 of 300); after epoch 1 in smoke.
+    c.pretrain.mining_epoch = 0 if c.num_steps else c.num_epochs // 2
   return c
+
+
+def _smoke(c):
+  # 40 steps, saved every 10: room for the kill/resume tests.
+  config_defaults.make_pretrain_smoke(c, steps=40)
+  c.data.config = 'smoke'
+  c.pretrain.queue_size = 256
+  c.pretrain.snippet_queue_size = 256
+  c.warmup_epochs = 0.5

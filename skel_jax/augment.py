@@ -42,14 +42,21 @@ def gaussian_noise(x, key, std=0.01, prob=0.5):
   return jnp.where(jax.random.uniform(k_apply) < prob, x + noise, x)
 
 
-def gaussian_blur(x, key, kernel_size=15, sigma_range=(0.1, 2.0), prob=0.5):
-  """Temporal Gaussian blur with a random sigma (zero padding, as AimCLR's conv)."""
+def gaussian_blur(x, key, kernel_size=15, sigma_range=(0.1, 2.0), prob=0.5,
+                  normalize=True):
+  """Temporal Gaussian blur with a random sigma (zero padding, as AimCLR's conv).
+
+  AimCLR's ``GaussianBlurConv`` never divides the kernel by its sum, so its
+  "blur" also scales coordinates by up to ~5x (sigma = 2). That is treated as
+  a bug: ``normalize=True`` (default) blurs; ``False`` reproduces the release.
+  """
   k_apply, k_sigma = jax.random.split(key)
   sigma = jax.random.uniform(k_sigma, (), minval=sigma_range[0],
                              maxval=sigma_range[1])
   r = jnp.arange(kernel_size, dtype=x.dtype) - (kernel_size - 1) / 2
   w = jnp.exp(-0.5 * (r / sigma) ** 2)
-  w = w / jnp.sum(w)
+  if normalize:
+    w = w / jnp.sum(w)
   m, t, v, c = x.shape
   # Blur every (person, joint, coord) signal along time as one 1-D conv.
   sig = jnp.moveaxis(x, 1, -1).reshape(-1, 1, t)
@@ -67,6 +74,44 @@ def zero_axis(x, key, prob=0.5):
   return jnp.where(jax.random.uniform(k_apply) < prob, x * keep, x)
 
 
+# AimCLR ``transform_order['ntu']``: swaps the left/right limb joint indices
+# (the coordinates are not mirrored, exactly as the release does).
+MIRROR_ORDER = (0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 16, 17, 18, 19, 12, 13,
+                14, 15, 20, 23, 24, 21, 22)
+
+
+def spatial_flip(x, key, prob=0.5):
+  order = jnp.asarray(MIRROR_ORDER)
+  return jnp.where(jax.random.uniform(key) < prob, x[:, :, order], x)
+
+
+def time_flip(x, key, prob=0.5):
+  return jnp.where(jax.random.uniform(key) < prob, x[:, ::-1], x)
+
+
+def _rotation(axis, angle):
+  """AimCLR's matrix R for one axis; a point p becomes p @ R.T."""
+  c, s = jnp.cos(angle), jnp.sin(angle)
+  if axis == 0:
+    return jnp.array([[1, 0, 0], [0, c, s], [0, -s, c]])
+  if axis == 1:
+    return jnp.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])
+  return jnp.array([[c, s, 0], [-s, c, 0], [0, 0, 1]])
+
+
+def random_rotate(x, key, max_degrees=30.0, minor_degrees=1.0):
+  """AimCLR ``random_rotate``: one random main axis turns by U(0, 30) degrees,
+  the other two by U(0, 1) degrees, applied in x, y, z order."""
+  k_axis, k_angle = jax.random.split(key)
+  main = jax.random.randint(k_axis, (), 0, 3)
+  u = jax.random.uniform(k_angle, (3,))
+  degrees = jnp.where(jnp.arange(3) == main, max_degrees, minor_degrees) * u
+  r = jnp.eye(3, dtype=x.dtype)
+  for axis in range(3):
+    r = r @ _rotation(axis, jnp.deg2rad(degrees[axis])).T.astype(x.dtype)
+  return x @ r
+
+
 def augment(x, key, cfg, strong):
   """The released view recipe: crop + shear; the strong (query) view adds
   noise, blur and axis masking, each with its own probability."""
@@ -76,16 +121,62 @@ def augment(x, key, cfg, strong):
   if cfg.shear_amplitude > 0:
     x = shear(x, keys[1], cfg.shear_amplitude)
   if strong:
-    x = gaussian_noise(x, keys[2], cfg.noise_std, cfg.noise_prob)
-    x = gaussian_blur(x, keys[3], cfg.blur_kernel, tuple(cfg.blur_sigma),
-                      cfg.blur_prob)
-    x = zero_axis(x, keys[4], cfg.axis_mask_prob)
+    x = _noise_blur_mask(x, keys[2:], cfg)
   return x
 
 
-def two_views(batch_x, keys, cfg):
+def _noise_blur_mask(x, keys, cfg):
+  x = gaussian_noise(x, keys[0], cfg.noise_std, cfg.noise_prob)
+  x = gaussian_blur(x, keys[1], cfg.blur_kernel, tuple(cfg.blur_sigma),
+                    cfg.blur_prob, cfg.get('blur_normalize', True))
+  return zero_axis(x, keys[2], cfg.axis_mask_prob)
+
+
+def extreme(x, key, cfg):
+  """AimCLR's extreme view (``Feeder_triple._strong_aug``): crop, shear, then
+  joint-order flip, rotation, time reversal, noise, blur and axis masking."""
+  keys = jax.random.split(key, 8)
+  x = augment(x, keys[0], cfg, strong=False)
+  x = spatial_flip(x, keys[1], cfg.spatial_flip_prob)
+  x = random_rotate(x, keys[2], cfg.rotate_degrees)
+  x = time_flip(x, keys[3], cfg.time_flip_prob)
+  return _noise_blur_mask(x, keys[4:7], cfg)
+
+
+def two_views(batch_x, keys, cfg, query_strong=True):
   """(N, M, T, V, 3) and per-sample keys -> (query view, key view)."""
   def one(x, key):
     kq, kk = jax.random.split(key)
-    return augment(x, kq, cfg, strong=True), augment(x, kk, cfg, strong=False)
+    return (augment(x, kq, cfg, strong=query_strong),
+            augment(x, kk, cfg, strong=False))
   return jax.vmap(one)(batch_x, keys)
+
+
+def third_view(batch_x, keys, cfg, kind):
+  """The extra query view of a base method, from its own per-sample keys:
+  'extreme' (AimCLR) or 'normal' (RVTCLR's distribution-consistency view)."""
+  def one(x, key):
+    key = jax.random.fold_in(key, 2)
+    if kind == 'extreme':
+      return extreme(x, key, cfg)
+    return augment(x, key, cfg, strong=False)
+  return jax.vmap(one)(batch_x, keys)
+
+
+def relative_tempo(x_q, x_k, keys, ratio=2):
+  """RVTCLR's relative-tempo views of (N, M, T, V, 3) query/key clips.
+
+  Each video plays at tempo 1 (its first T / ratio frames) or tempo ``ratio``
+  (every ratio-th frame): query and key share the tempo, ``k_other`` is the
+  key view at the other tempo. The release splits the batch exactly in half
+  with ``randperm``; here a fair coin per video (keyed by its global index)
+  decides, so the choice does not depend on the batch layout.
+  """
+  t = x_q.shape[2] // ratio
+  fast = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 3)))(
+      keys)
+  slow_idx, fast_idx = jnp.arange(t), ratio * jnp.arange(t)
+  same = jnp.where(fast[:, None], fast_idx, slow_idx)
+  other = jnp.where(fast[:, None], slow_idx, fast_idx)
+  take = jax.vmap(lambda x, idx: x[:, idx])
+  return take(x_q, same), take(x_k, same), take(x_k, other)

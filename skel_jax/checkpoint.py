@@ -6,9 +6,18 @@ import orbax.checkpoint as ocp
 
 
 def abstract_like(tree, sharding):
-  """ShapeDtypeStructs carrying the target sharding (restore onto any mesh)."""
+  """ShapeDtypeStructs carrying the target sharding (restore onto any mesh).
+
+  ``sharding``: one sharding for every leaf, or a pytree of shardings with the
+  structure of ``tree`` (e.g. ``train_utils.state_shardings``).
+  """
+  if isinstance(sharding, jax.sharding.Sharding):
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+        tree)
   return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      tree, sharding)
 
 
 def check_same_shapes(name, target, source):
@@ -64,8 +73,9 @@ class Checkpointer:
 def open_and_restore(workdir, ckpt_cfg, state, sharding, desc):
   """Checkpointer of ``workdir`` and the state to start from (step, state).
 
-  Restores the latest checkpoint onto ``sharding`` (the current mesh, whatever
-  device count wrote it); a fresh run starts at step 0 from ``state``.
+  Restores the latest checkpoint onto ``sharding`` (one sharding or a pytree of
+  them matching ``state``; the current mesh, whatever device count or mesh
+  shape wrote it); a fresh run starts at step 0 from ``state``.
   """
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'),
                       save_interval_steps=ckpt_cfg.save_interval_steps,

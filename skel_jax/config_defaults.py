@@ -43,6 +43,7 @@ def run_config(stage, seed):
   c.stage = stage
   c.seed = seed
   c.num_devices = 0          # data-parallel devices; 0 = all
+  c.fsdp = 1                 # size of the parameter-sharding mesh axis; 1 = pure data parallel
   c.nonfinite = 'stop'       # on a NaN/inf loss: 'stop' (keep last good ckpt) | 'skip'
   return c
 
@@ -52,16 +53,29 @@ def pretrain_config():
   c.data = data_config()
   c.model = model_config()
   c.pretrain = {
+      'base': 'skeletonclr',   # skeletonclr | aimclr | rvtclr (see BASES)
       'momentum': 0.999, 'temperature': 0.07,
       'queue_size': 32768, 'snippet_queue_size': 32768,
       'snippet_weight': 1.5,   # lambda; 0 = video-level MoCo baseline
       'negatives': 'queue',    # 'queue' (MoCo) | 'in_batch' (global batch, no queue)
+      # Nearest-neighbour positive mining from the epoch after ``mining_epoch``
+      # (the release's ``epoch <= mining_epoch`` test); -1 = never.
+      'mining_epoch': -1,
+      'mining_topk': 1,          # global positives added per query view
+      'snippet_mining_topk': 5,  # snippet positives added from queue 2
+      'tempo_ratio': 2,          # RVTCLR: fast view takes every 2nd frame
+      'tempo_margin': 1.0,       # RVTCLR: margin of the tempo ranking loss
+      'compute_dtype': 'float32',  # or 'bfloat16' (params stay float32)
   }
   c.augment = {
       'crop_padding_ratio': 6, 'shear_amplitude': 0.5,
+      'query_strong': True,    # query adds noise/blur/axis mask (released config)
       'noise_std': 0.01, 'noise_prob': 0.5,
       'blur_kernel': 15, 'blur_sigma': (0.1, 2.0), 'blur_prob': 0.5,
+      'blur_normalize': True,  # False = AimCLR's unnormalised kernel (a bug)
       'axis_mask_prob': 0.5,
+      # AimCLR's extreme view only:
+      'spatial_flip_prob': 0.5, 'rotate_degrees': 30.0, 'time_flip_prob': 0.5,
   }
   c.optimizer = {'name': 'sgd', 'lr': 0.1, 'momentum': 0.9,
                  'weight_decay': 1e-4, 'grad_clip_norm': 0.0}
@@ -72,6 +86,64 @@ def pretrain_config():
   c.lr_decay_epochs = (550,)
   c.log_every = 50
   c.checkpoint = checkpoint_config()
+  return c
+
+
+# Settings each base method's release uses (METHOD.md §3, DATA_AND_EVAL.md §4.3).
+BASES = {
+    # SkeletonCLR (MoCo v2) with the SnipCLR release's strong query view and
+    # schedule (600 epochs, x0.1 at 550).
+    'skeletonclr': {'mining_epoch': -1, 'query_strong': True,
+                    'num_epochs': 600, 'lr_decay_epochs': (550,)},
+    # AimCLR: normal query and key + an extreme view with EADM drop and the
+    # distributional (DDM) loss; top-1 mining from epoch 150 of 300.
+    'aimclr': {'mining_epoch': 150, 'query_strong': False,
+               'num_epochs': 300, 'lr_decay_epochs': (250,)},
+    # RVTCLR as in the SnipCLR example: relative-tempo views, tempo ranking
+    # loss, distribution-consistency view; mining from epoch 200 of 600.
+    'rvtclr': {'mining_epoch': 200, 'query_strong': True,
+               'num_epochs': 600, 'lr_decay_epochs': (550,)},
+}
+
+
+def set_base(c, base, release_schedule=False):
+  """Switches a pretraining config to ``base`` with that release's settings
+  (and its epoch budget when ``release_schedule``)."""
+  if base not in BASES:
+    raise ValueError(f'unknown base {base!r}; expected one of {sorted(BASES)}')
+  b = BASES[base]
+  c.pretrain.base = base
+  c.pretrain.mining_epoch = b['mining_epoch']
+  c.augment.query_strong = b['query_strong']
+  if release_schedule:
+    c.num_epochs, c.lr_decay_epochs = b['num_epochs'], b['lr_decay_epochs']
+  return c
+
+
+def pretrain_variant(c, arg, smoke, release_schedule=False):
+  """Applies a ``--config=FILE:TOKENS`` variant to a pretraining config.
+
+  Tokens (comma-separated, any order): a base (skeletonclr | aimclr |
+  rvtclr), ``video`` (no snippet loss: the base alone), ``stgcn`` (ST-GCN
+  backbone instead of AGCN), ``smoke`` (``smoke(c)``: a seconds-long CPU run).
+  """
+  tokens = [t for t in (arg or '').split(',') if t]
+  known = set(BASES) | {'video', 'stgcn', 'smoke'}
+  bad = [t for t in tokens if t not in known]
+  if bad or sum(t in BASES for t in tokens) > 1:
+    raise ValueError(f'unknown config variant {arg!r}; expected comma-separated '
+                     f'tokens from {sorted(known)} (at most one base)')
+  base = next((t for t in tokens if t in BASES), 'skeletonclr')
+  set_base(c, base, release_schedule)
+  if 'video' in tokens:
+    c.pretrain.snippet_weight = 0.0
+  if 'stgcn' in tokens:
+    c.model.backbone.name = 'stgcn'
+  if 'smoke' in tokens:
+    smoke(c)
+    if base == 'rvtclr':
+      # Tempo views halve the clip: keep T' >= S snippets.
+      c.data.clip_len *= 2
   return c
 
 

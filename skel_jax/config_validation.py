@@ -102,6 +102,14 @@ def _check_run(c, prefix, devices):
   if c.num_devices < 0 or c.num_devices > jax.device_count():
     _fail(f'{prefix}num_devices', c.num_devices,
           f'expected 0 (all) .. {jax.device_count()}')
+  fsdp = c.get('fsdp', 1)
+  n = c.num_devices or jax.device_count()
+  if not isinstance(fsdp, int) or isinstance(fsdp, bool) or fsdp < 1:
+    _fail(f'{prefix}fsdp', fsdp, 'expected an int >= 1 (1 = pure data '
+          'parallel)')
+  if n % fsdp:
+    _fail(f'{prefix}fsdp', fsdp,
+          f'must divide the {n} devices (num_devices or all devices)')
   _one_of(f'{prefix}nonfinite', c.nonfinite, ('stop', 'skip'))
   _one_of(f'{prefix}optimizer.name', c.optimizer.name, OPTIMIZERS)
   _positive(f'{prefix}optimizer.lr', c.optimizer.lr)
@@ -139,13 +147,32 @@ def _check_pretrain(c, prefix, devices):
   if p.snippet_weight < 0:
     _fail(f'{prefix}pretrain.snippet_weight', p.snippet_weight,
           'expected >= 0 (0 = video-level MoCo)')
-  steps = c.data.clip_len
+  _one_of(f'{prefix}pretrain.base', p.base, sorted(config_defaults.BASES))
+  _one_of(f'{prefix}pretrain.compute_dtype', p.compute_dtype,
+          ('float32', 'bfloat16'))
+  if not isinstance(p.mining_epoch, int) or p.mining_epoch < -1:
+    _fail(f'{prefix}pretrain.mining_epoch', p.mining_epoch,
+          'expected an epoch >= 0, or -1 for no mining')
+  banks = {'queue': min(p.queue_size, p.snippet_queue_size),
+           'in_batch': c.batch_size - 1}[p.negatives]
+  for name in ('mining_topk', 'snippet_mining_topk'):
+    if p.mining_epoch >= 0 and not 1 <= p[name] <= banks:
+      _fail(f'{prefix}pretrain.{name}', p[name],
+            f'expected 1 .. {banks} (the negatives each query sees)')
+  # RVTCLR's query/key views keep T / tempo_ratio frames.
+  frames = c.data.clip_len
+  if p.base == 'rvtclr':
+    if p.tempo_ratio < 2:
+      _fail(f'{prefix}pretrain.tempo_ratio', p.tempo_ratio, 'expected >= 2')
+    frames //= p.tempo_ratio
+  steps = frames
   for _ in range(BACKBONE_DOWNSAMPLING[c.model.backbone.name]):
     steps = math.ceil(steps / 2)
   if c.model.num_snippets > steps:
     _fail(f'{prefix}model.num_snippets', c.model.num_snippets,
           f'must be <= the {steps} backbone time steps of a '
-          f'{c.data.clip_len}-frame clip (data.clip_len)')
+          f'{frames}-frame {"tempo view" if frames < c.data.clip_len else "clip"}'
+          ' (data.clip_len)')
 
 
 def _check_finetune(c, prefix, devices):

@@ -8,18 +8,43 @@ import jax
 import jax.numpy as jnp
 
 
-def info_nce(pos, neg, temperature):
-  """Mean cross-entropy with the positive at index 0: pos (...,), neg (..., K)."""
+def info_nce(pos, neg, temperature, extra_pos=None):
+  """InfoNCE with the positive at index 0: pos (...,), neg (..., K).
+
+  ``extra_pos`` (bool, shaped like ``neg``) marks negatives promoted to
+  positives by nearest-neighbour mining; the loss is then AimCLR's
+  multi-positive form -sum_{p in P} log softmax_p / |P|.
+  """
   logits = jnp.concatenate([pos[..., None], neg], axis=-1) / temperature
   logits = logits.astype(jnp.float32)
-  return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - logits[..., 0])
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  if extra_pos is None:
+    return jnp.mean(lse - logits[..., 0])
+  mask = jnp.concatenate([jnp.ones(pos.shape + (1,), bool), extra_pos], -1)
+  pos_mean = (jnp.sum(jnp.where(mask, logits, 0.0), -1) /
+              jnp.sum(mask, -1).astype(jnp.float32))
+  return jnp.mean(lse - pos_mean)
 
 
-def global_moco_loss(q, k, queue, temperature):
-  """SkeletonCLR / MoCo v2: q, k (N, D) unit vectors; queue (K, D) negatives."""
-  pos = jnp.sum(q * k, axis=-1)
-  neg = q @ queue.T
-  return info_nce(pos, neg, temperature)
+def _mask_own_video(neg, per_video):
+  """-inf where the bank entry belongs to the query's own video (in-batch)."""
+  n = neg.shape[0]
+  owner = jnp.arange(neg.shape[-1]) // per_video
+  own = owner == jnp.arange(n).reshape((n,) + (1,) * (neg.ndim - 1))
+  return jnp.where(own, -jnp.inf, neg)
+
+
+def global_logits(q, k_pos, bank, in_batch=False):
+  """Similarities of q (N, D) to its positive key and to a bank (K, D).
+
+  Queue mode: the bank is the MoCo queue. In-batch mode: the bank is the
+  batch's own keys (N, D) and the query's own video is excluded from it.
+  """
+  pos = jnp.sum(q * k_pos, axis=-1)
+  neg = q @ bank.T
+  if in_batch:
+    neg = _mask_own_video(neg, bank.shape[0] // q.shape[0])
+  return pos, neg
 
 
 def snippet_correspondence(feats_q, feats_k):
@@ -36,17 +61,64 @@ def snippet_correspondence(feats_q, feats_k):
   return jnp.argmax(sim, axis=-1)
 
 
-def snippet_loss(q_snip, k_snip, feats_q, feats_k, snippet_queue,
-                 temperature):
-  """Dense snippet InfoNCE over all N x S query snippets.
+def snippet_logits(q_snip, k_snip, feats_q, feats_k, bank, in_batch=False):
+  """Dense snippet similarities: pos (N, S), neg (N, S, K), match (N, S).
 
   Positive: the key-view snippet matched by ``snippet_correspondence``.
-  Negatives: the queue of per-video mean snippet embeddings of other videos.
+  Negatives: the queue of per-video mean snippet embeddings (queue mode) or
+  every snippet of the other videos of the global batch (in-batch mode, bank
+  = the (N * S, D) key snippets).
   """
   match = snippet_correspondence(feats_q, feats_k)
   k_pos = jnp.take_along_axis(k_snip, match[..., None], axis=1)
   pos = jnp.sum(q_snip * k_pos, axis=-1)
-  neg = jnp.einsum('nsd,kd->nsk', q_snip, snippet_queue)
+  neg = jnp.einsum('nsd,kd->nsk', q_snip, bank)
+  if in_batch:
+    neg = _mask_own_video(neg, bank.shape[0] // q_snip.shape[0])
+  return pos, neg, match
+
+
+def topk_mask(neg, k):
+  """Bool mask of the k most similar (finite) bank entries per query.
+
+  A threshold at the k-th value instead of a one-hot scatter keeps memory at
+  the size of ``neg`` (ties at the threshold would add entries; with float
+  similarities they do not occur in practice).
+  """
+  kth = jax.lax.top_k(neg, k)[0][..., -1:]
+  return (neg >= kth) & jnp.isfinite(neg)
+
+
+def soft_target_loss(pos, neg, target_pos, target_neg, temperature):
+  """AimCLR's distributional loss: cross-entropy of this view's distribution
+  over [positive, bank] against the (stopped) distribution of the normal
+  query view. log_softmax replaces the release's log(softmax) (same value,
+  no underflow to -inf)."""
+  def logits(p, n):
+    return (jnp.concatenate([p[..., None], n], -1) /
+            temperature).astype(jnp.float32)
+  target = jax.nn.softmax(jax.lax.stop_gradient(logits(target_pos,
+                                                        target_neg)), -1)
+  logp = jax.nn.log_softmax(logits(pos, neg), -1)
+  return jnp.mean(-jnp.sum(jnp.where(target > 0, target * logp, 0.0), -1))
+
+
+def margin_ranking_loss(higher, lower, margin, temperature):
+  """torch ``MarginRankingLoss(margin)`` with target 1 on logits / T (RVTCLR)."""
+  diff = (higher - lower).astype(jnp.float32) / temperature
+  return jnp.mean(jax.nn.relu(margin - diff))
+
+
+def global_moco_loss(q, k, queue, temperature):
+  """SkeletonCLR / MoCo v2: q, k (N, D) unit vectors; queue (K, D) negatives."""
+  return info_nce(*global_logits(q, k, queue), temperature)
+
+
+def snippet_loss(q_snip, k_snip, feats_q, feats_k, snippet_queue,
+                 temperature):
+  """Dense snippet InfoNCE over all N x S query snippets (queue negatives)."""
+  pos, neg, match = snippet_logits(q_snip, k_snip, feats_q, feats_k,
+                                   snippet_queue)
   return info_nce(pos, neg, temperature), match
 
 
@@ -79,21 +151,15 @@ def init_queue(key, size, dim):
 def in_batch_global_loss(q, k, temperature):
   """Positive: the key of the same video; negatives: every other video's key
   in the global batch (gathered across devices by the partitioner)."""
-  logits = (q @ k.T).astype(jnp.float32) / temperature
-  return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - jnp.diagonal(logits))
+  return info_nce(*global_logits(q, k, k, in_batch=True), temperature)
 
 
 def in_batch_snippet_loss(q_snip, k_snip, feats_q, feats_k, temperature):
   """Snippet InfoNCE whose negatives are all snippets of the *other* videos of
   the global batch (N x S keys; the same video's snippets are excluded)."""
-  n, s, d = k_snip.shape
-  match = snippet_correspondence(feats_q, feats_k)
-  k_pos = jnp.take_along_axis(k_snip, match[..., None], axis=1)
-  pos = jnp.sum(q_snip * k_pos, axis=-1)
-  sims = jnp.einsum('nsd,md->nsm', q_snip, k_snip.reshape(n * s, d))
-  owner = jnp.arange(n * s) // s
-  neg = jnp.where(owner[None, None, :] == jnp.arange(n)[:, None, None],
-                  -jnp.inf, sims)
+  bank = k_snip.reshape(-1, k_snip.shape[-1])
+  pos, neg, match = snippet_logits(q_snip, k_snip, feats_q, feats_k, bank,
+                                   in_batch=True)
   return info_nce(pos, neg, temperature), match
 
 

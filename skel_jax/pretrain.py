@@ -16,6 +16,7 @@ from flax import nnx
 
 from skel_jax import augment
 from skel_jax import checkpoint
+from skel_jax import config_defaults
 from skel_jax import config_validation
 from skel_jax import input_pipeline
 from skel_jax import loop
@@ -28,7 +29,8 @@ from skel_jax.models import MoCoEncoder
 # State.
 # ---------------------------------------------------------------------------
 def build_model(config):
-  return MoCoEncoder(config.model, rngs=nnx.Rngs(config.seed))
+  return MoCoEncoder(config.model, base=config.pretrain.base,
+                     rngs=nnx.Rngs(config.seed))
 
 
 def init_state(config, tx):
@@ -60,65 +62,167 @@ def init_state(config, tx):
 # ---------------------------------------------------------------------------
 # Update step.
 # ---------------------------------------------------------------------------
-LOSS_TERMS = ('loss_global', 'loss_snippet')
+BASES = tuple(config_defaults.BASES)
+# Every loss term any base can report (fixed order: the non-finite record
+# stores an index into it).
+LOSS_TERMS = ('loss_global', 'loss_snippet', 'loss_ddm', 'loss_cross_tempo',
+              'loss_tempo_rank')
 
 
-def compute_losses(q_out, k_out, state, pcfg):
-  """Total loss = global InfoNCE + snippet_weight * snippet InfoNCE.
+def make_views(batch, keys, config):
+  """The augmented inputs of one step, keyed by role.
 
-  ``pretrain.negatives``: 'queue' (faithful MoCo queues) or 'in_batch' (the
-  other videos of the global batch, across all devices; no queue).
+  q: query; k: key; skeletonclr adds nothing; aimclr adds 'extreme';
+  rvtclr re-times q and k (relative tempo), adds 'k_other' (the key at the
+  other tempo) and 'dc' (a normal view at full length).
   """
-  t = pcfg.temperature
+  cfg, base = config.augment, config.pretrain.base
+  x_q, x_k = augment.two_views(batch['x'], keys, cfg, cfg.query_strong)
+  views = {'q': x_q, 'k': x_k}
+  if base == 'aimclr':
+    views['extreme'] = augment.third_view(batch['x'], keys, cfg, 'extreme')
+  elif base == 'rvtclr':
+    views['dc'] = augment.third_view(batch['x'], keys, cfg, 'normal')
+    views['q'], views['k'], views['k_other'] = augment.relative_tempo(
+        x_q, x_k, keys, config.pretrain.tempo_ratio)
+  return views
+
+
+def enqueued_keys(k_out, pcfg):
+  """The key outputs whose embeddings enter the queues (RVTCLR's release
+  enqueues the other-tempo key view) and serve as the in-batch bank."""
+  return k_out['k_other'] if pcfg.base == 'rvtclr' else k_out['k']
+
+
+def compute_losses(q_out, k_out, state, pcfg, mining):
+  """Total loss and metrics of the configured base (+ snippet loss).
+
+  q_out: query-encoder outputs per view ('q', and 'extreme' or 'dc');
+  k_out: key-encoder outputs per view ('k', and 'k_other' for RVTCLR).
+  ``mining``: traced bool, True once nearest-neighbour mining is on.
+
+  skeletonclr: InfoNCE(q, k).
+  aimclr: InfoNCE(q, k) + (DDM(extreme) + DDM(extreme after EADM)) / 2,
+          where DDM is the cross-entropy to the stopped distribution of q.
+  rvtclr: InfoNCE(q, k) + InfoNCE(q, k_other) + tempo margin ranking
+          (q.k > q.k_other on the tempo head) + DDM(dc view).
+  Mined positives (top-k of the bank, unioned over the query views of the
+  release) join the global positives from the mining epoch on; snippet
+  positives gain the top ``snippet_mining_topk`` entries of queue 2.
+  """
+  t, base = pcfg.temperature, pcfg.base
   in_batch = pcfg.negatives == 'in_batch'
-  if in_batch:
-    l_global = losses.in_batch_global_loss(q_out['global'], k_out['global'], t)
-  else:
-    l_global = losses.global_moco_loss(q_out['global'], k_out['global'],
-                                       state['queue'], t)
-  metrics = {'loss_global': l_global}
-  total = l_global
+  bank_out = enqueued_keys(k_out, pcfg)
+  bank = bank_out['global'] if in_batch else state['queue']
+  q, k = q_out['q'], k_out['k']
+
+  def logits(query, key):
+    return losses.global_logits(query['global'], key['global'], bank,
+                                in_batch)
+
+  def mined(*negs, k=pcfg.mining_topk):
+    extra = functools.reduce(jnp.logical_or,
+                             [losses.topk_mask(n, k) for n in negs])
+    return extra & mining
+
+  pos, neg = logits(q, k)
+  metrics = {}
+  if base == 'skeletonclr':
+    total = metrics['loss_global'] = losses.info_nce(pos, neg, t, mined(neg))
+  elif base == 'aimclr':
+    e = q_out['extreme']
+    pos_e, neg_e = logits(e, k)
+    pos_d, neg_d = losses.global_logits(e['global_drop'], k['global'], bank,
+                                        in_batch)
+    metrics['loss_global'] = losses.info_nce(pos, neg, t,
+                                             mined(neg, neg_e, neg_d))
+    metrics['loss_ddm'] = 0.5 * (
+        losses.soft_target_loss(pos_e, neg_e, pos, neg, t) +
+        losses.soft_target_loss(pos_d, neg_d, pos, neg, t))
+    total = metrics['loss_global'] + metrics['loss_ddm']
+  else:  # rvtclr
+    other = k_out['k_other']
+    pos_dc, neg_dc = logits(q_out['dc'], k)
+    extra = mined(neg, neg_dc)
+    metrics['loss_global'] = losses.info_nce(pos, neg, t, extra)
+    pos_x = jnp.sum(q['global'] * other['global'], -1)
+    metrics['loss_cross_tempo'] = losses.info_nce(pos_x, neg, t, extra)
+    metrics['loss_tempo_rank'] = losses.margin_ranking_loss(
+        jnp.sum(q['tempo'] * k['tempo'], -1),
+        jnp.sum(q['tempo'] * other['tempo'], -1), pcfg.tempo_margin, t)
+    # The release leaves the DC positive logit undivided by T before the
+    # mining epoch (a commented-out line) and divides it after; always here.
+    metrics['loss_ddm'] = losses.soft_target_loss(pos_dc, neg_dc, pos, neg, t)
+    total = sum(metrics[k] for k in ('loss_global', 'loss_cross_tempo',
+                                     'loss_tempo_rank', 'loss_ddm'))
   if pcfg.snippet_weight > 0:
-    args = (q_out['snippets'], k_out['snippets'], q_out['snippet_feats'],
-            k_out['snippet_feats'])
-    if in_batch:
-      l_snip, match = losses.in_batch_snippet_loss(*args, t)
-    else:
-      l_snip, match = losses.snippet_loss(*args, state['snippet_queue'], t)
+    # Snippets of q against the enqueued key view (RVTCLR's release pairs the
+    # query with the other-tempo key: the argmax matching absorbs the shift).
+    s_bank = (bank_out['snippets'].reshape(-1, bank_out['snippets'].shape[-1])
+              if in_batch else state['snippet_queue'])
+    s_pos, s_neg, match = losses.snippet_logits(
+        q['snippets'], bank_out['snippets'], q['snippet_feats'],
+        bank_out['snippet_feats'], s_bank, in_batch)
+    l_snip = losses.info_nce(s_pos, s_neg, t,
+                             mined(s_neg, k=pcfg.snippet_mining_topk))
     total = total + pcfg.snippet_weight * l_snip
-    s = match.shape[1]
     metrics['loss_snippet'] = l_snip
     # How often the matched key snippet is the same index (temporal shift).
     metrics['snippet_match_same_index'] = jnp.mean(
-        (match == jnp.arange(s)[None]).astype(jnp.float32))
+        (match == jnp.arange(match.shape[1])[None]).astype(jnp.float32))
   metrics['loss'] = total
   return total, metrics
 
 
-def train_step(state, batch, *, graphdef, tx, config, schedule):
+def _cast(tree, dtype):
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+      else x, tree)
+
+
+def train_step(state, batch, *, graphdef, tx, config, schedule,
+               mining_step=-1):
+  """One MoCo step of the configured base. ``mining_step``: first step with
+  nearest-neighbour mining (-1 = never); a traced comparison, so switching
+  on needs no recompilation."""
   pcfg = config.pretrain
+  dtype = jnp.dtype(pcfg.compute_dtype)
   keys = augment.sample_keys(state['rng'], state['step'], batch['index'])
   # Dropout keys (ST-GCN) per step; AGCN ignores them.
   drop_q, drop_k = jax.random.split(
       jax.random.fold_in(jax.random.fold_in(state['rng'], 1 << 30),
                          state['step']))
-  x_q, x_k = augment.two_views(batch['x'], keys, config.augment)
+  views = {name: v.astype(dtype)
+           for name, v in make_views(batch, keys, config).items()}
+  mining = (mining_step >= 0) & (state['step'] >= mining_step)
+
+  def run(model, names, drop_key, **modes):
+    # Outputs leave the model in float32 (losses are computed in float32).
+    return {n: _cast(model(views[n], train=True,
+                           dropout_key=jax.random.fold_in(drop_key, i),
+                           mode=modes.get(n, 'main')), jnp.float32)
+            for i, n in enumerate(names)}
 
   # Momentum update of the key encoder before computing keys (MoCo order).
   m = pcfg.momentum
   key_params = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q,
                             state['key_params'], state['params'])
-  key_model = nnx.merge(graphdef, key_params, state['key_batch_stats'])
-  k_out = jax.lax.stop_gradient(key_model(x_k, train=True,
-                                           dropout_key=drop_k))
+  key_model = nnx.merge(graphdef, _cast(key_params, dtype),
+                        state['key_batch_stats'])
+  # RVTCLR's release encodes the other-tempo key first (BN running stats are
+  # updated in call order).
+  k_names = ('k_other', 'k') if pcfg.base == 'rvtclr' else ('k',)
+  k_out = jax.lax.stop_gradient(run(key_model, k_names, drop_k))
   key_batch_stats = nnx.state(key_model, nnx.BatchStat)
+  q_names = ('q',) + {'aimclr': ('extreme',), 'rvtclr': ('dc',)}.get(
+      pcfg.base, ())
 
   # BN statistics go through grad as an argument so that NNX mutates them at
-  # the right trace level.
+  # the right trace level. Params are cast inside, so grads are float32.
   def loss_fn(params, batch_stats):
-    model = nnx.merge(graphdef, params, batch_stats, copy=True)
-    q_out = model(x_q, train=True, dropout_key=drop_q)
-    total, metrics = compute_losses(q_out, k_out, state, pcfg)
+    model = nnx.merge(graphdef, _cast(params, dtype), batch_stats, copy=True)
+    q_out = run(model, q_names, drop_q, extreme='eadm', dc='dc')
+    total, metrics = compute_losses(q_out, k_out, state, pcfg, mining)
     return total, (metrics, nnx.state(model, nnx.BatchStat))
 
   grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
@@ -129,13 +233,15 @@ def train_step(state, batch, *, graphdef, tx, config, schedule):
   # Keys of the whole global batch enter the queues (replicated arrays).
   queue, queue_ptr = state['queue'], state['queue_ptr']
   snippet_queue, snippet_ptr = state['snippet_queue'], state['snippet_queue_ptr']
+  enq = enqueued_keys(k_out, pcfg)
   if pcfg.negatives == 'queue':
-    queue, queue_ptr = losses.enqueue(queue, queue_ptr, k_out['global'])
+    queue, queue_ptr = losses.enqueue(queue, queue_ptr, enq['global'])
   if pcfg.negatives == 'queue' and pcfg.snippet_weight > 0:
     snippet_queue, snippet_ptr = losses.enqueue(
         snippet_queue, snippet_ptr,
-        losses.video_snippet_embedding(k_out['snippets']))
+        losses.video_snippet_embedding(enq['snippets']))
   metrics['lr'] = schedule(state['step'])
+  metrics['mining'] = mining.astype(jnp.float32)
   new_state = dict(state, step=state['step'] + 1, params=params,
                    batch_stats=batch_stats, key_params=key_params,
                    key_batch_stats=key_batch_stats, opt_state=opt_state,
@@ -144,7 +250,7 @@ def train_step(state, batch, *, graphdef, tx, config, schedule):
                    snippet_queue_ptr=snippet_ptr)
   # A non-finite loss leaves the state as it was (stop or skip: see loop).
   new_state = train_utils.guard_nonfinite(
-      new_state, state, [metrics[k] for k in LOSS_TERMS if k in metrics])
+      new_state, state, [metrics.get(k, 0.0) for k in LOSS_TERMS])
   metrics['skipped_steps'] = new_state['skipped_steps']
   return new_state, metrics
 
@@ -162,10 +268,18 @@ def schedule_and_steps(config, num_sequences):
   return schedule, total, steps_per_epoch
 
 
+def mining_start_step(pcfg, steps_per_epoch):
+  """First mined step: the release mines when its 0-based epoch index
+  exceeds ``mining_epoch``, i.e. after mining_epoch + 1 full epochs."""
+  if pcfg.mining_epoch < 0:
+    return -1
+  return (pcfg.mining_epoch + 1) * steps_per_epoch
+
+
 def train(config, workdir):
   """Runs (or resumes) pretraining; returns (graphdef, final state)."""
   config_validation.validate(config, workdir)
-  train_utils.print_banner(f'pretrain -> {workdir}')
+  train_utils.print_banner(f'pretrain [{config.pretrain.base}] -> {workdir}')
   train_utils.write_run_record(workdir, config)
   mesh = train_utils.mesh_for(config)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
@@ -174,18 +288,24 @@ def train(config, workdir):
   ds, num_sequences = input_pipeline.pretrain_dataset(
       config.data, config.data.pretrain_split, global_batch=config.batch_size,
       seed=config.seed)
-  schedule, total_steps, _ = schedule_and_steps(config, num_sequences)
+  schedule, total_steps, steps_per_epoch = schedule_and_steps(config,
+                                                              num_sequences)
   tx = train_utils.make_optimizer(config.optimizer, schedule)
 
   graphdef, state = init_state(config, tx)
-  state = jax.device_put(state, rep)
+  # Replicated, or parameters/optimizer state sharded over 'fsdp' (config.fsdp).
+  state_sh = train_utils.state_shardings(state, mesh)
+  state = jax.device_put(state, state_sh)
   ckpt, start, state = checkpoint.open_and_restore(
-      workdir, config.checkpoint, state, rep, 'pretrain')
+      workdir, config.checkpoint, state, state_sh, 'pretrain')
 
   step_fn = jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx, config=config,
-                        schedule=schedule),
-      in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
+                        schedule=schedule,
+                        mining_step=mining_start_step(config.pretrain,
+                                                      steps_per_epoch)),
+      in_shardings=(state_sh, dsh), out_shardings=(state_sh, rep),
+      donate_argnums=0)
   state = loop.run(
       step_fn=step_fn, state=state, ds=ds, data_sharding=dsh, ckpt=ckpt,
       log=train_utils.MetricLog(workdir), start=start, total_steps=total_steps,

@@ -14,25 +14,83 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = 'data'
+FSDP_AXIS = 'fsdp'
 
 
 # ---------------------------------------------------------------------------
-# Mesh and shardings: a 1-D data-parallel mesh; params and queues replicated.
+# Mesh and shardings: a 1-D data-parallel mesh (params and queues replicated),
+# or a 2-D (data, fsdp) mesh whose 'fsdp' axis also shards large parameters
+# and their optimizer state.
 # ---------------------------------------------------------------------------
-def make_mesh(devices=None):
-  """1-D ``data`` mesh over ``devices`` (default: all devices of all hosts)."""
+def make_mesh(devices=None, fsdp=1):
+  """Mesh over ``devices`` (default: all devices of all hosts).
+
+  ``fsdp == 1``: the 1-D ``('data',)`` mesh. ``fsdp > 1``: a 2-D mesh of shape
+  ``(n // fsdp, fsdp)`` with axes ``('data', 'fsdp')``.
+  """
   devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), (DATA_AXIS,),
-                       axis_types=(jax.sharding.AxisType.Auto,),
+  n = len(devices)
+  fsdp = int(fsdp)
+  if fsdp < 1 or n % fsdp:
+    raise ValueError(f'fsdp={fsdp} must be >= 1 and divide the {n} devices '
+                     'of the mesh')
+  if fsdp == 1:
+    return jax.make_mesh((n,), (DATA_AXIS,),
+                         axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=devices)
+  return jax.make_mesh((n // fsdp, fsdp), (DATA_AXIS, FSDP_AXIS),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2,
                        devices=devices)
 
 
 def data_sharding(mesh):
-  return NamedSharding(mesh, P(DATA_AXIS))
+  """Batch dim over all mesh axes: every device gets its own slice."""
+  axes = tuple(mesh.axis_names)
+  return NamedSharding(mesh, P(axes[0] if len(axes) == 1 else axes))
 
 
 def replicated(mesh):
   return NamedSharding(mesh, P())
+
+
+FSDP_STATE_KEYS = ('params', 'key_params', 'opt_state')
+
+
+def _fsdp_spec(shape, size):
+  """P with the largest dim divisible by ``size`` on 'fsdp' (ties: last)."""
+  best = None
+  for i, d in enumerate(shape):
+    if d % size == 0 and (best is None or d >= shape[best]):
+      best = i
+  if best is None:
+    return P()
+  return P(*([None] * best + [FSDP_AXIS]))
+
+
+def state_shardings(state, mesh, min_size=2**14):
+  """NamedShardings (a pytree matching ``state``) for a train-state dict.
+
+  1-D mesh: everything replicated. 2-D ``(data, fsdp)`` mesh: leaves under
+  'params', 'key_params' and 'opt_state' with at least ``min_size`` elements
+  have their largest ``fsdp``-divisible dim sharded over 'fsdp' (ZeRO-3 /
+  FSDP style); the XLA partitioner inserts the all-gathers where a weight is
+  used and reduce-scatters its gradient, so the step code is unchanged. All
+  else (MoCo queues, as the design notes keep them, BN statistics, scalars,
+  rng, small params) stays replicated.
+  """
+  rep = replicated(mesh)
+  if FSDP_AXIS not in mesh.axis_names:
+    return jax.tree.map(lambda _: rep, state)
+  size = mesh.shape[FSDP_AXIS]
+
+  def pick(path, x):
+    top = path[0] if path else None
+    name = getattr(top, 'key', None)
+    shape = tuple(np.shape(x))
+    if name in FSDP_STATE_KEYS and int(np.prod(shape)) >= min_size:
+      return NamedSharding(mesh, _fsdp_spec(shape, size))
+    return rep
+  return jax.tree_util.tree_map_with_path(pick, state)
 
 
 # ---------------------------------------------------------------------------
@@ -240,11 +298,13 @@ class PreemptionGuard:
 
 
 def mesh_for(config):
-  """The data mesh over ``config.num_devices`` devices (0 = all)."""
+  """The mesh over ``config.num_devices`` devices (0 = all), with a
+  ``config.fsdp``-sized parameter-sharding axis when fsdp > 1."""
   n = config.get('num_devices', 0)
+  fsdp = config.get('fsdp', 1)
   if n:
     if n > jax.device_count():
       raise ValueError(f'num_devices={n} but only {jax.device_count()} '
                        'devices exist')
-    return make_mesh(jax.devices()[:n])
-  return make_mesh()
+    return make_mesh(jax.devices()[:n], fsdp=fsdp)
+  return make_mesh(fsdp=fsdp)

@@ -16,11 +16,13 @@ from skel_jax import config_defaults
 B = 8
 
 
-def _config(snippet_weight):
+def _config(snippet_weight, base='skeletonclr'):
   c = config_defaults.pretrain_config()
+  config_defaults.set_base(c, base)
   c.model.backbone.width = 0.125
   c.model.num_snippets = 4
-  c.data.clip_len = 32
+  # RVTCLR's tempo views keep half of the clip: 32 frames -> T' = 4 = S.
+  c.data.clip_len = 64 if base == 'rvtclr' else 32
   c.pretrain.queue_size = 16
   c.pretrain.snippet_queue_size = 16
   c.pretrain.snippet_weight = snippet_weight
@@ -31,24 +33,25 @@ def _config(snippet_weight):
   return c
 
 
-def _batch():
+def _batch(clip_len=32):
   rng = np.random.default_rng(0)
-  x = (0.3 * rng.normal(size=(B, 1, 32, 25, 3))).astype(np.float32)
+  x = (0.3 * rng.normal(size=(B, 1, clip_len, 25, 3))).astype(np.float32)
   return {'x': x, 'index': np.arange(100, 100 + B, dtype=np.int32)}
 
 
-def _run_step(config, devices):
+def _run_step(config, devices, mining_step=-1):
   schedule = train_utils.warmup_step_schedule(config.optimizer.lr, 0, [])
   tx = train_utils.make_optimizer(config.optimizer, schedule)
   graphdef, state = pretrain.init_state(config, tx)
   mesh = train_utils.make_mesh(devices)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
   step = jax.jit(functools.partial(pretrain.train_step, graphdef=graphdef,
-                                   tx=tx, config=config, schedule=schedule),
+                                   tx=tx, config=config, schedule=schedule,
+                                   mining_step=mining_step),
                  in_shardings=(rep, dsh), out_shardings=(rep, rep))
   before = jax.device_get(state)
   after, metrics = step(jax.device_put(state, rep),
-                        jax.device_put(_batch(), dsh))
+                        jax.device_put(_batch(config.data.clip_len), dsh))
   return graphdef, before, jax.device_get(after), jax.device_get(metrics)
 
 
@@ -67,20 +70,30 @@ def runs(request):
   return _eight_device_run(request.param)
 
 
-def test_eight_devices_match_one():
-  config, (_, before, s8, m8) = _eight_device_run(1.5)
-  _, _, s1, m1 = _run_step(config, jax.devices()[:1])
+def _assert_same_step(before, s1, m1, s8, m8):
   for k in m1:
     np.testing.assert_allclose(m8[k], m1[k], rtol=2e-5, atol=1e-6, err_msg=k)
   # Equal parameter updates <=> equal gradients (same optimizer and start).
   # Reductions run in a different order on 8 devices, so compare each update
-  # relative to the largest update of its tensor.
+  # relative to the largest update of its tensor, plus a floor relative to
+  # the largest update overall: a bias feeding BatchNorm has a true gradient
+  # of 0 and carries float noise only.
+  floor = 1e-6 * max(float(np.abs(p1 - p0).max()) for p0, p1 in zip(
+      jax.tree.leaves(before['params']), jax.tree.leaves(s1['params'])))
+
   def check(p0, p1, p8):
     u1, u8 = p1 - p0, p8 - p0
     np.testing.assert_allclose(u8, u1, rtol=0,
-                               atol=3e-3 * np.abs(u1).max() + 5e-7)
+                               atol=3e-3 * np.abs(u1).max() + floor + 5e-7)
   jax.tree.map(check, before['params'], s1['params'], s8['params'])
-  np.testing.assert_allclose(s8['queue'], s1['queue'], rtol=2e-5, atol=1e-6)
+  for q in ('queue', 'snippet_queue'):
+    np.testing.assert_allclose(s8[q], s1[q], rtol=2e-5, atol=1e-6)
+
+
+def test_eight_devices_match_one():
+  config, (_, before, s8, m8) = _eight_device_run(1.5)
+  _, _, s1, m1 = _run_step(config, jax.devices()[:1])
+  _assert_same_step(before, s1, m1, s8, m8)
 
 
 def _reference(config, graphdef, state):
@@ -159,3 +172,120 @@ def test_in_batch_negatives_step_matches_across_device_counts():
   np.testing.assert_array_equal(s8['queue'], before['queue'])
   np.testing.assert_array_equal(s8['snippet_queue'], before['snippet_queue'])
   assert int(s8['queue_ptr']) == 0
+
+
+# ---------------------------------------------------------------------------
+# AimCLR and RVTCLR bases (+ snippet loss), with nearest-neighbour mining on
+# from the first step so the mined-positive paths are covered too.
+# ---------------------------------------------------------------------------
+_BASE_RUNS = {}
+
+
+def _base_run(base):
+  if base not in _BASE_RUNS:
+    config = _config(1.5, base)
+    _BASE_RUNS[base] = config, _run_step(config, jax.devices()[:8],
+                                         mining_step=0)
+  return _BASE_RUNS[base]
+
+
+@pytest.mark.parametrize('base', ['aimclr', 'rvtclr'])
+def test_base_eight_devices_match_one(base):
+  config, (_, before, s8, m8) = _base_run(base)
+  _, _, s1, m1 = _run_step(config, jax.devices()[:1], mining_step=0)
+  assert m8['mining'] == 1.0
+  _assert_same_step(before, s1, m1, s8, m8)
+
+
+def _np_log_softmax(pos, neg, t):
+  logits = np.concatenate([pos[..., None], neg], -1).astype(np.float64) / t
+  m = logits.max(-1, keepdims=True)
+  return logits - (np.log(np.exp(logits - m).sum(-1, keepdims=True)) + m)
+
+
+def _np_nce_mined(pos, neg, t, topk_sets):
+  """Multi-positive InfoNCE; positives: index 0 + the union of the top-k
+  indices (a one-hot scatter, as the release builds its mask) of each array."""
+  mask = np.zeros(neg.shape, bool)
+  for arr, k in topk_sets:
+    idx = np.argsort(-arr, axis=-1)[..., :k]
+    np.put_along_axis(mask, idx, True, axis=-1)
+  mask = np.concatenate([np.ones(pos.shape + (1,), bool), mask], -1)
+  logp = _np_log_softmax(pos, neg, t)
+  return float(np.mean(-(logp * mask).sum(-1) / mask.sum(-1)))
+
+
+def _np_soft(pos, neg, tpos, tneg, t):
+  target = np.exp(_np_log_softmax(tpos, tneg, t))
+  return float(np.mean(-(target * _np_log_softmax(pos, neg, t)).sum(-1)))
+
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize('base', ['aimclr', 'rvtclr'])
+def test_base_losses_and_queues_match_reference(base):
+  config, (graphdef, before, after, metrics) = _base_run(base)
+  p = config.pretrain
+  t = p.temperature
+  state = jax.tree.map(jnp.asarray, before)
+  batch = jax.tree.map(jnp.asarray, _batch(config.data.clip_len))
+  keys = augment.sample_keys(state['rng'], state['step'], batch['index'])
+  views = pretrain.make_views(batch, keys, config)
+  m = p.momentum
+  key_params = jax.tree.map(lambda k, q: m * k + (1 - m) * q,
+                            state['key_params'], state['params'])
+  kmodel = nnx.merge(graphdef, key_params, state['key_batch_stats'], copy=True)
+  qmodel = nnx.merge(graphdef, state['params'], state['batch_stats'], copy=True)
+  get = jax.device_get
+  k = get(kmodel(views['k'], train=True))
+  q = get(qmodel(views['q'], train=True))
+  queue, squeue = before['queue'], before['snippet_queue']
+  pos, neg = (q['global'] * k['global']).sum(-1), q['global'] @ queue.T
+  if base == 'aimclr':
+    e = get(qmodel(views['extreme'], train=True, mode='eadm'))
+    pos_e, neg_e = (e['global'] * k['global']).sum(-1), e['global'] @ queue.T
+    pos_d = (e['global_drop'] * k['global']).sum(-1)
+    neg_d = e['global_drop'] @ queue.T
+    want = {'loss_global': _np_nce_mined(pos, neg, t, [(neg, 1), (neg_e, 1),
+                                                       (neg_d, 1)]),
+            'loss_ddm': 0.5 * (_np_soft(pos_e, neg_e, pos, neg, t) +
+                               _np_soft(pos_d, neg_d, pos, neg, t))}
+    enq = k
+  else:
+    other = get(kmodel(views['k_other'], train=True))
+    dc = get(qmodel(views['dc'], train=True, mode='dc'))
+    pos_dc, neg_dc = (dc['global'] * k['global']).sum(-1), dc['global'] @ queue.T
+    mined = [(neg, 1), (neg_dc, 1)]
+    rank = ((q['tempo'] * k['tempo']).sum(-1) -
+            (q['tempo'] * other['tempo']).sum(-1)) / t
+    want = {'loss_global': _np_nce_mined(pos, neg, t, mined),
+            'loss_cross_tempo': _np_nce_mined(
+                (q['global'] * other['global']).sum(-1), neg, t, mined),
+            'loss_tempo_rank': float(np.mean(np.maximum(0, p.tempo_margin -
+                                                        rank))),
+            'loss_ddm': _np_soft(pos_dc, neg_dc, pos, neg, t)}
+    enq = other
+  # Snippets: argmax matching to the enqueued key view, queue-2 negatives,
+  # top-5 mined positives.
+  match = np.argmax(np.einsum('nsc,ntc->nst', _unit(q['snippet_feats']),
+                              _unit(enq['snippet_feats'])), -1)
+  k_pos = np.take_along_axis(enq['snippets'], match[..., None], 1)
+  s_neg = q['snippets'] @ squeue.T
+  want['loss_snippet'] = _np_nce_mined((q['snippets'] * k_pos).sum(-1), s_neg,
+                                       t, [(s_neg, p.snippet_mining_topk)])
+  for name, value in want.items():
+    np.testing.assert_allclose(metrics[name], value, rtol=1e-4, atol=1e-6,
+                               err_msg=name)
+  total = sum(v for n, v in want.items() if n != 'loss_snippet')
+  np.testing.assert_allclose(metrics['loss'],
+                             total + p.snippet_weight * want['loss_snippet'],
+                             rtol=1e-4)
+  # The enqueued key view fills both queues at pointer 0, in batch order.
+  np.testing.assert_allclose(after['queue'][:B], enq['global'], rtol=1e-4,
+                             atol=1e-5)
+  np.testing.assert_allclose(after['snippet_queue'][:B],
+                             _unit(enq['snippets'].mean(1)), rtol=1e-4,
+                             atol=1e-5)
+  np.testing.assert_array_equal(after['queue'][B:], before['queue'][B:])

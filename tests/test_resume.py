@@ -136,8 +136,8 @@ def test_checkpoint_moves_between_device_counts(data_dir, tmp_path):
 def _nan_after_step(monkeypatch, bad_step):
   original = pretrain.compute_losses
 
-  def poisoned(q_out, k_out, state, pcfg):
-    total, metrics = original(q_out, k_out, state, pcfg)
+  def poisoned(q_out, k_out, state, pcfg, mining):
+    total, metrics = original(q_out, k_out, state, pcfg, mining)
     bad = state['step'] >= bad_step
     metrics['loss_snippet'] = jnp.where(bad, jnp.nan, metrics['loss_snippet'])
     total = jnp.where(bad, jnp.nan, total)

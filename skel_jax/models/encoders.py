@@ -8,8 +8,9 @@ from flax import nnx
 
 from skel_jax.models.agcn import AGCN
 from skel_jax.models.stgcn import STGCN
-from skel_jax.models.heads import (GlobalHead, SnippetHead, UFusionHead,
-                                   UpsampleHead)
+from skel_jax.models.heads import (GlobalHead, PartRelationBranch,
+                                   SnippetHead, UFusionHead, UpsampleHead,
+                                   energy_attention_drop)
 
 HEADS = {'ufusion': UFusionHead, 'upsample': UpsampleHead}
 
@@ -38,22 +39,48 @@ def _joint_and_person_mean(feat, nm):
 
 
 class MoCoEncoder(nnx.Module):
-  """Backbone + global MoCo head + dense snippet head (query or key encoder)."""
+  """Backbone + contrastive heads of one base method (query or key encoder).
 
-  def __init__(self, model_cfg, *, rngs):
+  Every base has the global head and the dense snippet head. RVTCLR's global
+  ("appearance") and tempo heads are single linear layers, as released, and it
+  adds the part-relation branch for its distribution-consistency view.
+
+  ``mode`` picks what a forward pass returns:
+    'main'  : global, snippets, snippet_feats (+ tempo for RVTCLR);
+    'eadm'  : global and global_drop (AimCLR's extreme view through EADM);
+    'dc'    : global from the part-relation branch (RVTCLR's DC view).
+  """
+
+  def __init__(self, model_cfg, *, base='skeletonclr', rngs):
     self.backbone = build_backbone(model_cfg.backbone, rngs)
-    c = self.backbone.out_channels
-    self.global_head = GlobalHead(c, model_cfg.feature_dim, rngs=rngs)
-    self.snippet_head = SnippetHead(c, model_cfg.feature_dim,
-                                    model_cfg.num_snippets, rngs=rngs)
+    c, dim = self.backbone.out_channels, model_cfg.feature_dim
+    rvt = base == 'rvtclr'
+    self.global_head = GlobalHead(c, dim, mlp=not rvt, rngs=rngs)
+    self.snippet_head = SnippetHead(c, dim, model_cfg.num_snippets, rngs=rngs)
+    if rvt:
+      self.tempo_head = GlobalHead(c, dim, mlp=False, rngs=rngs)
+      self.dc_branch = PartRelationBranch(c, rngs=rngs)
+      self.dc_head = GlobalHead(c, dim, rngs=rngs)
+    else:
+      self.tempo_head = self.dc_branch = self.dc_head = None
 
-  def __call__(self, x, train=True, dropout_key=None):
+  def __call__(self, x, train=True, dropout_key=None, mode='main'):
     xb, nm = _fold_persons(x)
-    feat = _joint_and_person_mean(
-        self.backbone(xb, train, dropout_key=dropout_key)[-1], nm)
+    last = self.backbone(xb, train, dropout_key=dropout_key)[-1]
+    if mode == 'dc':
+      parts = self.dc_branch(last, train)
+      return {'global': self.dc_head(_joint_and_person_mean(parts, nm))}
+    feat = _joint_and_person_mean(last, nm)
+    if mode == 'eadm':
+      dropped = _joint_and_person_mean(energy_attention_drop(last), nm)
+      return {'global': self.global_head(feat),
+              'global_drop': self.global_head(dropped)}
     snippet_feats, snippets = self.snippet_head(feat)
-    return {'global': self.global_head(feat), 'snippets': snippets,
-            'snippet_feats': snippet_feats}
+    out = {'global': self.global_head(feat), 'snippets': snippets,
+           'snippet_feats': snippet_feats}
+    if self.tempo_head is not None:
+      out['tempo'] = self.tempo_head(feat)
+    return out
 
 
 class Localizer(nnx.Module):

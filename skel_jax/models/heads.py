@@ -53,16 +53,89 @@ def upsample_nearest(x, length):
 
 
 class GlobalHead(nnx.Module):
-  """SkeletonCLR MLP head on the clip-level average: C -> C -> dim, L2-normalised."""
+  """SkeletonCLR MLP head on the clip-level average: C -> C -> dim, L2-normalised.
 
-  def __init__(self, cin, dim, *, rngs):
-    self.fc1 = layers.dense(cin, cin, rngs)
+  ``mlp=False`` is a single linear layer (RVTCLR's ``fc1``/``fc2`` heads).
+  """
+
+  def __init__(self, cin, dim, *, mlp=True, rngs):
+    self.fc1 = layers.dense(cin, cin, rngs) if mlp else None
     self.fc2 = layers.dense(cin, dim, rngs)
 
   def __call__(self, feats):
     """feats: (N, T', C) joint-averaged backbone output."""
-    pooled = jnp.mean(feats, axis=1)
-    return l2_normalize(self.fc2(jax.nn.relu(self.fc1(pooled))))
+    h = jnp.mean(feats, axis=1)
+    if self.fc1 is not None:
+      h = jax.nn.relu(self.fc1(h))
+    return l2_normalize(self.fc2(h))
+
+
+def energy_attention_drop(feats, keep_prob=0.7, e_lambda=1e-4):
+  """AimCLR's EADM (``Simam_Drop``) on backbone features (B, T, V, C).
+
+  A parameter-free SimAM energy attention scores every element; joints whose
+  mean attention reaches ``keep_prob`` are dropped, then every element whose
+  attention does; survivors are rescaled by numel / kept, counted over the
+  whole (global) batch as the release does. The masks carry no gradient (the
+  release overwrites them in place).
+  """
+  b, t, v, _ = feats.shape
+  x = jax.lax.stop_gradient(feats).astype(jnp.float32)
+  dev = (x - jnp.mean(x, axis=(1, 2), keepdims=True)) ** 2
+  var = jnp.sum(dev, axis=(1, 2), keepdims=True) / (t * v - 1)
+  att = jax.nn.sigmoid(dev / (4 * (var + e_lambda)) + 0.5)
+  keep_joint = (jnp.mean(att, axis=(1, 3)) < keep_prob).astype(feats.dtype)
+  scale_joint = keep_joint.size / jnp.maximum(jnp.sum(keep_joint), 1.0)
+  out = feats * (keep_joint * scale_joint)[:, None, :, None]
+  keep = (att < keep_prob).astype(feats.dtype)
+  return out * keep * (keep.size / jnp.maximum(jnp.sum(keep), 1.0))
+
+
+# RVTCLR body parts (0-based NTU joints): torso, left leg, right leg, left arm,
+# right arm.
+BODY_PARTS = ((0, 1, 2, 3, 20), (16, 17, 18, 19), (12, 13, 14, 15),
+              (8, 9, 10, 11, 23, 24), (4, 5, 6, 7, 21, 22))
+
+
+@functools.lru_cache(maxsize=None)
+def _part_pool_matrix(num_joints=25):
+  m = np.zeros((num_joints, len(BODY_PARTS)), np.float32)
+  for p, joints in enumerate(BODY_PARTS):
+    m[list(joints), p] = 1.0 / len(joints)
+  return m
+
+
+class PartRelationBranch(nnx.Module):
+  """RVTCLR's distribution-consistency branch (``IntraPart`` + ``InterPart``).
+
+  IntraPart: average joints into 5 body parts, then a bias-free bottleneck
+  (C -> C/2, ReLU, -> C). InterPart: a temporal non-local block whose T x T
+  attention comes from the part-averaged features and is applied to every
+  part, residual through a linear + BN. Output (B, T, 5, C). The release
+  re-initialises every BN scale to N(1, 0.02) (``weights_init`` runs after
+  construction), so the residual BN here is not zero-initialised either.
+  """
+
+  def __init__(self, channels, *, rngs):
+    half = max(channels // 2, 1)
+    self.squeeze = layers.dense(channels, half, rngs, use_bias=False)
+    self.excite = layers.dense(half, channels, rngs, use_bias=False)
+    self.g = layers.dense(channels, half, rngs)
+    self.theta = layers.dense(channels, half, rngs)
+    self.phi = layers.dense(channels, half, rngs)
+    self.out = layers.dense(half, channels, rngs)
+    self.out_bn = layers.batch_norm(channels, rngs)
+
+  def __call__(self, feats, train):
+    parts = jnp.einsum('btvc,vp->btpc', feats,
+                       jnp.asarray(_part_pool_matrix(feats.shape[2]),
+                                   feats.dtype))
+    x = self.excite(jax.nn.relu(self.squeeze(parts)))
+    mean = jnp.mean(x, axis=2)
+    att = jax.nn.softmax(
+        jnp.einsum('btc,bsc->bts', self.theta(mean), self.phi(mean)), axis=-1)
+    y = jnp.einsum('bts,bspc->btpc', att, self.g(x))
+    return self.out_bn(self.out(y), use_running_average=not train) + x
 
 
 class SnippetHead(nnx.Module):
