@@ -19,8 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m skel_jax.main --config=configs/demo.py --workdir=runs/demo
 
+# Tests run on every core (pytest-xdist); files that share expensive module
+# fixtures stay on one worker (xdist_group marks).
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadgroup tests
 
 bench: $(STAMP)
 	$(PY) -m skel_jax.bench --quick --out=runs/bench/quick.json $(BENCH_ARGS)

@@ -2,7 +2,7 @@ r"""Throughput and compile-time benchmark: jitted steps and input pipelines.
 
   python -m skel_jax.bench --quick --out=runs/bench/quick.json  # CPU-sized
   python -m skel_jax.bench --out=runs/bench/full.json           # paper width
-  python -m skel_jax.bench --backbones=agcn --methods=snippet_moco \
+  python -m skel_jax.bench --backbones=agcn --methods=aimclr+snippet \
       --sections=pretrain --repeats=2 --warmup=1 --steps=1       # one row
 
 On a 2-core CPU one full-width step at the released batch (128) takes minutes
@@ -12,9 +12,12 @@ Measured (each with untimed warm-up calls, then ``repeats`` timed repeats of
 ``steps`` calls each, closed by ``jax.block_until_ready``; median and IQR of
 the per-call time):
 
-1. ``pretrain.train_step`` (video MoCo = snippet_weight 0, snippet MoCo = 1.5)
-   jitted exactly as ``pretrain.train`` does, on random batches already on
-   device, so the input pipeline is excluded.
+1. ``pretrain.train_step`` of each method: a base (skeletonclr, aimclr,
+   rvtclr) alone or with the snippet loss (``aimclr+snippet``: lambda 1.5),
+   jitted exactly as ``pretrain.train`` does (state shardings, donation), on
+   random batches already on device, so the input pipeline is excluded.
+   ``--dtype=bfloat16`` times the bf16-compute step, ``--fsdp=N`` the
+   parameter-sharded mesh.
 2. ``finetune.train_step`` under the full-finetune and linear protocols.
 3. ``finetune.predict_step`` on long (default 1000-frame) sequences.
 4. The grain input pipelines (pretraining windows, padded localization
@@ -49,8 +52,9 @@ from skel_jax import pretrain
 from skel_jax import train_utils
 
 SECTIONS = ('pretrain', 'finetune', 'inference', 'pipeline')
-# Pretraining methods -> snippet loss weight (lambda).
-METHODS = {'video_moco': 0.0, 'snippet_moco': 1.5}
+# Pretraining methods: each base alone and with the snippet loss (lambda 1.5).
+METHODS = tuple(m for base in config_defaults.BASES
+                for m in (base, base + '+snippet'))
 # Protocols with a training step (finetune's 'knn' has none).
 TRAIN_PROTOCOLS = ('finetune', 'linear')
 
@@ -59,7 +63,7 @@ TRAIN_PROTOCOLS = ('finetune', 'linear')
 class Options:
   """Benchmark sizes. Defaults are the released (full-width) settings."""
   backbones: tuple = ('agcn', 'stgcn')
-  methods: tuple = tuple(METHODS)
+  methods: tuple = METHODS
   protocols: tuple = TRAIN_PROTOCOLS
   sections: tuple = SECTIONS
   width: float = 1.0
@@ -80,6 +84,8 @@ class Options:
   pipeline_batches: int = 20
   data_dir: str = ''        # '' = a fresh temporary directory
   seed: int = 0
+  dtype: str = 'float32'    # pretraining compute dtype (params stay float32)
+  fsdp: int = 1             # parameter-sharding mesh axis (1 = data parallel)
 
 
 def quick_options(**overrides):
@@ -101,7 +107,7 @@ def backbone_steps(backbone, clip_len):
   return steps
 
 
-def _model(cfg, opts, backbone):
+def _model(cfg, opts, backbone, frames=None):
   cfg.model.backbone.name = backbone
   cfg.model.backbone.width = float(opts.width)
   cfg.model.head_dim = opts.head_dim
@@ -110,16 +116,22 @@ def _model(cfg, opts, backbone):
     cfg.data.num_persons = opts.persons
   # The released 19 snippets exceed the 16 AGCN steps of a 128-frame clip.
   cfg.model.num_snippets = opts.num_snippets or min(
-      cfg.model.num_snippets, backbone_steps(backbone, opts.clip_len))
+      cfg.model.num_snippets, backbone_steps(backbone, frames or opts.clip_len))
 
 
 def pretrain_config(opts, backbone, method):
+  base, snippet = method.split('+')[0], method.endswith('+snippet')
   cfg = config_defaults.pretrain_config()
-  _model(cfg, opts, backbone)
+  config_defaults.set_base(cfg, base)
+  # RVTCLR's query/key tempo views keep half of the clip.
+  frames = opts.clip_len // (2 if base == 'rvtclr' else 1)
+  _model(cfg, opts, backbone, frames)
   cfg.seed = opts.seed
+  cfg.fsdp = opts.fsdp
   cfg.batch_size = opts.batch
   cfg.data.clip_len = opts.clip_len
-  cfg.pretrain.snippet_weight = METHODS[method]
+  cfg.pretrain.snippet_weight = 1.5 if snippet else 0.0
+  cfg.pretrain.compute_dtype = opts.dtype
   # Each step enqueues one global batch: queues must hold whole batches.
   queue = max(opts.batch, opts.queue_size // opts.batch * opts.batch)
   cfg.pretrain.queue_size = queue
@@ -199,23 +211,29 @@ class _Stepper:
 # ---------------------------------------------------------------------------
 def bench_pretrain(opts, backbone, method, mesh, rng):
   cfg = pretrain_config(opts, backbone, method)
+  mesh = train_utils.make_mesh(fsdp=opts.fsdp)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
-  # As pretrain.train: schedule from an epoch size, optimizer, replicated
-  # state, a jitted step donating the state.
+  # As pretrain.train: schedule from an epoch size, optimizer, sharded
+  # state, a jitted step donating the state. Bases that mine compute their
+  # top-k masks every step (mining only switches them on), so the timing
+  # holds before and after the mining epoch.
   schedule, _, _ = pretrain.schedule_and_steps(cfg, 100 * cfg.batch_size)
   tx = train_utils.make_optimizer(cfg.optimizer, schedule)
   graphdef, state = pretrain.init_state(cfg, tx)
-  state = jax.device_put(state, rep)
+  state_sh = train_utils.state_shardings(state, mesh)
+  state = jax.device_put(state, state_sh)
   step_fn = jax.jit(
       functools.partial(pretrain.train_step, graphdef=graphdef, tx=tx,
                         config=cfg, schedule=schedule),
-      in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
+      in_shardings=(state_sh, dsh), out_shardings=(state_sh, rep),
+      donate_argnums=0)
   x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.clip_len)
   batch = jax.device_put(
       {'x': x, 'index': np.arange(cfg.batch_size, dtype=np.int32)}, dsh)
   stats = time_calls(_Stepper(step_fn, state, batch), warmup=opts.warmup,
                      repeats=opts.repeats, steps=opts.steps)
   row = {'name': 'pretrain_step', 'backbone': backbone, 'method': method,
+         'dtype': opts.dtype, 'fsdp': opts.fsdp,
          'batch': cfg.batch_size, 'shape': list(x.shape), **stats,
          'steps_per_s': 1.0 / stats['median_s'],
          'throughput': cfg.batch_size / stats['median_s'],
@@ -380,7 +398,7 @@ def format_table(rows):
 
 def run(opts, out=None, verbose=True):
   """Runs the selected sections; returns (and writes to ``out``) the report."""
-  for name, allowed in (('sections', SECTIONS), ('methods', tuple(METHODS)),
+  for name, allowed in (('sections', SECTIONS), ('methods', METHODS),
                         ('protocols', TRAIN_PROTOCOLS),
                         ('backbones', config_validation.BACKBONES)):
     unknown = set(getattr(opts, name)) - set(allowed)
@@ -397,7 +415,7 @@ def run(opts, out=None, verbose=True):
     for r in new_rows:
       rows.append(r)
       if verbose:
-        print(f'[bench] {r["name"]:<17} {r["backbone"]:<5} {r["method"]:<15}'
+        print(f'[bench] {r["name"]:<17} {r["backbone"]:<5} {r["method"]:<19}'
               f' {1e3 * r["median_s"]:9.1f} ms  '
               f'{_fmt_rate(r["throughput"])} {r["unit"]}', flush=True)
 
@@ -466,7 +484,8 @@ def _define_flags():
                      ('infer_len', 'integer'), ('infer_batch', 'integer'),
                      ('repeats', 'integer'), ('warmup', 'integer'),
                      ('steps', 'integer'), ('pipeline_batches', 'integer'),
-                     ('seed', 'integer')):
+                     ('seed', 'integer'), ('dtype', 'string'),
+                     ('fsdp', 'integer')):
     getattr(f, f'DEFINE_{kind}')(name, None, f'Options.{name}.')
   # build_data (imported lazily by config validation) owns --data_dir.
   f.DEFINE_string('pipeline_data_dir', '', 'TFDS dir for the pipeline '

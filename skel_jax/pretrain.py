@@ -1,8 +1,17 @@
 """Stage 1: MoCo pretraining with the dense skeleton-snippet contrastive loss.
 
+Base methods (``pretrain.base``): SkeletonCLR (MoCo v2), AimCLR (extreme
+view, EADM drop, distributional loss) and RVTCLR (relative-tempo views, tempo
+ranking loss, distribution-consistency view), each with or without the dense
+snippet loss, with nearest-neighbour positive mining from a configurable epoch.
+
 Sections: state, update step, training loop. The step is one jitted function
 over globally sharded arrays (batch on the ``data`` axis; encoders, optimizer
-state and queues replicated), with the state donated.
+state and queues replicated, or the large parameters and their optimizer
+state sharded over an ``fsdp`` axis when ``config.fsdp > 1``), with the state
+donated. ``pretrain.compute_dtype='bfloat16'`` runs the forward and backward
+passes in bf16 on float32 master parameters (BN statistics, losses and
+queues stay float32).
 
 BatchNorm semantics: statistics are computed over the *global* batch (SyncBN),
 which equals the single-GPU reference (SkeletonCLR/SnipCLR train on one GPU,
@@ -29,7 +38,9 @@ from skel_jax.models import MoCoEncoder
 # State.
 # ---------------------------------------------------------------------------
 def build_model(config):
-  return MoCoEncoder(config.model, base=config.pretrain.base,
+  # Workdirs written before the base option existed are SkeletonCLR runs.
+  return MoCoEncoder(config.model,
+                     base=config.pretrain.get('base', 'skeletonclr'),
                      rngs=nnx.Rngs(config.seed))
 
 
@@ -121,6 +132,8 @@ def compute_losses(q_out, k_out, state, pcfg, mining):
                                 in_batch)
 
   def mined(*negs, k=pcfg.mining_topk):
+    if pcfg.mining_epoch < 0:  # never mines: no top-k work at all
+      return None
     extra = functools.reduce(jnp.logical_or,
                              [losses.topk_mask(n, k) for n in negs])
     return extra & mining

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from skel_jax import augment
+from skel_jax import config_defaults
 from skel_jax.config_defaults import pretrain_config
 
 M, T, V = 2, 24, 25
@@ -173,3 +174,82 @@ def test_sample_keys_match_fold_in_chain():
     want = jax.random.fold_in(jax.random.fold_in(base, 5), i)
     np.testing.assert_array_equal(jax.random.key_data(keys[i]),
                                   jax.random.key_data(want))
+
+
+# ---------------------------------------------------------------------------
+# AimCLR's extreme view and RVTCLR's relative-tempo views.
+# ---------------------------------------------------------------------------
+def test_rotation_matches_aimclr_formula():
+  import math
+  x = np.random.default_rng(0).normal(size=(1, 10, 25, 3)).astype(np.float32)
+  key = jax.random.PRNGKey(3)
+  got = np.asarray(augment.random_rotate(jnp.asarray(x), key))
+  k_axis, k_angle = jax.random.split(key)
+  main = int(jax.random.randint(k_axis, (), 0, 3))
+  u = np.asarray(jax.random.uniform(k_angle, (3,)))
+
+  def rot(axis, a):  # AimCLR tools.random_rotate's matrices
+    c, s = math.cos(a), math.sin(a)
+    return [np.array([[1, 0, 0], [0, c, s], [0, -s, c]]),
+            np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]]),
+            np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]])][axis]
+  want = x.astype(np.float64)
+  for axis in range(3):
+    degrees = (30 if axis == main else 1) * u[axis]
+    want = want @ rot(axis, math.radians(degrees)).T
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_flips_permute_joints_and_reverse_time():
+  x = jnp.arange(2 * 4 * 25 * 3, dtype=jnp.float32).reshape(2, 4, 25, 3)
+  flipped = augment.spatial_flip(x, jax.random.PRNGKey(0), prob=1.0)
+  np.testing.assert_array_equal(flipped, x[:, :, list(augment.MIRROR_ORDER)])
+  # The mirror order is an involution (left <-> right).
+  order = np.asarray(augment.MIRROR_ORDER)
+  np.testing.assert_array_equal(order[order], np.arange(25))
+  np.testing.assert_array_equal(
+      augment.time_flip(x, jax.random.PRNGKey(0), prob=1.0), x[:, ::-1])
+  np.testing.assert_array_equal(
+      augment.spatial_flip(x, jax.random.PRNGKey(0), prob=0.0), x)
+
+
+def test_unnormalised_blur_scales_like_the_release():
+  x = jnp.ones((1, 40, 25, 3))
+  key = jax.random.PRNGKey(1)
+  norm = augment.gaussian_blur(x, key, prob=1.0)
+  raw = augment.gaussian_blur(x, key, prob=1.0, normalize=False)
+  # Away from the zero-padded ends a normalised blur keeps a constant signal;
+  # the release's kernel multiplies it by the kernel's sum (>= 1).
+  np.testing.assert_allclose(norm[:, 10:30], 1.0, atol=1e-5)
+  assert float(raw[0, 20, 0, 0]) >= 1.0 - 1e-6
+  np.testing.assert_allclose(raw[:, 10:30] / raw[0, 20, 0, 0], 1.0, atol=1e-5)
+
+
+def test_relative_tempo_views():
+  n, t = 6, 16
+  x = jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32)[None, None, :, None,
+                                                         None], (n, 1, t, 25, 3))
+  keys = augment.sample_keys(jax.random.PRNGKey(0), 0, jnp.arange(n))
+  q, k, other = augment.relative_tempo(x, x + 100.0, keys, ratio=2)
+  assert q.shape == (n, 1, t // 2, 25, 3)
+  slow, fast = np.arange(t // 2), 2 * np.arange(t // 2)
+  for i in range(n):
+    frames_q = np.asarray(q[i, 0, :, 0, 0])
+    # Query and key share a tempo; k_other is the key at the other one.
+    np.testing.assert_array_equal(np.asarray(k[i, 0, :, 0, 0]) - 100, frames_q)
+    other_frames = np.asarray(other[i, 0, :, 0, 0]) - 100
+    assert {tuple(frames_q), tuple(other_frames)} == {tuple(slow), tuple(fast)}
+
+
+def test_extreme_view_is_deterministic_per_key():
+  cfg = config_defaults.pretrain_config().augment
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 1, 32, 25, 3)),
+                  jnp.float32)
+  keys = augment.sample_keys(jax.random.PRNGKey(0), 3, jnp.arange(4))
+  a = augment.third_view(x, keys, cfg, 'extreme')
+  b = augment.third_view(x, keys, cfg, 'extreme')
+  np.testing.assert_array_equal(a, b)
+  assert a.shape == x.shape and np.all(np.isfinite(np.asarray(a)))
+  # Its own key stream: not the query or key view.
+  q, k = augment.two_views(x, keys, cfg)
+  assert not np.allclose(a, q) and not np.allclose(a, k)

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+# Module fixtures/caches are shared: keep this file on one xdist worker.
+pytestmark = pytest.mark.xdist_group('bench')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROW_KEYS = {'name', 'backbone', 'method', 'batch', 'shape', 'median_s',
             'iqr_s', 'q25_s', 'q75_s', 'times_s', 'first_call_s',
@@ -30,7 +33,8 @@ def report(tmp_path_factory):
              XLA_FLAGS='--xla_backend_optimization_level=0')
   cmd = [sys.executable, '-m', 'skel_jax.bench', '--quick',
          f'--out={out}', f'--pipeline_data_dir={tmp / "tfds"}',
-         '--backbones=agcn', '--methods=snippet_moco', '--protocols=linear',
+         '--backbones=agcn', '--methods=skeletonclr+snippet',
+         '--protocols=linear',
          '--width=0.0625', '--batch=8', '--clip_len=32', '--queue_size=64',
          '--ft_batch=8', '--pad_length=128', '--head_dim=16',
          '--infer_len=64', '--infer_batch=8', '--repeats=1', '--warmup=1',
@@ -45,7 +49,7 @@ def report(tmp_path_factory):
 
 def test_rows_schema(report):
   names = [(r['name'], r['method']) for r in report['rows']]
-  assert names == [('pretrain_step', 'snippet_moco'),
+  assert names == [('pretrain_step', 'skeletonclr+snippet'),
                    ('predict_step', 'finetune'), ('finetune_step', 'linear'),
                    ('pretrain_pipeline', 'synthetic/smoke'),
                    ('finetune_pipeline', 'synthetic/smoke')]
@@ -71,13 +75,13 @@ def test_environment_and_configs(report):
     assert key in env
   assert env['versions']['jax']
   assert report['options']['width'] == 0.0625
-  pre = report['configs']['pretrain/agcn/snippet_moco']
+  pre = report['configs']['pretrain/agcn/skeletonclr+snippet']
   assert pre['pretrain']['snippet_weight'] == 1.5
   assert pre['pretrain']['queue_size'] % pre['batch_size'] == 0
   assert pre['model']['num_snippets'] <= 32 // 8
   lin = report['configs']['finetune/agcn/linear']
   assert lin['protocol'] == 'linear' and lin['model']['num_classes'] == 10
   assert set(report['compile_s']) == {
-      'pretrain_step/agcn/snippet_moco', 'predict_step/agcn/finetune',
+      'pretrain_step/agcn/skeletonclr+snippet', 'predict_step/agcn/finetune',
       'finetune_step/agcn/linear'}
   assert report['pipeline']['build_s'] >= 0

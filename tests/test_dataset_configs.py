@@ -12,6 +12,9 @@ import fixtures_pku
 from skel_jax import build_data
 from skel_jax import main as main_lib
 
+# Module fixtures/caches are shared: keep this file on one xdist worker.
+pytestmark = pytest.mark.xdist_group('dataset_configs')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

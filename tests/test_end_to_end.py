@@ -12,6 +12,9 @@ from skel_jax import evaluate
 from skel_jax import finetune
 from skel_jax import main as main_lib
 
+# Module fixtures/caches are shared: keep this file on one xdist worker.
+pytestmark = pytest.mark.xdist_group('end_to_end')
+
 
 def _load(path, arg='smoke'):
   import importlib.util

@@ -397,3 +397,46 @@ def test_localizer_output_and_batch_stats(head):
   # Every BN (backbone and head) saw a batch and moved its statistics.
   for s0, s1 in zip(before, after):
     assert not np.allclose(s0, s1)
+
+
+# ---------------------------------------------------------------------------
+# Base-method pieces: AimCLR's EADM drop and RVTCLR's heads.
+# ---------------------------------------------------------------------------
+def test_energy_attention_drop_matches_simam_drop():
+  from skel_jax.models.heads import energy_attention_drop
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 6, 25, 4)).astype(np.float32)  # (B, T, V, C)
+  got = np.asarray(energy_attention_drop(jnp.asarray(x)))
+  # AimCLR's Simam_Drop on the channels-first tensor (NM, C, T, V).
+  xc = np.transpose(x, (0, 3, 1, 2)).astype(np.float64)
+  t, v = xc.shape[2:]
+  d = (xc - xc.mean(axis=(2, 3), keepdims=True)) ** 2
+  y = d / (4 * (d.sum(axis=(2, 3), keepdims=True) / (t * v - 1) + 1e-4)) + 0.5
+  att = 1 / (1 + np.exp(-y))
+  mask_s = (att.mean(axis=(1, 2)) < 0.7).astype(np.float64)  # (NM, V)
+  out = xc * mask_s[:, None, None, :] * mask_s.size / mask_s.sum()
+  mask_t = (att < 0.7).astype(np.float64)
+  out = out * mask_t * mask_t.size / mask_t.sum()
+  np.testing.assert_allclose(got, np.transpose(out, (0, 2, 3, 1)), rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_rvtclr_encoder_outputs():
+  cfg = model_config(width=0.125)
+  cfg.num_snippets = 4
+  enc = MoCoEncoder(cfg, base='rvtclr', rngs=nnx.Rngs(0))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 2, 32, 25, 3)),
+                  jnp.float32)
+  main = enc(x)
+  assert set(main) == {'global', 'snippets', 'snippet_feats', 'tempo'}
+  dc = enc(x, mode='dc')
+  assert set(dc) == {'global'}
+  for out in (main['global'], main['tempo'], dc['global']):
+    assert out.shape == (2, cfg.feature_dim)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, rtol=1e-5)
+  # Released RVTCLR heads: linear appearance/tempo heads, MLP on the DC view.
+  assert enc.global_head.fc1 is None and enc.tempo_head.fc1 is None
+  assert enc.dc_head.fc1 is not None
+  eadm = MoCoEncoder(cfg, base='aimclr', rngs=nnx.Rngs(0))(x, mode='eadm')
+  assert set(eadm) == {'global', 'global_drop'}
+  assert not np.allclose(eadm['global'], eadm['global_drop'])

@@ -13,6 +13,9 @@ from skel_jax import pretrain
 from skel_jax import train_utils
 from skel_jax import config_defaults
 
+# Module fixtures/caches are shared: keep this file on one xdist worker.
+pytestmark = pytest.mark.xdist_group('pretrain_step')
+
 B = 8
 
 
@@ -289,3 +292,17 @@ def test_base_losses_and_queues_match_reference(base):
                              _unit(enq['snippets'].mean(1)), rtol=1e-4,
                              atol=1e-5)
   np.testing.assert_array_equal(after['queue'][B:], before['queue'][B:])
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  config, (_, before, _, m32) = _eight_device_run(1.5)
+  config = config.copy_and_resolve_references()
+  config.pretrain.compute_dtype = 'bfloat16'
+  _, _, after, m16 = _run_step(config, jax.devices()[:8])
+  for leaf in jax.tree.leaves(after['params']) + jax.tree.leaves(
+      after['key_params']) + jax.tree.leaves(after['batch_stats']):
+    assert leaf.dtype == np.float32
+  assert after['queue'].dtype == np.float32
+  # bf16 has 8 mantissa bits: the losses agree to about 1e-2.
+  for k in ('loss_global', 'loss_snippet'):
+    np.testing.assert_allclose(m16[k], m32[k], rtol=3e-2, err_msg=k)

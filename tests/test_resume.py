@@ -20,6 +20,9 @@ from skel_jax import main as main_lib
 from skel_jax import pretrain
 from skel_jax import train_utils
 
+# Module fixtures/caches are shared: keep this file on one xdist worker.
+pytestmark = pytest.mark.xdist_group('resume')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 40
 
