@@ -168,38 +168,45 @@ def in_batch_snippet_loss(q_snip, k_snip, feats_q, feats_k, temperature):
 # collectives. They are the test oracle for the global-array versions (and
 # document exactly which arrays cross devices).
 # ---------------------------------------------------------------------------
-def sharded_losses(mesh, negatives, temperature, axis='data'):
+def sharded_losses(mesh, negatives, temperature, axis='data', mining_topk=0,
+                   snippet_mining_topk=0):
   """Returns f(q, k, q_snip, k_snip, feats_q, feats_k, queue, snippet_queue)
-  -> (global loss, snippet loss), computed per device with shard_map."""
+  -> (global loss, snippet loss), computed per device with shard_map.
+
+  ``mining_topk`` / ``snippet_mining_topk`` > 0 add that many mined positives
+  (nearest bank entries) per query / query snippet, as after the mining epoch.
+  """
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
+  def mined(neg, k):
+    return topk_mask(neg, k) if k else None
+
   def per_device(q, k, q_snip, k_snip, feats_q, feats_k, queue, squeue):
+    match = snippet_correspondence(feats_q, feats_k)
+    k_pos = jnp.take_along_axis(k_snip, match[..., None], axis=1)
+    s_pos = jnp.sum(q_snip * k_pos, axis=-1)
+    pos = jnp.sum(q * k, axis=-1)
     if negatives == 'queue':
       # Queues are replicated: each device scores its own queries against
       # them; only the scalar losses are averaged across devices.
-      lg = global_moco_loss(q, k, queue, temperature)
-      ls, _ = snippet_loss(q_snip, k_snip, feats_q, feats_k, squeue,
-                           temperature)
+      neg = q @ queue.T
+      s_neg = jnp.einsum('nsd,kd->nsk', q_snip, squeue)
     else:
       # In-batch: gather every device's keys; this device's videos sit at
-      # rows [i * n, (i + 1) * n) of the gathered batch.
+      # rows [i * n, (i + 1) * n) of the gathered batch, and are masked.
       n, s, _ = k_snip.shape
-      i = jax.lax.axis_index(axis)
+      own = jax.lax.axis_index(axis) * n + jnp.arange(n)
       k_all = jax.lax.all_gather(k, axis, tiled=True)
       ks_all = jax.lax.all_gather(k_snip, axis, tiled=True)
-      logits = (q @ k_all.T).astype(jnp.float32) / temperature
-      own = i * n + jnp.arange(n)
-      lg = jnp.mean(jax.nn.logsumexp(logits, -1) -
-                    jnp.take_along_axis(logits, own[:, None], 1)[:, 0])
-      match = snippet_correspondence(feats_q, feats_k)
-      k_pos = jnp.take_along_axis(k_snip, match[..., None], axis=1)
-      pos = jnp.sum(q_snip * k_pos, axis=-1)
+      neg = jnp.where(jnp.arange(k_all.shape[0])[None] == own[:, None],
+                      -jnp.inf, q @ k_all.T)
       sims = jnp.einsum('nsd,md->nsm', q_snip,
                         ks_all.reshape(-1, ks_all.shape[-1]))
       owner = jnp.arange(sims.shape[-1]) // s
-      neg = jnp.where(owner[None, None, :] == own[:, None, None], -jnp.inf,
-                      sims)
-      ls = info_nce(pos, neg, temperature)
+      s_neg = jnp.where(owner[None, None, :] == own[:, None, None], -jnp.inf,
+                        sims)
+    lg = info_nce(pos, neg, temperature, mined(neg, mining_topk))
+    ls = info_nce(s_pos, s_neg, temperature, mined(s_neg, snippet_mining_topk))
     # Equal per-device batches: the mean of the means is the global mean.
     return jax.lax.pmean(lg, axis), jax.lax.pmean(ls, axis)
 

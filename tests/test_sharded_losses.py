@@ -38,25 +38,40 @@ def _sharded(a, mesh):
   return out
 
 
+@pytest.mark.parametrize('mining', [0, 2], ids=['plain', 'mined'])
 @pytest.mark.parametrize('negatives', ['queue', 'in_batch'])
-def test_global_arrays_match_shard_map(arrays, negatives):
+def test_global_arrays_match_shard_map(arrays, negatives, mining):
   mesh = train_utils.make_mesh(jax.devices()[:8])
   a = _sharded(arrays, mesh)
-  oracle = losses.sharded_losses(mesh, negatives, T)
+  oracle = losses.sharded_losses(mesh, negatives, T, mining_topk=mining,
+                                 snippet_mining_topk=mining)
   want_g, want_s = oracle(a['q'], a['k'], a['q_snip'], a['k_snip'],
                           a['feats_q'], a['feats_k'], a['queue'], a['squeue'])
 
   @jax.jit
   def global_view(a):
-    snip = (a['q_snip'], a['k_snip'], a['feats_q'], a['feats_k'])
-    if negatives == 'queue':
-      return (losses.global_moco_loss(a['q'], a['k'], a['queue'], T),
-              losses.snippet_loss(*snip, a['squeue'], T)[0])
-    return (losses.in_batch_global_loss(a['q'], a['k'], T),
-            losses.in_batch_snippet_loss(*snip, T)[0])
+    in_batch = negatives == 'in_batch'
+    bank = a['k'] if in_batch else a['queue']
+    s_bank = (a['k_snip'].reshape(-1, D) if in_batch else a['squeue'])
+    pos, neg = losses.global_logits(a['q'], a['k'], bank, in_batch)
+    s_pos, s_neg, _ = losses.snippet_logits(a['q_snip'], a['k_snip'],
+                                            a['feats_q'], a['feats_k'],
+                                            s_bank, in_batch)
+    extra = lambda n: losses.topk_mask(n, mining) if mining else None
+    return (losses.info_nce(pos, neg, T, extra(neg)),
+            losses.info_nce(s_pos, s_neg, T, extra(s_neg)))
   got_g, got_s = global_view(a)
   np.testing.assert_allclose(got_g, want_g, rtol=1e-5)
   np.testing.assert_allclose(got_s, want_s, rtol=1e-5)
+  if not mining:  # the named wrappers are the same computation
+    snip = (a['q_snip'], a['k_snip'], a['feats_q'], a['feats_k'])
+    if negatives == 'queue':
+      wrapped = (losses.global_moco_loss(a['q'], a['k'], a['queue'], T),
+                 losses.snippet_loss(*snip, a['squeue'], T)[0])
+    else:
+      wrapped = (losses.in_batch_global_loss(a['q'], a['k'], T),
+                 losses.in_batch_snippet_loss(*snip, T)[0])
+    np.testing.assert_allclose(wrapped, (want_g, want_s), rtol=1e-5)
 
 
 def test_in_batch_snippet_loss_matches_numpy_loop(arrays):
