@@ -216,9 +216,14 @@ def validate(config, workdir=None, check_sources=True):
                  'pretrain.')
     check_schema(config.finetune, config_defaults.finetune_config(),
                  'finetune.')
+    from skel_jax import demo  # pylint: disable=g-import-not-at-top
     for method in config.methods:
-      _one_of('methods', method, ('random_init', 'video_moco', 'snippet_moco'))
+      _one_of('methods', method, demo.METHODS)
     _check_pretrain(config.pretrain, 'pretrain.', devices)
+    for method, c in config.get('pretrain_methods', {}).items():
+      check_schema(c, config_defaults.pretrain_config(),
+                   f'pretrain_methods.{method}.')
+      _check_pretrain(c, f'pretrain_methods.{method}.', devices)
     _check_finetune(config.finetune, 'finetune.', devices)
     return
   devices = config.num_devices or jax.device_count()

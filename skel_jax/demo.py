@@ -3,6 +3,8 @@
 Compares, with the same budget, (a) random init, (b) video-level MoCo
 (snippet_weight = 0) and (c) snippet MoCo, each followed by the same U-fusion
 head under the linear probe and full finetuning with a fraction of the labels.
+``configs/demo.py:bases`` compares every base method with and without the
+snippet loss (``PRETRAINED``) the same way.
 Writes every stage's workdir under the demo workdir, plus ``results.json``,
 ``results.md`` and ``timelines.png`` comparing the methods on val sequences.
 """
@@ -18,16 +20,33 @@ from skel_jax import input_pipeline
 from skel_jax import plotting
 from skel_jax import pretrain
 
-METHODS = ('random_init', 'video_moco', 'snippet_moco')
-SNIPPET_WEIGHT = {'video_moco': 0.0, 'snippet_moco': None}  # None: config value
+# Pretrained methods -> (base, with snippet loss). 'random_init' has none.
+PRETRAINED = {'video_moco': ('skeletonclr', False),
+              'snippet_moco': ('skeletonclr', True),
+              'aimclr': ('aimclr', False), 'aimclr_snippet': ('aimclr', True),
+              'rvtclr': ('rvtclr', False), 'rvtclr_snippet': ('rvtclr', True)}
+METHODS = ('random_init',) + tuple(PRETRAINED)
 
 
 def _pretrain_config(config, method):
-  c = config.pretrain.copy_and_resolve_references()
-  c.data = config.data
-  weight = SNIPPET_WEIGHT[method]
-  if weight is not None:
-    c.pretrain.snippet_weight = weight
+  """``config.pretrain_methods[method]`` when the demo config builds one per
+  method (other bases), else ``config.pretrain`` with the method's snippet
+  weight (the video-level baseline sets it to 0)."""
+  if method in config.get('pretrain_methods', {}):
+    c = config.pretrain_methods[method].copy_and_resolve_references()
+  else:
+    c = config.pretrain.copy_and_resolve_references()
+  # One dataset for every method; each keeps its window length (RVTCLR's
+  # tempo views need twice the frames).
+  clip_len = c.data.clip_len
+  c.data = config.data.copy_and_resolve_references()
+  c.data.clip_len = clip_len
+  base, snippet = PRETRAINED[method]
+  if c.pretrain.base != base:
+    raise ValueError(f'demo method {method!r} needs base {base!r}, its '
+                     f'pretraining config has {c.pretrain.base!r}')
+  if not snippet:
+    c.pretrain.snippet_weight = 0.0
   return c
 
 

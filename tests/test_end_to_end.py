@@ -123,6 +123,25 @@ def test_demo_pipeline_writes_table(data_dir, tmp_path):
   assert (tmp_path / 'results.md').exists()
 
 
+def test_demo_bases_variant_builds_each_method_config():
+  from skel_jax import config_validation
+  from skel_jax import demo
+  config = _load('configs/demo.py', 'bases,smoke')
+  config_validation.validate(config, 'unused', check_sources=False)
+  assert config.protocols == ('linear',)
+  for method in config.methods:
+    base, snippet = demo.PRETRAINED[method]
+    c = demo._pretrain_config(config, method)  # pylint: disable=protected-access
+    assert c.pretrain.base == base
+    assert (c.pretrain.snippet_weight > 0) == snippet
+    # One dataset for every method; RVTCLR keeps its longer windows.
+    assert (c.data.name, c.data.config, c.data.dir) == (
+        config.data.name, config.data.config, config.data.dir)
+    assert c.data.clip_len == (2 if base == 'rvtclr' else 1) * 64
+    config_validation.validate(c, check_sources=False)
+    assert (c.pretrain.mining_epoch >= 0) == (base != 'skeletonclr')
+
+
 def test_linear_probe_with_frozen_fusion_trains_only_the_classifier(
     pretrained, data_dir, tmp_path):
   _, pre_dir = pretrained
