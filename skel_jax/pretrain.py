@@ -131,11 +131,11 @@ def compute_losses(q_out, k_out, state, pcfg, mining):
     return losses.global_logits(query['global'], key['global'], bank,
                                 in_batch)
 
-  def mined(*negs, k=pcfg.mining_topk):
+  def mined(*negs, topk=pcfg.mining_topk):
     if pcfg.mining_epoch < 0:  # never mines: no top-k work at all
       return None
     extra = functools.reduce(jnp.logical_or,
-                             [losses.topk_mask(n, k) for n in negs])
+                             [losses.topk_mask(n, topk) for n in negs])
     return extra & mining
 
   pos, neg = logits(q, k)
@@ -166,8 +166,8 @@ def compute_losses(q_out, k_out, state, pcfg, mining):
     # The release leaves the DC positive logit undivided by T before the
     # mining epoch (a commented-out line) and divides it after; always here.
     metrics['loss_ddm'] = losses.soft_target_loss(pos_dc, neg_dc, pos, neg, t)
-    total = sum(metrics[k] for k in ('loss_global', 'loss_cross_tempo',
-                                     'loss_tempo_rank', 'loss_ddm'))
+    total = sum(metrics[name] for name in (
+        'loss_global', 'loss_cross_tempo', 'loss_tempo_rank', 'loss_ddm'))
   if pcfg.snippet_weight > 0:
     # Snippets of q against the enqueued key view (RVTCLR's release pairs the
     # query with the other-tempo key: the argmax matching absorbs the shift).
@@ -177,7 +177,7 @@ def compute_losses(q_out, k_out, state, pcfg, mining):
         q['snippets'], bank_out['snippets'], q['snippet_feats'],
         bank_out['snippet_feats'], s_bank, in_batch)
     l_snip = losses.info_nce(s_pos, s_neg, t,
-                             mined(s_neg, k=pcfg.snippet_mining_topk))
+                             mined(s_neg, topk=pcfg.snippet_mining_topk))
     total = total + pcfg.snippet_weight * l_snip
     metrics['loss_snippet'] = l_snip
     # How often the matched key snippet is the same index (temporal shift).
