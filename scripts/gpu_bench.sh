@@ -3,6 +3,13 @@
 # sizes (width 1, batch 128, 300-frame 2-person clips) per method and
 # backbone, bf16 rows, and a step-time breakdown. Writes to ${OUT:-runs/gpu}.
 #   bash scripts/gpu_bench.sh          # ~8 min on one H100/H200
+# A GPU image with jax/optax/orbax but without our other packages takes them
+# from a .whl/ folder (git-ignored): pip download --no-deps --python-version
+# 3.12 --only-binary=:all: of ml_collections grain array_record portpicker
+# flax tensorflow_datasets dm-tree immutabledict simple_parsing
+# tensorflow-metadata termcolor toml docstring_parser googleapis-common-protos
+# (the versions in .venv), plus the pure-Python 'promise' package copied into
+# .whl/pysite/ (it has no wheel).
 set -uo pipefail
 OUT=${OUT:-runs/gpu}
 mkdir -p "$OUT"
