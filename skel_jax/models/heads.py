@@ -84,11 +84,14 @@ def energy_attention_drop(feats, keep_prob=0.7, e_lambda=1e-4):
   dev = (x - jnp.mean(x, axis=(1, 2), keepdims=True)) ** 2
   var = jnp.sum(dev, axis=(1, 2), keepdims=True) / (t * v - 1)
   att = jax.nn.sigmoid(dev / (4 * (var + e_lambda)) + 0.5)
-  keep_joint = (jnp.mean(att, axis=(1, 3)) < keep_prob).astype(feats.dtype)
-  scale_joint = keep_joint.size / jnp.maximum(jnp.sum(keep_joint), 1.0)
-  out = feats * (keep_joint * scale_joint)[:, None, :, None]
-  keep = (att < keep_prob).astype(feats.dtype)
-  return out * keep * (keep.size / jnp.maximum(jnp.sum(keep), 1.0))
+  def mask_and_scale(keep):  # counts in float32 (exact under bf16 compute)
+    keep = keep.astype(jnp.float32)
+    scale = keep.size / jnp.maximum(jnp.sum(keep), 1.0)
+    return (keep * scale).astype(feats.dtype)
+
+  out = feats * mask_and_scale(jnp.mean(att, axis=(1, 3)) < keep_prob)[
+      :, None, :, None]
+  return out * mask_and_scale(att < keep_prob)
 
 
 # RVTCLR body parts (0-based NTU joints): torso, left leg, right leg, left arm,
