@@ -298,7 +298,8 @@ def test_bfloat16_compute_keeps_float32_params():
   config, (_, before, _, m32) = _eight_device_run(1.5)
   config = config.copy_and_resolve_references()
   config.pretrain.compute_dtype = 'bfloat16'
-  _, _, after, m16 = _run_step(config, jax.devices()[:8])
+  # One device (a cheaper compile): losses do not depend on the device count.
+  _, _, after, m16 = _run_step(config, jax.devices()[:1])
   for leaf in jax.tree.leaves(after['params']) + jax.tree.leaves(
       after['key_params']) + jax.tree.leaves(after['batch_stats']):
     assert leaf.dtype == np.float32
