@@ -13,32 +13,13 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from skel_jax import checkpoint
-from skel_jax import config_defaults
 from skel_jax import config_validation
-from skel_jax import pretrain
 from skel_jax import train_utils
 
-B = 8
+import step_helpers
+
 MIN_SIZE = 64  # small enough that the tiny model's kernels get sharded
-
-
-def _config():
-  c = config_defaults.pretrain_config()
-  c.model.backbone.width = 0.125
-  c.model.num_snippets = 4
-  c.data.clip_len = 32
-  c.pretrain.queue_size = 16
-  c.pretrain.snippet_queue_size = 16
-  c.pretrain.snippet_weight = 1.5
-  c.pretrain.temperature = 0.5
-  c.batch_size = B
-  return c
-
-
-def _batch():
-  rng = np.random.default_rng(0)
-  x = (0.3 * rng.normal(size=(B, 1, 32, 25, 3))).astype(np.float32)
-  return {'x': x, 'index': np.arange(100, 100 + B, dtype=np.int32)}
+_config = step_helpers.tiny_config
 
 
 def _fake_state():
@@ -106,28 +87,12 @@ def test_config_fsdp_validated():
   assert train_utils.mesh_for(c).devices.shape == (4, 2)
 
 
-def _run_step(config, mesh, state_sh):
-  schedule = train_utils.warmup_step_schedule(config.optimizer.lr, 0, [])
-  tx = train_utils.make_optimizer(config.optimizer, schedule)
-  graphdef, state = pretrain.init_state(config, tx)
-  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
-  sh = state_sh(state, mesh)
-  step = jax.jit(functools.partial(pretrain.train_step, graphdef=graphdef,
-                                   tx=tx, config=config, schedule=schedule),
-                 in_shardings=(sh, dsh), out_shardings=(sh, rep))
-  before = jax.device_get(state)
-  after, metrics = step(jax.device_put(state, sh),
-                        jax.device_put(_batch(), dsh))
-  return before, after, jax.device_get(metrics)
-
-
 def test_fsdp_step_matches_data_parallel_step():
   config = _config()
   devices = jax.devices()[:8]
-  before, s_dp, m_dp = _run_step(
-      config, train_utils.make_mesh(devices),
-      lambda st, mesh: train_utils.replicated(mesh))
-  _, s_fs, m_fs = _run_step(
+  _, before, s_dp, m_dp = step_helpers.run_step(
+      config, train_utils.make_mesh(devices))
+  _, _, s_fs, m_fs = step_helpers.run_step(
       config, train_utils.make_mesh(devices, fsdp=2),
       functools.partial(train_utils.state_shardings, min_size=MIN_SIZE))
   sharded = [x for x in jax.tree.leaves(s_fs['params'])
@@ -135,21 +100,10 @@ def test_fsdp_step_matches_data_parallel_step():
   assert sharded, 'no parameter ended up sharded over fsdp'
   assert all('fsdp' not in str(s_fs[k].sharding.spec)
              for k in ('queue', 'snippet_queue'))
-  s_dp, s_fs = jax.device_get(s_dp), jax.device_get(s_fs)
   assert set(m_fs) == set(m_dp)
-  for k in m_dp:
-    np.testing.assert_allclose(m_fs[k], m_dp[k], rtol=2e-5, atol=1e-6,
-                               err_msg=k)
-
-  def check(p0, p1, p2):
-    u1, u2 = p1 - p0, p2 - p0
-    np.testing.assert_allclose(u2, u1, rtol=0,
-                               atol=3e-3 * np.abs(u1).max() + 5e-7)
-  jax.tree.map(check, before['params'], s_dp['params'], s_fs['params'])
-  jax.tree.map(check, before['key_params'], s_dp['key_params'],
-               s_fs['key_params'])
-  np.testing.assert_allclose(s_fs['queue'], s_dp['queue'], rtol=2e-5,
-                             atol=1e-6)
+  step_helpers.assert_same_step(before, jax.device_get(s_dp), m_dp,
+                                jax.device_get(s_fs), m_fs,
+                                trees=('params', 'key_params'))
 
 
 def test_abstract_like_sharding_tree_roundtrips_through_orbax(tmp_path):

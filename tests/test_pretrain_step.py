@@ -1,6 +1,5 @@
 """The jitted pretraining step: same result on 1 and 8 devices, and equal to a
 straightforward un-jitted single-device computation of the same global batch."""
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,51 +10,21 @@ from flax import nnx
 from skel_jax import augment
 from skel_jax import pretrain
 from skel_jax import train_utils
-from skel_jax import config_defaults
+
+import step_helpers
 
 # Module fixtures/caches are shared: keep this file on one xdist worker.
 pytestmark = pytest.mark.xdist_group('pretrain_step')
 
-B = 8
-
-
-def _config(snippet_weight, base='skeletonclr'):
-  c = config_defaults.pretrain_config()
-  config_defaults.set_base(c, base)
-  c.model.backbone.width = 0.125
-  c.model.num_snippets = 4
-  # RVTCLR's tempo views keep half of the clip: 32 frames -> T' = 4 = S.
-  c.data.clip_len = 64 if base == 'rvtclr' else 32
-  c.pretrain.queue_size = 16
-  c.pretrain.snippet_queue_size = 16
-  c.pretrain.snippet_weight = snippet_weight
-  # A softer temperature keeps the loss (and its gradients) away from ~0 at
-  # init, where float32 rounding noise would dominate the comparison.
-  c.pretrain.temperature = 0.5
-  c.batch_size = B
-  return c
-
-
-def _batch(clip_len=32):
-  rng = np.random.default_rng(0)
-  x = (0.3 * rng.normal(size=(B, 1, clip_len, 25, 3))).astype(np.float32)
-  return {'x': x, 'index': np.arange(100, 100 + B, dtype=np.int32)}
+B = step_helpers.B
+_config = step_helpers.tiny_config
+_batch = step_helpers.tiny_batch
 
 
 def _run_step(config, devices, mining_step=-1):
-  schedule = train_utils.warmup_step_schedule(config.optimizer.lr, 0, [])
-  tx = train_utils.make_optimizer(config.optimizer, schedule)
-  graphdef, state = pretrain.init_state(config, tx)
-  mesh = train_utils.make_mesh(devices)
-  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
-  step = jax.jit(functools.partial(pretrain.train_step, graphdef=graphdef,
-                                   tx=tx, config=config, schedule=schedule,
-                                   mining_step=mining_step),
-                 in_shardings=(rep, dsh), out_shardings=(rep, rep))
-  before = jax.device_get(state)
-  after, metrics = step(jax.device_put(state, rep),
-                        jax.device_put(_batch(config.data.clip_len), dsh))
-  return graphdef, before, jax.device_get(after), jax.device_get(metrics)
+  graphdef, before, after, metrics = step_helpers.run_step(
+      config, train_utils.make_mesh(devices), mining_step=mining_step)
+  return graphdef, before, jax.device_get(after), metrics
 
 
 _CACHE = {}
@@ -73,24 +42,7 @@ def runs(request):
   return _eight_device_run(request.param)
 
 
-def _assert_same_step(before, s1, m1, s8, m8):
-  for k in m1:
-    np.testing.assert_allclose(m8[k], m1[k], rtol=2e-5, atol=1e-6, err_msg=k)
-  # Equal parameter updates <=> equal gradients (same optimizer and start).
-  # Reductions run in a different order on 8 devices, so compare each update
-  # relative to the largest update of its tensor, plus a floor relative to
-  # the largest update overall: a bias feeding BatchNorm has a true gradient
-  # of 0 and carries float noise only.
-  floor = 1e-6 * max(float(np.abs(p1 - p0).max()) for p0, p1 in zip(
-      jax.tree.leaves(before['params']), jax.tree.leaves(s1['params'])))
-
-  def check(p0, p1, p8):
-    u1, u8 = p1 - p0, p8 - p0
-    np.testing.assert_allclose(u8, u1, rtol=0,
-                               atol=3e-3 * np.abs(u1).max() + floor + 5e-7)
-  jax.tree.map(check, before['params'], s1['params'], s8['params'])
-  for q in ('queue', 'snippet_queue'):
-    np.testing.assert_allclose(s8[q], s1[q], rtol=2e-5, atol=1e-6)
+_assert_same_step = step_helpers.assert_same_step
 
 
 def test_eight_devices_match_one():
