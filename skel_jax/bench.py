@@ -211,7 +211,6 @@ class _Stepper:
 # ---------------------------------------------------------------------------
 def bench_pretrain(opts, backbone, method, mesh, rng):
   cfg = pretrain_config(opts, backbone, method)
-  mesh = train_utils.make_mesh(fsdp=opts.fsdp)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
   # As pretrain.train: schedule from an epoch size, optimizer, sharded
   # state, a jitted step donating the state. Bases that mine compute their
@@ -407,7 +406,8 @@ def run(opts, out=None, verbose=True):
   for name in ('batch', 'ft_batch', 'infer_batch'):
     _check_divisible(name, getattr(opts, name))
   load_start = _loadavg()
-  mesh = train_utils.make_mesh()
+  # --fsdp > 1: the (data, fsdp) mesh; only the pretraining state is sharded.
+  mesh = train_utils.make_mesh(fsdp=opts.fsdp)
   rng = np.random.default_rng(opts.seed)
   rows, configs, extra = [], {}, {}
 
