@@ -3,7 +3,9 @@ r"""Entry point for every stage: ``python -m skel_jax.main --config=... --workdi
 The config's ``stage`` field picks pretraining, localization finetuning or the
 demo pipeline. Each config file carries its own run command in its docstring.
 """
+import difflib
 import os
+import re
 import sys
 
 from absl import app
@@ -33,6 +35,71 @@ def enable_compilation_cache():
   cache = os.environ.get('SKEL_JAX_CACHE_DIR', os.path.join('.cache', 'jax'))
   jax.config.update('jax_compilation_cache_dir', os.path.abspath(cache))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+
+
+# The paper's name for a loss weight -> the key that holds it.
+KEY_ALIASES = {'lambda': 'pretrain.snippet_weight'}
+
+
+def _dotted_keys(config, prefix=''):
+  for key, value in config.items():
+    yield prefix + key
+    if hasattr(value, 'items'):
+      yield from _dotted_keys(value, prefix + key + '.')
+
+
+def closest_key(key, valid):
+  """The valid dotted key nearest to ``key``: whole path and last part both
+  count, so ``lr`` finds ``optimizer.lr`` and ``pretrain.snipet_weight`` its
+  sibling."""
+  def ratio(a, b):
+    return difflib.SequenceMatcher(None, a, b).ratio()
+  last = key.rsplit('.', 1)[-1]
+  for alias, target in KEY_ALIASES.items():
+    if target in valid and ratio(last, alias) >= 0.8:
+      return target
+  return max(valid, key=lambda k: ratio(key, k) + ratio(last,
+                                                         k.rsplit('.', 1)[-1]))
+
+
+def unknown_override(argv, config_flag='config'):
+  """One line naming the first ``--config.KEY`` override the config lacks (and
+  the closest valid key), or None when every override names a real key."""
+  spec = None
+  for i, arg in enumerate(argv):
+    m = re.match(rf'^--?{config_flag}(=(.*))?$', arg)
+    if m:
+      spec = m.group(2) if m.group(1) else (argv[i + 1] if i + 1 < len(argv)
+                                            else None)
+  if spec is None:
+    return None
+  try:
+    config = flags.FLAGS[config_flag].parser.parse(spec)
+  except Exception:  # pylint: disable=broad-except
+    return None  # the config file itself is broken: its own error is clearer
+  valid = set(_dotted_keys(config))
+  for arg in argv:
+    m = re.match(rf'^--?(?:no)?{config_flag}\.([^=]+)', arg)
+    if not m or '[' in m.group(1) or m.group(1) in valid:
+      continue
+    key = m.group(1)
+    leaves = sorted(k for k in valid if k.count('.') >= key.count('.') - 1)
+    return (f'unknown key --{config_flag}.{key}; the closest valid key is '
+            f'{config_flag}.{closest_key(key, leaves or sorted(valid))}')
+  return None
+
+
+def parse_flags(argv):
+  """absl's parser, but a mistyped ``--config.KEY`` is one line (exit 2)
+  instead of an AttributeError traceback from ml_collections."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError):
+    message = unknown_override(argv)
+    if message is None:
+      raise
+    print(f'config error: {message}', file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def run(config, workdir):
@@ -72,4 +139,4 @@ def main(argv):
 if __name__ == '__main__':
   # Required only for the CLI, so scripts can import ``run``.
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

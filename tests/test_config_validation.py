@@ -119,3 +119,30 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
   assert lines == ['config error: config.batch_size=12: must be divisible by '
                    'the 8 data-parallel devices'], proc.stderr[-2000:]
   assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+
+def test_cli_unknown_key_is_one_line_with_closest_key(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'skel_jax.main',
+       '--config=configs/pretrain_synthetic.py:smoke',
+       f'--workdir={tmp_path}', '--config.pretrain.lamda=1'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines() == [
+      'config error: unknown key --config.pretrain.lamda; the closest valid '
+      'key is config.pretrain.snippet_weight'], proc.stderr[-2000:]
+  assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('key,closest', [
+    ('pretrain.snipet_weight', 'pretrain.snippet_weight'),
+    ('lr', 'optimizer.lr'),
+    ('model.backbone.widht', 'model.backbone.width'),
+    ('data.pad_len', 'data.pad_length'),
+])
+def test_closest_key(key, closest):
+  from skel_jax import main as main_lib
+  valid = list(main_lib._dotted_keys(config_defaults.finetune_config()))
+  valid += list(main_lib._dotted_keys(config_defaults.pretrain_config()))
+  assert main_lib.closest_key(key, sorted(set(valid))) == closest
