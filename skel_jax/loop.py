@@ -2,7 +2,9 @@
 
 Per step it only feeds the next (prefetched) batch to the jitted step: host
 syncs happen at logging and checkpoint points (metrics of the *previous* log
-point, the two-scalar non-finite record). SIGTERM triggers a final checkpoint.
+point, the two-scalar non-finite record). SIGTERM and SIGINT (Ctrl-C) trigger
+a final checkpoint and exit 143 / 130; a resumed run first drops the metric
+records past its restored step, so ``metrics.jsonl`` never repeats a step.
 """
 import sys
 
@@ -15,6 +17,7 @@ from skel_jax import train_utils
 def run(*, step_fn, state, ds, data_sharding, ckpt, log, start, total_steps,
         log_every, loss_terms, nonfinite_policy, desc, log_extra=None):
   """Runs steps [start, total_steps); returns the final state."""
+  log.truncate(start)  # records of steps the restored state has not seen
   batches = input_pipeline.iterate(ds, start)
   try:
     with train_utils.PreemptionGuard() as guard, tqdm(
@@ -37,10 +40,10 @@ def run(*, step_fn, state, ds, data_sharding, ckpt, log, start, total_steps,
           ckpt.save(done, state, force=True)
           ckpt.close()
           log.close()
-          print(f'[{desc}] SIGTERM: saved step {done} to {ckpt.directory}; '
-                'rerun the same command to resume', file=sys.stderr,
-                flush=True)
-          raise SystemExit(train_utils.PreemptionGuard.EXIT_CODE)
+          print(f'[{desc}] {guard.signal_name}: saved step {done} to '
+                f'{ckpt.directory}; rerun the same command to resume',
+                file=sys.stderr, flush=True)
+          raise SystemExit(guard.exit_code)
         ckpt.save(done, state, force=last)
         bar.update(1)
   finally:

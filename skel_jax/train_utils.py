@@ -148,6 +148,25 @@ class MetricLog:
     self.tb = (tensorboard.ScalarWriter(os.path.join(workdir, 'tb'))
                if is_chief() else None)
 
+  def truncate(self, step):
+    """Drops records after ``step`` (the step a resumed run restarts from),
+    so a step never appears twice; also drops a line cut by a hard kill."""
+    if not is_chief() or not os.path.exists(self.path):
+      return
+    kept = []
+    with open(self.path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        if record.get('step', 0) <= step:
+          kept.append(json.dumps(record) + '\n')
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(kept)
+    os.replace(tmp, self.path)
+
   def push(self, step, device_metrics, **host_values):
     self.flush()
     self._pending = (step, device_metrics, host_values, time.time())
@@ -268,32 +287,52 @@ def check_nonfinite(state, term_names, policy, ckpt):
 
 
 # ---------------------------------------------------------------------------
-# Preemption: SIGTERM (what pod schedulers send) -> final checkpoint, exit 143.
+# Preemption: SIGTERM (what pod schedulers send) or SIGINT (Ctrl-C) -> final
+# checkpoint, exit 128 + signal (143 / 130).
 # ---------------------------------------------------------------------------
 class PreemptionGuard:
-  """Context manager turning SIGTERM into a flag the training loop polls."""
+  """Context manager turning SIGTERM / SIGINT into a flag the loop polls."""
 
   EXIT_CODE = 143  # 128 + SIGTERM
+  SIGNALS = ('SIGTERM', 'SIGINT')
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.signum = None
+    self._previous = {}
 
   def _handler(self, signum, frame):
-    del signum, frame
+    del frame
+    import signal
+    if self.requested and signum == signal.SIGINT:
+      # A second Ctrl-C: stop now (the last saved checkpoint is kept).
+      raise KeyboardInterrupt
     self.requested = True
+    self.signum = signum
+
+  @property
+  def signal_name(self):
+    import signal
+    return signal.Signals(self.signum).name if self.signum else 'signal'
+
+  @property
+  def exit_code(self):
+    return 128 + self.signum if self.signum else self.EXIT_CODE
 
   def __enter__(self):
     import signal
     import threading
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handler)
+      for name in self.SIGNALS:
+        sig = getattr(signal, name)
+        self._previous[sig] = signal.signal(sig, self._handler)
     return self
 
   def __exit__(self, *exc):
     import signal
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+    self._previous = {}
     return False
 
 

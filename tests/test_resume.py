@@ -28,11 +28,16 @@ STEPS = 40
 
 
 def _losses(workdir):
-  """step -> loss; a resumed run re-logs some steps, the last record wins."""
+  """step -> loss; a resumed run drops the records past its restored step,
+  so no step appears twice (a line cut by SIGKILL is still being written)."""
   out = {}
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     for line in f:
-      r = json.loads(line)
+      try:
+        r = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      assert r['step'] not in out, f'step {r["step"]} logged twice'
       out[r['step']] = r['loss']
   return out
 
