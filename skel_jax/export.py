@@ -41,22 +41,28 @@ def restore_workdir(workdir):
   """(config, step, params, batch_stats) of a pretraining or finetuning workdir."""
   from skel_jax import finetune, pretrain  # pylint: disable=g-import-not-at-top
   config = _read_config(workdir)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'no checkpoint under {workdir}/checkpoints')
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no checkpoint under {directory}')
+  # Read-only: another run's workdir is never written or pruned.
+  ckpt = checkpoint.Checkpointer(directory, read_only=True)
+  if not ckpt.all_steps():
+    raise FileNotFoundError(f'no checkpoint under {directory}')
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   if config.stage == 'pretrain':
     tx = train_utils.make_optimizer(config.optimizer, lambda s: 0.0)
     abstract = jax.eval_shape(lambda: pretrain.init_state(config, tx)[1])
-    state = ckpt.restore(checkpoint.abstract_like(abstract, sharding), step)
+    # The newest readable step (older ones after a warning naming it).
+    step, state, _ = ckpt.restore_readable(
+        checkpoint.abstract_like(abstract, sharding), workdir)
     params, stats = state['params'], state['batch_stats']
   elif config.stage == 'finetune':
     tx = finetune.linear_optimizer(
         train_utils.make_optimizer(config.optimizer, lambda s: 0.0), config)
     abstract = jax.eval_shape(lambda: finetune.initial_state(
         config, tx, config.model.num_classes, restore_backbone=False)[1])
-    state = ckpt.restore(checkpoint.abstract_like(abstract, sharding), step)
+    step, state, _ = ckpt.restore_readable(
+        checkpoint.abstract_like(abstract, sharding), workdir)
     params = finetune.join_params(state['trainable'], state['frozen'],
                                   config.protocol)
     stats = state['batch_stats']

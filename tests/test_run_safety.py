@@ -92,3 +92,54 @@ def test_metrics_never_repeat_a_step_after_a_hard_kill(tmp_path):
   assert _steps(workdir) == list(range(1, 11))
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     assert all(json.loads(line)['loss'] >= 0 for line in f)
+
+
+# ------------------------------------------- 2. unreadable checkpoints ---
+def corrupt(step_dir):
+  """Cuts every array data file of an Orbax step in half (a full disk)."""
+  n = 0
+  for root, _, names in os.walk(step_dir):
+    if os.path.basename(root) == 'd':
+      for name in names:
+        path = os.path.join(root, name)
+        os.truncate(path, os.path.getsize(path) // 2)
+        n += 1
+  assert n, f'no data files under {step_dir}'
+
+
+def test_resume_falls_back_to_newest_readable_checkpoint(tmp_path, capsys):
+  workdir = str(tmp_path)
+  tiny_run(workdir, 10)
+  assert _saved(workdir)[-2:] == [5, 10]
+  corrupt(os.path.join(workdir, 'checkpoints', '10'))
+  capsys.readouterr()
+  state = tiny_run(workdir, 12)
+  err = capsys.readouterr().err
+  assert 'checkpoint step 10 in' in err and 'is unreadable' in err, err
+  assert 'trying step 5' in err
+  # Continued from step 5 with the right data; nothing was deleted.
+  assert float(state['w'][0]) == _expected_w(12)
+  assert _steps(workdir) == list(range(1, 13))
+  assert os.listdir(os.path.join(workdir, 'checkpoints_unreadable')) == ['10']
+  assert 10 in _saved(workdir) and 12 in _saved(workdir)
+
+
+def test_no_readable_checkpoint_is_an_error_that_deletes_nothing(tmp_path):
+  workdir = str(tmp_path)
+  tiny_run(workdir, 5)
+  for step in _saved(workdir):
+    corrupt(os.path.join(workdir, 'checkpoints', str(step)))
+  before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  with pytest.raises(checkpoint.NoReadableCheckpointError,
+                     match='no readable checkpoint.*Nothing was deleted'):
+    tiny_run(workdir, 8)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
+
+
+def test_checkpoint_of_another_shape_is_one_clear_error(tmp_path):
+  workdir = str(tmp_path)
+  tiny_run(workdir, 5)
+  with pytest.raises(checkpoint.CheckpointMismatchError) as e:
+    tiny_run(workdir, 8, width=2)
+  assert 'w: model (2,) vs checkpoint (1,)' in str(e.value)
+  assert len(str(e.value)) < 1000
