@@ -207,8 +207,12 @@ def open_and_restore(workdir, ckpt_cfg, state, sharding, desc):
                       max_to_keep=ckpt_cfg.max_to_keep)
   start = 0
   if ckpt.all_steps():
-    start, state, unreadable = ckpt.restore_readable(
-        abstract_like(state, sharding), desc)
+    try:
+      start, state, unreadable = ckpt.restore_readable(
+          abstract_like(state, sharding), desc)
+    except Exception:
+      ckpt.close()
+      raise
     if unreadable:
       set_aside(workdir, ckpt, unreadable, desc)
     print(f'[{desc}] resumed from step {start}', flush=True)

@@ -30,11 +30,14 @@ FORMAT_VERSION = 1
 
 
 def _read_config(workdir):
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  """The config the workdir's checkpoints were written under (config.json
+  plus the changes a run accepted with --allow_config_change)."""
+  from skel_jax import run_record  # pylint: disable=g-import-not-at-top
+  config = run_record.effective_config(workdir)
+  if config is None:
+    path = os.path.join(workdir, run_record.CONFIG_FILE)
     raise FileNotFoundError(f'{path} not found: not a skel_jax workdir')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(config)
 
 
 def restore_workdir(workdir):

@@ -221,8 +221,9 @@ def train_and_evaluate(config, workdir):
                         config)
 
   config.model.num_classes = num_classes  # recorded for exports
-  train_utils.write_run_record(workdir, config)
   graphdef, state = initial_state(config, tx, num_classes)
+  # After the pretrained weights loaded: a failed start leaves no workdir.
+  train_utils.write_run_record(workdir, config)
   state = jax.device_put(state, rep)
   ckpt, start, state = checkpoint.open_and_restore(
       workdir, config.checkpoint, state, rep, config.protocol)

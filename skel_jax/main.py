@@ -28,6 +28,11 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
                                       'Total processes (multihost).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None,
                                    'This process (multihost).')
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False, 'Continue a workdir whose recorded config '
+    'differs from this one (beyond run length, log/checkpoint intervals, '
+    'devices and data location); the change is appended to '
+    'WORKDIR/config_history.jsonl.')
 
 
 def enable_compilation_cache():
@@ -128,12 +133,19 @@ def main(argv):
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
   enable_compilation_cache()
+  from skel_jax import checkpoint
   from skel_jax import config_validation
+  from skel_jax import run_record
   try:
-    run(_CONFIG.value, _WORKDIR.value)
+    with run_record.allow_config_change(_ALLOW_CONFIG_CHANGE.value):
+      run(_CONFIG.value, _WORKDIR.value)
   except config_validation.ConfigError as e:
     print(f'config error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
+  except (checkpoint.CheckpointMismatchError,
+          checkpoint.NoReadableCheckpointError) as e:
+    print(f'checkpoint error: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

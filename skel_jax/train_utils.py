@@ -121,12 +121,17 @@ def is_chief():
 
 
 def write_run_record(workdir, config):
-  """Config + versions, so a workdir says how it was produced."""
+  """Config + versions, so a workdir says how it was produced.
+
+  First checks ``config`` against the config that started ``workdir``
+  (``run_record``): a different run stops here, before anything is written.
+  """
+  from skel_jax import run_record  # pylint: disable=g-import-not-at-top
+  fresh, changes = run_record.check(workdir, config)
   os.makedirs(workdir, exist_ok=True)
   if not is_chief():
     return
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  run_record.write(workdir, config, fresh, changes)
   with open(os.path.join(workdir, 'versions.json'), 'w') as f:
     json.dump({**versions(), 'argv': sys.argv}, f, indent=2)
 

@@ -124,6 +124,8 @@ def test_resume_falls_back_to_newest_readable_checkpoint(tmp_path, capsys):
   assert 10 in _saved(workdir) and 12 in _saved(workdir)
 
 
+# Orbax's failed reads leave a callback on a closed event loop: harmless.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_no_readable_checkpoint_is_an_error_that_deletes_nothing(tmp_path):
   workdir = str(tmp_path)
   tiny_run(workdir, 5)
@@ -143,3 +145,158 @@ def test_checkpoint_of_another_shape_is_one_clear_error(tmp_path):
     tiny_run(workdir, 8, width=2)
   assert 'w: model (2,) vs checkpoint (1,)' in str(e.value)
   assert len(str(e.value)) < 1000
+
+
+# ------------------------------------------------ real (smoke) pretraining ---
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(name, arg='smoke'):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      'cfg', os.path.join(ROOT, 'configs', name + '.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _smoke_pretrain(data_dir, steps=10):
+  c = _config('pretrain_synthetic')
+  c.data.dir = data_dir
+  c.num_steps = steps
+  c.log_every = 5
+  c.checkpoint.save_interval_steps = 5
+  return c
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory, data_dir):
+  from skel_jax import main as main_lib
+  workdir = str(tmp_path_factory.mktemp('pre'))
+  main_lib.run(_smoke_pretrain(data_dir), workdir)
+  assert _saved(workdir)[-2:] == [5, 10]
+  return workdir
+
+
+def _copy(src, dst):
+  import shutil
+  shutil.copytree(src, dst)
+  return str(dst)
+
+
+def _snapshot(workdir):
+  """Every file with its size and mtime: 'nothing was written' is equality."""
+  out = {}
+  for root, _, names in os.walk(workdir):
+    for name in names:
+      path = os.path.join(root, name)
+      st = os.stat(path)
+      out[os.path.relpath(path, workdir)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+# --------------------------------------------- 1. one config per workdir ---
+def test_changed_config_stops_before_writing_anything(pretrained, data_dir,
+                                                      tmp_path):
+  from skel_jax import main as main_lib
+  from skel_jax import run_record
+  workdir = _copy(pretrained, tmp_path / 'w')
+  before = _snapshot(workdir)
+  c = _smoke_pretrain(data_dir, steps=20)  # run length may change ...
+  c.pretrain.snippet_weight = 0.0          # ... the method may not
+  c.optimizer.lr = 0.05
+  with pytest.raises(run_record.ConfigChangedError) as e:
+    main_lib.run(c, workdir)
+  msg = str(e.value)
+  assert 'pretrain.snippet_weight: 1.5 (recorded) -> 0.0 (now)' in msg
+  assert 'optimizer.lr: 0.1 (recorded) -> 0.05 (now)' in msg
+  assert 'num_steps' not in msg
+  assert '--allow_config_change' in msg and 'new --workdir' in msg
+  assert _snapshot(workdir) == before
+
+
+def test_allowed_changes_are_recorded_not_refused(pretrained, data_dir,
+                                                  tmp_path):
+  # (tests/test_resume.py continues workdirs under new num_steps/num_devices.)
+  from skel_jax import run_record
+  workdir = _copy(pretrained, tmp_path / 'w')
+  c = _smoke_pretrain(data_dir, steps=12)
+  c.log_every = 1
+  c.num_devices = 1
+  c.checkpoint.max_to_keep = 5
+  c.data.dir = str(tmp_path / 'moved_data')
+  fresh, changes = run_record.check(workdir, c)
+  assert not fresh and sorted(changes) == [
+      'checkpoint.max_to_keep', 'data.dir', 'log_every', 'num_devices',
+      'num_steps']
+  train_utils.write_run_record(workdir, c)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['num_steps'] == 10  # how the workdir was started
+  assert run_record.recorded_config(workdir)['num_steps'] == 12
+  with open(os.path.join(workdir, 'config_history.jsonl')) as f:
+    (record,) = [json.loads(line) for line in f]
+  assert record['changes']['num_steps'] == {'old': 10, 'new': 12}
+  assert record['forced'] == []
+  assert run_record.check(workdir, c) == (False, {})
+
+
+def test_cli_allow_config_change_continues_and_records(pretrained, data_dir,
+                                                       tmp_path):
+  import subprocess
+  import sys
+  workdir = _copy(pretrained, tmp_path / 'w')
+  cmd = [sys.executable, '-m', 'skel_jax.main',
+         '--config=configs/pretrain_synthetic.py:smoke',
+         f'--workdir={workdir}', f'--config.data.dir={data_dir}',
+         '--config.num_steps=10', '--config.log_every=5',
+         '--config.checkpoint.save_interval_steps=5',
+         '--config.optimizer.lr=0.05']
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert 'optimizer.lr: 0.1 (recorded) -> 0.05 (now)' in proc.stderr, (
+      proc.stderr[-3000:])
+  assert 'Traceback' not in proc.stderr
+  assert not os.path.exists(os.path.join(workdir, 'config_history.jsonl'))
+  proc = subprocess.run(cmd + ['--allow_config_change'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(workdir, 'config_history.jsonl')) as f:
+    (record,) = [json.loads(line) for line in f]
+  assert record['forced'] == ['optimizer.lr']
+  assert record['changes']['optimizer.lr'] == {'old': 0.1, 'new': 0.05}
+  # The same config now matches the workdir's (changed) one.
+  from skel_jax import run_record
+  c = _smoke_pretrain(data_dir)
+  c.optimizer.lr = 0.05
+  assert run_record.check(workdir, c) == (False, {})
+
+
+def test_workdir_without_checkpoint_starts_fresh_with_any_config(
+    data_dir, tmp_path):
+  from skel_jax import run_record
+  c = _smoke_pretrain(data_dir)
+  train_utils.write_run_record(str(tmp_path), c)  # a start that failed
+  c.pretrain.snippet_weight = 0.0
+  assert run_record.check(str(tmp_path), c) == (True, {})
+
+
+# ------------------------------------- 2. finetuning from a damaged workdir ---
+def test_finetune_source_falls_back_to_readable_step(pretrained, tmp_path,
+                                                     capsys):
+  from skel_jax import finetune
+  workdir = _copy(pretrained, tmp_path / 'w')
+  corrupt(os.path.join(workdir, 'checkpoints', '10'))
+  before = _snapshot(workdir)
+  capsys.readouterr()
+  bb_params, _ = finetune.load_pretrained_backbone(workdir)
+  err = capsys.readouterr().err
+  assert 'checkpoint step 10 in' in err and 'trying step 5' in err, err
+  assert err.count('unreadable') == 1  # step 5 restored
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(bb_params))
+  assert _snapshot(workdir) == before  # a source workdir is only read
