@@ -3,9 +3,9 @@ r"""Every localization protocol on one pretrained backbone, as one table.
   .venv/bin/python scripts/protocol_sweep.py \
       --pretrain_workdir=runs/demo/pretrain_snippet_moco --out=runs/protocols
 
-Runs configs/finetune_synthetic.py under finetune / linear / knn at several
-label fractions, plus the upsampling baseline head, and writes
-``OUT/protocols.json`` and ``OUT/protocols.md``.
+Runs configs/finetune_synthetic.py under every protocol (finetune, linear,
+linear_fusion, knn) at several label fractions, plus the upsampling baseline
+head, and writes ``OUT/protocols.json`` and ``OUT/protocols.md``.
 """
 import importlib.util
 import json
@@ -14,6 +14,7 @@ import os
 from absl import app
 from absl import flags
 
+from skel_jax import finetune
 from skel_jax import main as main_lib
 
 _PRE = flags.DEFINE_string('pretrain_workdir', None, 'Pretraining workdir.')
@@ -35,7 +36,7 @@ def main(argv):
   del argv
   main_lib.enable_compilation_cache()
   runs = [(p, float(f), 'ufusion') for f in _FRACTIONS.value
-          for p in ('finetune', 'linear', 'knn')]
+          for p in finetune.PROTOCOLS]
   runs.append(('finetune', 0.2, 'upsample'))
   rows = []
   for protocol, fraction, head in runs:

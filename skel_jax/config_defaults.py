@@ -163,8 +163,9 @@ def eval_config():
 
 def finetune_config():
   c = run_config('finetune', seed=5)
-  c.protocol = 'finetune'    # 'finetune' | 'linear' | 'knn'
-  c.linear_train_fusion = True  # linear probe: also train the U-fusion module
+  # 'finetune' | 'linear' (classifier only, as released) | 'linear_fusion'
+  # (fusion module + classifier) | 'knn'; see skel_jax.finetune.
+  c.protocol = 'finetune'
   c.init = 'pretrained'      # 'pretrained' | 'random'
   c.pretrain_workdir = ''
   c.label_fraction = 1.0

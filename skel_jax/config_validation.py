@@ -176,11 +176,11 @@ def _check_pretrain(c, prefix, devices):
 
 
 def _check_finetune(c, prefix, devices):
-  from skel_jax import metrics
+  from skel_jax import finetune, metrics  # pylint: disable=g-import-not-at-top
   _check_run(c, prefix, devices)
   _check_data(c.data, prefix)
   _check_model(c.model, prefix)
-  _one_of(f'{prefix}protocol', c.protocol, ('finetune', 'linear', 'knn'))
+  _one_of(f'{prefix}protocol', c.protocol, finetune.PROTOCOLS)
   _positive(f'{prefix}knn.k', c.knn.k)
   _positive(f'{prefix}knn.chunk', c.knn.chunk)
   _one_of(f'{prefix}init', c.init, ('pretrained', 'random'))

@@ -60,8 +60,7 @@ def restore_workdir(workdir):
         checkpoint.abstract_like(abstract, sharding), workdir)
     params, stats = state['params'], state['batch_stats']
   elif config.stage == 'finetune':
-    tx = finetune.linear_optimizer(
-        train_utils.make_optimizer(config.optimizer, lambda s: 0.0), config)
+    tx = train_utils.make_optimizer(config.optimizer, lambda s: 0.0)
     abstract = jax.eval_shape(lambda: finetune.initial_state(
         config, tx, config.model.num_classes, restore_backbone=False)[1])
     step, state, _ = ckpt.restore_readable(

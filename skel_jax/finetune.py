@@ -1,9 +1,16 @@
 """Stage 2: frame-level localization (full finetune or linear probe) + evaluation.
 
 Only backbone weights (and their BN statistics) come from a pretraining run;
-heads start from scratch. Under the linear protocol the backbone is frozen
-and runs with BatchNorm in inference mode; the per-frame head (U-shaped fusion
-module + classifier) is trained.
+heads start from scratch. Protocols (``PROTOCOLS``):
+  finetune      : everything trains;
+  linear        : the released probe: only the per-frame classifier (``fc_loc``)
+                  trains; backbone and U-fusion module are frozen, their
+                  BatchNorms in inference mode;
+  linear_fusion : frozen backbone (inference mode), trainable fusion module
+                  and classifier;
+  knn           : nothing trains (``skel_jax.knn``).
+Frozen parameters are not in the trainable tree: they get no gradients and no
+optimizer state.
 """
 import functools
 import json
@@ -24,7 +31,7 @@ from skel_jax import postprocess
 from skel_jax import train_utils
 from skel_jax.models import Localizer
 
-PROTOCOLS = ('finetune', 'linear', 'knn')
+PROTOCOLS = ('finetune', 'linear', 'linear_fusion', 'knn')
 
 
 # ---------------------------------------------------------------------------
@@ -71,42 +78,38 @@ def initial_state(config, tx, num_classes, restore_backbone=True):
   return graphdef, state
 
 
+def _trainable_prefix(protocol):
+  """Path prefix of the trained parameters ((): all). The KNN probe trains
+  nothing but keeps the linear probe's state layout."""
+  return {'finetune': (), 'linear_fusion': ('head',)}.get(
+      protocol, ('head', 'classifier'))
+
+
 def split_trainable(params, protocol):
-  """(trainable, frozen): the whole model, or the head only (linear probe;
-  the KNN probe trains nothing but keeps the same state layout)."""
-  if protocol == 'finetune':
+  """(trainable, frozen) States with full paths; frozen is None when all train."""
+  prefix = _trainable_prefix(protocol)
+  if not prefix:
     return params, None
-  return params['head'], params['backbone']
+  return nnx.split_state(
+      params, lambda path, _: tuple(path[:len(prefix)]) == prefix, ...)
 
 
 def join_params(trainable, frozen, protocol):
-  if protocol == 'finetune':
-    return trainable
-  return nnx.State({'backbone': frozen, 'head': trainable})
+  del protocol  # the split is recorded in the two trees' paths
+  return trainable if frozen is None else nnx.merge_state(frozen, trainable)
 
 
 # ---------------------------------------------------------------------------
 # Update and inference steps.
 # ---------------------------------------------------------------------------
-def forward(model, x, train, protocol, dropout_key=None, train_fusion=True):
-  if protocol == 'linear':
-    taps = [jax.lax.stop_gradient(t) for t in model.taps_of(x, train=False)]
-    # A frozen fusion module also keeps its BatchNorm in inference mode.
-    return model.head(taps, train and train_fusion, length=x.shape[2])
-  return model(x, train=train, dropout_key=dropout_key)
-
-
-def linear_optimizer(tx, config):
-  """Linear probe with a frozen U-module: only the classifier gets updates."""
-  if config.protocol != 'linear' or config.linear_train_fusion:
-    return tx
-
-  def labels(trainable):
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: ('train' if 'classifier' in jax.tree_util.keystr(path)
-                         else 'freeze'), trainable)
-  return optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()},
-                               labels)
+def forward(model, x, train, protocol, dropout_key=None):
+  if protocol == 'finetune':
+    return model(x, train=train, dropout_key=dropout_key)
+  # Probes: the frozen backbone runs with its BN in inference mode.
+  taps = [jax.lax.stop_gradient(t) for t in model.taps_of(x, train=False)]
+  # Under `linear` the frozen fusion module's BN is in inference mode too.
+  return model.head(taps, train and protocol == 'linear_fusion',
+                    length=x.shape[2])
 
 
 def frame_cross_entropy(logits, labels):
@@ -117,14 +120,12 @@ def frame_cross_entropy(logits, labels):
   return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
 
 
-def train_step(state, batch, *, graphdef, tx, protocol, schedule,
-               train_fusion=True):
+def train_step(state, batch, *, graphdef, tx, protocol, schedule):
   def loss_fn(trainable, batch_stats):
     params = join_params(trainable, state['frozen'], protocol)
     model = nnx.merge(graphdef, params, batch_stats, copy=True)
     logits = forward(model, batch['x'], True, protocol,
-                     jax.random.fold_in(state['rng'], state['step']),
-                     train_fusion)
+                     jax.random.fold_in(state['rng'], state['step']))
     loss = frame_cross_entropy(logits, batch['labels'])
     mask = batch['labels'] >= 0
     acc = jnp.sum((jnp.argmax(logits, -1) == batch['labels']) * mask) / (
@@ -217,8 +218,7 @@ def train_and_evaluate(config, workdir):
   schedule = train_utils.warmup_step_schedule(
       config.optimizer.lr, int(config.warmup_epochs * steps_per_epoch),
       [int(e * steps_per_epoch) for e in config.lr_decay_epochs])
-  tx = linear_optimizer(train_utils.make_optimizer(config.optimizer, schedule),
-                        config)
+  tx = train_utils.make_optimizer(config.optimizer, schedule)
 
   config.model.num_classes = num_classes  # recorded for exports
   graphdef, state = initial_state(config, tx, num_classes)
@@ -236,8 +236,7 @@ def train_and_evaluate(config, workdir):
   else:
     step_fn = jax.jit(
         functools.partial(train_step, graphdef=graphdef, tx=tx,
-                          protocol=config.protocol, schedule=schedule,
-                          train_fusion=config.linear_train_fusion),
+                          protocol=config.protocol, schedule=schedule),
         in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
     state = loop.run(
         step_fn=step_fn, state=state, ds=ds, data_sharding=dsh, ckpt=ckpt,
@@ -271,7 +270,7 @@ def knn_predictor(config, graphdef, state, labeled, num_classes, rep, dsh):
 
   @jax.jit
   def features(state, x):
-    params = join_params(state['trainable'], state['frozen'], 'linear')
+    params = join_params(state['trainable'], state['frozen'], 'knn')
     return knn.frame_features(nnx.merge(graphdef, params, state['batch_stats']),
                               x)
 

@@ -58,6 +58,7 @@ def test_pretrain_writes_metrics_and_checkpoint(pretrained):
 
 
 @pytest.mark.parametrize('protocol,head', [('linear', 'ufusion'),
+                                           ('linear_fusion', 'ufusion'),
                                            ('finetune', 'ufusion'),
                                            ('knn', 'ufusion'),
                                            ('finetune', 'upsample')])
@@ -142,28 +143,28 @@ def test_demo_bases_variant_builds_each_method_config():
     assert (c.pretrain.mining_epoch >= 0) == (base != 'skeletonclr')
 
 
-def test_linear_probe_with_frozen_fusion_trains_only_the_classifier(
-    pretrained, data_dir, tmp_path):
+def test_linear_probe_trains_only_the_classifier(pretrained, data_dir, tmp_path):
+  """The released probe: backbone and fusion module frozen (BN statistics
+  included), only the per-frame classifier moves."""
   _, pre_dir = pretrained
   config = _load('configs/finetune_synthetic.py')
   config.data.dir = data_dir
   config.pretrain_workdir = pre_dir
   config.protocol = 'linear'
-  config.linear_train_fusion = False
   config.num_steps = 2
-  tx = finetune.linear_optimizer(
-      finetune.train_utils.make_optimizer(config.optimizer, 1e-2), config)
+  tx = finetune.train_utils.make_optimizer(config.optimizer, 1e-2)
   _, before = finetune.initial_state(config, tx, num_classes=10)
   before = jax.device_get(before)
   main_lib.run(config, str(tmp_path))
   from skel_jax import export
   _, _, params, stats = export.restore_workdir(str(tmp_path))
-  head0 = nnx.to_pure_dict(before['trainable'])
-  head1 = nnx.to_pure_dict(params['head'])
-  assert not np.allclose(head0['classifier']['kernel'],
-                         head1['classifier']['kernel'])
-  np.testing.assert_array_equal(head0['fuse']['kernel'], head1['fuse']['kernel'])
-  np.testing.assert_array_equal(nnx.to_pure_dict(before['batch_stats'])['head']
-                                ['cu01']['bn']['mean'],
-                                nnx.to_pure_dict(stats['head'])['cu01']['bn']
-                                ['mean'])
+  params0 = nnx.to_pure_dict(finetune.join_params(
+      before['trainable'], before['frozen'], 'linear'))
+  params1 = nnx.to_pure_dict(params)
+  assert not np.allclose(params0['head']['classifier']['kernel'],
+                         params1['head']['classifier']['kernel'])
+  del params0['head']['classifier'], params1['head']['classifier']
+  jax.tree.map(np.testing.assert_array_equal, params0, params1)
+  jax.tree.map(np.testing.assert_array_equal,
+               nnx.to_pure_dict(before['batch_stats']),
+               nnx.to_pure_dict(stats))

@@ -16,7 +16,7 @@ from flax import nnx
 
 from skel_jax import graph
 from skel_jax.config_defaults import model_config
-from skel_jax.models import agcn, heads
+from skel_jax.models import agcn, heads, layers
 from skel_jax.models import AGCN, Localizer, MoCoEncoder, UFusionHead, UpsampleHead
 
 PAPER_CHANNELS = [64, 64, 64, 64, 128, 128, 128, 256, 256, 256]
@@ -221,6 +221,125 @@ def test_init_scheme():
   np.testing.assert_array_equal(unit.tcn.conv.bias, 0.0)
 
 
+# -------------------------------------------------------- BatchNorm ----
+
+
+def _torch_bn_train(x, weight, bias, running_mean, running_var, momentum=0.1,
+                    eps=1e-5):
+  """PyTorch BatchNorm1d/2d in training mode, from the torch.nn docs, on a
+  channels-first (N, C, *) float64 array: normalise with the biased batch
+  variance; running_mean/var <- (1 - momentum) * running + momentum * batch
+  statistic, the variance being the unbiased one (ddof=1).
+  Returns (y, running_mean, running_var)."""
+  axes = (0,) + tuple(range(2, x.ndim))
+  shape = (1, -1) + (1,) * (x.ndim - 2)
+  mean = x.mean(axis=axes)
+  y = ((x - mean.reshape(shape)) / np.sqrt(x.var(axis=axes).reshape(shape)
+                                           + eps)
+       * weight.reshape(shape) + bias.reshape(shape))
+  return (y, (1 - momentum) * running_mean + momentum * mean,
+          (1 - momentum) * running_var + momentum * x.var(axis=axes, ddof=1))
+
+
+def _bn_case(shape, seed):
+  """A BN with non-trivial params and running stats, input x (channels-last)."""
+  c = shape[-1]
+  rng = np.random.default_rng(seed)
+  bn = layers.batch_norm(c, nnx.Rngs(0))
+  bn.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, c), jnp.float32)
+  bn.bias[...] = jnp.asarray(rng.normal(0, 0.5, c), jnp.float32)
+  bn.mean[...] = jnp.asarray(rng.normal(0, 1, c), jnp.float32)
+  bn.var[...] = jnp.asarray(rng.uniform(0.5, 2, c), jnp.float32)
+  x = (rng.normal(size=shape) * rng.uniform(0.5, 3, c)
+       + rng.normal(0, 2, c)).astype(np.float32)
+  return bn, x
+
+
+def _channels_first(x):
+  return np.moveaxis(x, -1, 1).astype(np.float64)
+
+
+def _bn_train_jit(bn, x):
+  """One jitted train-mode call: (y, mean, var) and the module updated."""
+  graphdef, state = nnx.split(bn)
+
+  @jax.jit
+  def step(state, x):
+    mod = nnx.merge(graphdef, state)
+    return mod(x, use_running_average=False), nnx.state(mod)
+  y, state = step(state, x)
+  nnx.update(bn, state)
+  return y
+
+
+def _check_bn(bn, x, y, ref_stats, rtol=1e-5, atol=1e-5):
+  want_y, want_mean, want_var = ref_stats
+  assert bn.mean.dtype == bn.var.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(bn.mean), want_mean, rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(np.asarray(bn.var), want_var, rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(
+      np.moveaxis(np.asarray(y, np.float32), -1, 1), want_y, rtol=rtol,
+      atol=atol)
+
+
+# (N, T, C): BatchNorm1d over (N, T); (N, T, V, C): BatchNorm2d over (N, T, V).
+# Few elements per channel so that n / (n - 1) is far from 1.
+@pytest.mark.parametrize('shape', [(2, 3, 5), (3, 4, 5), (2, 3, 4, 6)])
+def test_batch_norm_train_update_matches_torch(shape):
+  bn, x = _bn_case(shape, seed=len(shape))
+  params = [np.asarray(getattr(bn, k), np.float64)
+            for k in ('scale', 'bias', 'mean', 'var')]
+  # Two steps: the second starts from the first's running statistics.
+  x2 = (x[::-1] * 0.5 + 1.0).copy()
+  for step_x in (x, x2):
+    ref = _torch_bn_train(_channels_first(step_x), *params)
+    y = bn(jnp.asarray(step_x), use_running_average=False)
+    _check_bn(bn, step_x, y, ref)
+    params[2:] = ref[1:]
+  # Eval mode normalises with the running statistics.
+  scale, bias, mean, var = (p.reshape((1, -1) + (1,) * (x.ndim - 2))
+                            for p in params)
+  want = (_channels_first(x) - mean) / np.sqrt(var + 1e-5) * scale + bias
+  got = bn(jnp.asarray(x), use_running_average=True)
+  np.testing.assert_allclose(np.moveaxis(np.asarray(got), -1, 1), want,
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('shape', [(8, 3, 5), (16, 2, 4, 6)])
+def test_batch_norm_global_statistics_under_sharded_jit(shape):
+  """SyncBN: with the batch sharded over 8 devices the statistics (and n)
+  cover the global batch, as one PyTorch BatchNorm on the whole batch."""
+  bn, x = _bn_case(shape, seed=7)
+  params = [np.asarray(getattr(bn, k), np.float64)
+            for k in ('scale', 'bias', 'mean', 'var')]
+  ref = _torch_bn_train(_channels_first(x), *params)
+  mesh = jax.make_mesh((8,), ('data',))
+  xs = jax.device_put(x, jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec('data')))
+  y = _bn_train_jit(bn, xs)
+  _check_bn(bn, x, y, ref)
+
+
+def test_batch_norm_bf16_compute_keeps_float32_statistics():
+  """bf16 input and params (pretrain compute_dtype=bfloat16): statistics are
+  float32 and equal PyTorch's on the bf16 values."""
+  bn, x = _bn_case((4, 6, 3, 8), seed=11)
+  xb = jnp.asarray(x, jnp.bfloat16)
+  graphdef, params, stats = nnx.split(bn, nnx.Param, nnx.BatchStat)
+  ref = _torch_bn_train(
+      _channels_first(np.asarray(xb, np.float32)),
+      *[np.asarray(jnp.asarray(p, jnp.bfloat16), np.float64)
+        for p in (bn.scale[...], bn.bias[...])],
+      np.asarray(bn.mean, np.float64), np.asarray(bn.var, np.float64))
+  bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+  mod = nnx.merge(graphdef, bf16, stats)
+  y = _bn_train_jit(mod, xb)
+  assert np.isfinite(np.asarray(y, np.float32)).all()
+  _check_bn(mod, x, y, ref, rtol=2e-2, atol=2e-2)
+
+
 # ------------------------------------------------------------ heads ----
 
 
@@ -302,24 +421,66 @@ def test_adaptive_pool_matrix_matches_torch_bins(length, bins):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def _torch_nearest_index(src, dst):
+  """ATen's ``nearest_idx`` (UpSample.h) for a size-given interpolate, one
+  output index at a time in float32 scalars: identity for equal sizes, i >> 1
+  for exact 2x, else min((int64) floorf(i * scale), src - 1) with
+  scale = (float) src / dst."""
+  if src == dst:
+    return list(range(dst))
+  if dst == 2 * src:
+    return [i >> 1 for i in range(dst)]
+  scale = np.float32(src) / np.float32(dst)
+  return [min(int(math.floor(np.float32(i) * scale)), src - 1)
+          for i in range(dst)]
+
+
 def _check_nearest(src, dst):
   x = np.arange(2 * src * 3, dtype=np.float32).reshape(2, src, 3)
-  idx = (np.arange(dst) * src) // dst  # exact floor(i * L_src / L_dst)
+  idx = _torch_nearest_index(src, dst)
   np.testing.assert_array_equal(heads.upsample_nearest(jnp.asarray(x), dst),
                                 x[:, idx])
 
 
+# (50, 198): the unit-7 tap at T = 198; (24, 94), (28, 110): other model
+# lengths; the rest small and hand-checkable.
 @pytest.mark.parametrize('src,dst', [(4, 16), (8, 30), (4, 8), (15, 30),
-                                     (3, 10), (7, 7), (5, 3), (40, 320)])
-def test_upsample_nearest_index_rule(src, dst):
+                                     (3, 10), (7, 7), (5, 3), (40, 320),
+                                     (24, 94), (28, 110), (50, 198),
+                                     (25, 50), (99, 198)])
+def test_upsample_nearest_matches_torch_float32_rule(src, dst):
   _check_nearest(src, dst)
 
 
-# Lengths where float floor(i * (src / dst)) used to round below the exact
-# integer (T=94 -> unit-7 tap of 24 frames).
-@pytest.mark.parametrize('src,dst', [(24, 94), (28, 110)])
-def test_upsample_nearest_exact_for_model_lengths(src, dst):
-  _check_nearest(src, dst)
+def test_upsample_nearest_hand_checked_indices():
+  # floor(i * 0.3): 0 0 0 0 1.2 1.5 1.8 2.1 2.4 2.7.
+  assert _torch_nearest_index(3, 10) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+  # Downsampling: floor(i * 5/3) = 0, 1, 3.
+  assert _torch_nearest_index(5, 3) == [0, 1, 3]
+  for src, dst, want in ((3, 10, [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]),
+                         (5, 3, [0, 1, 3])):
+    np.testing.assert_array_equal(heads._nearest_index(src, dst), want)  # pylint: disable=protected-access
+
+
+def test_upsample_nearest_t198_reads_torch_index():
+  """Issue 10 item 5a: at T = 198 frame 99 of the unit-7 upsample reads step
+  24 in PyTorch (float32 99 * (50 / 198) = 24.999998), not the exact 25."""
+  t = 198
+  # Unit-7 length: AGCN's stride-2 units 2 and 5 ceil-halve T: 198, 99, 50.
+  src = _ceil_half(_ceil_half(t))
+  assert src == 50
+  model = _abstract(lambda: AGCN(width=0.125, rngs=nnx.Rngs(0)))
+  outs = nnx.eval_shape(lambda mod, x: mod(x, False), model,
+                        jax.ShapeDtypeStruct((1, t, 25, 3), jnp.float32))
+  assert outs[6].shape[1] == src
+  assert 99 * src // t == 25  # the exact rule we used before
+  idx = heads._nearest_index(src, t)  # pylint: disable=protected-access
+  assert idx[99] == 24
+  assert idx[98] == 24 and idx[100] == 25  # 24.747473, 25.252523
+  x = np.arange(src, dtype=np.float32).reshape(1, src, 1)
+  np.testing.assert_array_equal(
+      np.asarray(heads.upsample_nearest(jnp.asarray(x), t))[0, 99:101, 0],
+      [24.0, 25.0])
 
 
 def test_l2_normalize():

@@ -40,9 +40,14 @@ def adaptive_avg_pool(x, bins):
 
 @functools.lru_cache(maxsize=None)
 def _nearest_index(src_len, dst_len):
-  # Integer arithmetic: float floor(i * (src / dst)) can land just below an
-  # exact integer (e.g. 47 * 24 / 94).
-  return ((np.arange(dst_len) * src_len) // dst_len).astype(np.int32)
+  # PyTorch's float32 rule: scale = float32(src) / float32(dst), source index
+  # min(floor(float32(i) * scale), src - 1). It can land one below the exact
+  # floor(i * src / dst) (T = 198: frame 99 reads step 24 of the 50-step
+  # unit-7 tap, not 25). We used the exact integer rule before; the release's
+  # rule is followed so that weights ported from it give the same outputs.
+  scale = np.float32(src_len) / np.float32(dst_len)
+  pos = np.arange(dst_len, dtype=np.float32) * scale
+  return np.minimum(np.floor(pos), src_len - 1).astype(np.int32)
 
 
 def upsample_nearest(x, length):
