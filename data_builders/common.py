@@ -101,3 +101,91 @@ def convert_parallel(fn, items, *, strict, report, num_workers=None,
     report.seconds = time.time() - t0
     if pool is not None:
       pool.shutdown(cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------
+# Split checks every build gets (installed by ``skel_jax.build_data.build``).
+# ---------------------------------------------------------------------------
+class EmptySplitError(ValueError):
+  """A split with no valid example (TFDS would only say "No examples")."""
+
+
+class DuplicateSequenceError(ValueError):
+  """The same sequence id in two splits (train/test leakage)."""
+
+
+def _sequence_id(key, example):
+  for name in ('sequence_id', 'sample_name'):
+    if name in example:
+      sid = example[name]
+      return sid.decode() if isinstance(sid, bytes) else str(sid)
+  return str(key)
+
+
+def _num_frames(example):
+  if 'num_frames' in example:
+    return int(example['num_frames'])
+  for name in ('labels', 'skeleton'):
+    if name in example:
+      return len(example[name])
+  return None
+
+
+class SplitTracker:
+  """Wraps a builder's split generators, in order.
+
+  Records per-split statistics in the dataset's metadata
+  (``split_stats[split] = {num_examples, max_frames, longest}``, which
+  training checks ``data.pad_length`` against), and raises for an empty
+  split (with the skip reasons) and for a sequence id in two splits.
+  """
+
+  def __init__(self, builder):
+    self.builder = builder
+    self.name = f'{builder.name}/{builder.builder_config.name}'
+    self.final_dir = os.fspath(builder.data_dir)
+    self.split_of = {}
+
+  def wrap(self, split, examples):
+    count, longest, longest_id = 0, -1, None
+    for key, example in examples:
+      sid = _sequence_id(key, example)
+      other = self.split_of.setdefault(sid, split)
+      if other != split:
+        raise DuplicateSequenceError(
+            f'{self.name}: sequence {sid!r} is in both the {other!r} and the '
+            f'{split!r} split; a sequence may be in one split only (check the '
+            'split definition of the raw files)')
+      frames = _num_frames(example)
+      if frames is not None and frames > longest:
+        longest, longest_id = frames, sid
+      count += 1
+      yield key, example
+    if not count:
+      raise EmptySplitError(self._empty_message(split))
+    metadata = self.builder.info.metadata
+    if metadata is not None:
+      stats = dict(metadata.get('split_stats') or {})
+      stats[split] = {'num_examples': count, 'max_frames': longest,
+                      'longest': longest_id}
+      metadata['split_stats'] = stats
+
+  def _empty_message(self, split):
+    msg = f'{self.name}: split {split!r} has no valid example'
+    path = os.path.join(os.fspath(self.builder.data_path),
+                        f'skipped_{split}.json')
+    if not os.path.exists(path):
+      return msg + ' (no skip report was written)'
+    with open(path) as f:
+      report = json.load(f)
+    skipped = report.get('skipped', [])
+    # The build folder is removed on failure: keep the report beside it.
+    os.makedirs(os.path.dirname(self.final_dir), exist_ok=True)
+    kept = os.path.join(os.path.dirname(self.final_dir),
+                        f'skipped_{split}.json')
+    with open(kept, 'w') as f:
+      json.dump(report, f, indent=2)
+    reasons = '; '.join(f'{s["sample"]}: {s["reason"]}' for s in skipped[:5])
+    more = f' (and {len(skipped) - 5} more)' if len(skipped) > 5 else ''
+    return (f'{msg}: all {len(skipped)} samples were skipped: {reasons}'
+            f'{more}. Full report: {kept}')
