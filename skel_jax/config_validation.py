@@ -237,6 +237,8 @@ def validate(config, workdir=None, check_sources=True):
       if not config.pretrain_workdir:
         _fail('pretrain_workdir', config.pretrain_workdir,
               'init=pretrained needs a pretraining workdir or an export dir')
-      if check_sources and not _pretrain_source_ok(config.pretrain_workdir):
-        _fail('pretrain_workdir', config.pretrain_workdir,
-              'no checkpoints/ or model.json there')
+      if check_sources:  # readable and of this architecture (small files)
+        from skel_jax import export  # pylint: disable=g-import-not-at-top
+        problem = export.source_problem(config.pretrain_workdir, config.model)
+        if problem:
+          _fail('pretrain_workdir', config.pretrain_workdir, problem)

@@ -40,6 +40,45 @@ def _read_config(workdir):
   return ml_collections.ConfigDict(config)
 
 
+def source_problem(path, model_cfg):
+  """Why ``path`` (a workdir or an export) cannot give ``model_cfg`` its
+  backbone, in one line; None when it can. Reads only small files (configs,
+  descriptions, the checkpoint listing), so config validation can call it.
+  """
+  from skel_jax import run_record  # pylint: disable=g-import-not-at-top
+  try:
+    if os.path.exists(os.path.join(path, 'model.json')):
+      kind, source = 'export', read_description(path).get('model', {})
+      if not os.path.isdir(os.path.join(path, 'checkpoint')):
+        return 'an export without its checkpoint/ folder'
+    elif os.path.isdir(os.path.join(path, 'checkpoints')):
+      kind, config = 'checkpoint', run_record.effective_config(path)
+      if config is None:
+        return 'checkpoints/ but no config.json: not a skel_jax workdir'
+      if config.get('stage') not in ('pretrain', 'finetune'):
+        return f'stage {config.get("stage")!r} workdir has no backbone'
+      source = config.get('model', {})
+      if not any(d.isdigit() for d in os.listdir(os.path.join(path,
+                                                              'checkpoints'))):
+        return ('no checkpoint in its checkpoints/ yet (did its run save '
+                'one?)')
+    else:
+      return ('no checkpoints/ or model.json there (expected a pretraining '
+              'workdir or a skel_jax.export folder)')
+  except (OSError, ValueError) as e:  # unreadable JSON or listing
+    return f'unreadable ({type(e).__name__}: {e})'
+  have, want = source.get('backbone', {}), model_cfg.backbone.to_dict()
+  differ = [k for k in ('name', 'width') if have.get(k) != want.get(k)]
+  differ += [k for k in sorted(set(have) & set(want) - {'name', 'width'})
+             if have[k] != want[k]]
+  if differ:
+    return '; '.join(f'backbone {k} {have.get(k)} in the {kind}, '
+                     f'{want.get(k)} in the config' for k in differ) + (
+                         ' (set --config.model.backbone.'
+                         f'{differ[0]}={have.get(differ[0])} to use it)')
+  return None
+
+
 def restore_workdir(workdir):
   """(config, step, params, batch_stats) of a pretraining or finetuning workdir."""
   from skel_jax import finetune, pretrain  # pylint: disable=g-import-not-at-top
@@ -122,8 +161,14 @@ def load_variables(path):
   """(description, params, batch_stats) as nested dicts of arrays."""
   desc = read_description(path)
   ckptr = ocp.StandardCheckpointer()
-  tree = _int_keys(ckptr.restore(
-      os.path.abspath(os.path.join(path, 'checkpoint'))))
+  try:
+    tree = _int_keys(ckptr.restore(
+        os.path.abspath(os.path.join(path, 'checkpoint'))))
+  except Exception as e:  # pylint: disable=broad-except
+    # One line instead of a tensorstore dump.
+    raise checkpoint.NoReadableCheckpointError(
+        f'export {path} is unreadable ({checkpoint._short(e)}); export it '  # pylint: disable=protected-access
+        'again') from e
   return desc, tree['params'], tree['batch_stats']
 
 

@@ -208,6 +208,7 @@ def train_and_evaluate(config, workdir):
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
 
   info = input_pipeline.ensure_built(config.data)
+  input_pipeline.check_localization_data(config, info)  # before compiling
   names = list(info.metadata['class_names'])
   num_classes = len(names) - 1  # background is the last name
   ds, labeled = input_pipeline.finetune_dataset(

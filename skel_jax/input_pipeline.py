@@ -25,17 +25,105 @@ def builder_for(data_cfg):
                                  data_dir=data_cfg.dir)
 
 
+def build_command(data_cfg, manual=True):
+  """The build_data command line that creates this dataset."""
+  cmd = (f'python -m skel_jax.build_data --dataset={data_cfg.name}/'
+         f'{data_cfg.config} --data_dir={data_cfg.dir}')
+  if manual:
+    cmd += ' --manual_dir=<folder with the raw downloaded files>'
+  if data_cfg.name == 'babel':
+    cmd += ' --builder_option=smplh_model=<SMPL-H model .pkl>'
+  return cmd
+
+
 def ensure_built(data_cfg):
-  """Builds the dataset once (cached under ``data.dir``); returns its info."""
+  """Builds the dataset once (cached under ``data.dir``); returns its info.
+
+  Datasets converted from raw downloads cannot be built here (their files
+  are the user's): a missing one is a ``ConfigError`` giving the command.
+  """
+  from skel_jax import config_validation  # pylint: disable=g-import-not-at-top
   builder = builder_for(data_cfg)
   if not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json')):
-    if not data_cfg.get('build_if_missing', True):
-      raise FileNotFoundError(
-          f'Dataset {data_cfg.name}/{data_cfg.config} not found under '
-          f'{data_cfg.dir}; build it with python -m skel_jax.build_data')
+    manual = bool(builder.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    if manual or not data_cfg.get('build_if_missing', True):
+      raise config_validation.ConfigError(
+          f'config.data.dir={data_cfg.dir!r}: dataset {data_cfg.name}/'
+          f'{data_cfg.config} not found ({builder.data_dir}); build it first: '
+          + build_command(data_cfg, manual) +
+          (f' (see data_builders/{data_cfg.name}/README.md)' if manual
+           else ''))
     from skel_jax import build_data
     build_data.build(builder)
   return builder.info
+
+
+def _fail(key, value, expected):
+  from skel_jax import config_validation  # pylint: disable=g-import-not-at-top
+  raise config_validation.ConfigError(f'config.{key}={value!r}: {expected}')
+
+
+def split_stats(data_cfg, info, split, indices=None):
+  """{num_examples, max_frames, longest} of a split (or of its ``indices``):
+  from the metadata recorded at build time, else by reading every example's
+  length once (datasets built before that record existed)."""
+  recorded = (info.metadata or {}).get('split_stats', {}).get(split)
+  if recorded is not None and indices is None:
+    return recorded
+  source = open_split(data_cfg, split)
+  order = range(len(source)) if indices is None else indices
+  longest, longest_id = -1, None
+  for i in order:
+    ex = source[int(i)]
+    t = int(ex['num_frames']) if 'num_frames' in ex else len(ex['labels'])
+    if t > longest:
+      sid = ex.get('sequence_id', str(i))
+      longest, longest_id = t, sid.decode() if isinstance(sid, bytes) else sid
+  return {'num_examples': len(order), 'max_frames': longest,
+          'longest': longest_id}
+
+
+def check_localization_data(config, info):
+  """Everything about the data that would fail a localization run later,
+  checked before anything compiles: the splits exist and hold labelled
+  sequences, and no sequence that is padded whole exceeds data.pad_length."""
+  data = config.data
+  splits = dict(info.splits)
+  for key in ('train_split', 'eval_split'):
+    split = data[key]
+    if split not in splits:
+      _fail(f'data.{key}', split,
+            f'{data.name}/{data.config} has the splits {sorted(splits)}')
+    if not splits[split].num_examples:
+      _fail(f'data.{key}', split, 'this split holds no sequence')
+  if 'labels' not in info.features.keys():
+    _fail('data.name', data.name, f'{data.name}/{data.config} has no '
+          'per-frame labels to localize')
+  n_train = splits[data.train_split].num_examples
+  labeled = labeled_subset(n_train, config.label_fraction, config.seed)
+  if not len(labeled):
+    _fail('label_fraction', config.label_fraction,
+          f'leaves no labelled sequence of the {n_train} in '
+          f'{data.train_split!r}')
+  pad = data.pad_length
+  # Eval sequences are always padded whole; training ones unless cropped to
+  # data.train_window (the KNN bank embeds whole labelled sequences).
+  whole = [(data.eval_split, None)]
+  if not data.train_window or config.get('protocol') == 'knn':
+    whole.append((data.train_split, labeled))
+  for split, indices in whole:
+    stats = split_stats(data, info, split)
+    if stats['max_frames'] > pad and indices is not None and (
+        len(indices) < stats['num_examples']):
+      stats = split_stats(data, info, split, indices)  # the labelled ones
+    if stats['max_frames'] > pad:
+      crop = (' or train on crops with --config.data.train_window'
+              if split == data.train_split else '')
+      _fail('data.pad_length', pad,
+            f'split {split!r} has a {stats["max_frames"]}-frame sequence '
+            f'({stats["longest"]}); set --config.data.pad_length='
+            f'{stats["max_frames"]} or more{crop}')
+  return labeled
 
 
 def open_split(data_cfg, split):

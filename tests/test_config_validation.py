@@ -22,10 +22,21 @@ def _pretrain():
   return c
 
 
+def _fake_pretrain_workdir(path, width=1.0, steps=(1,)):
+  """config.json and step folders: what validation reads of a workdir."""
+  c = config_defaults.pretrain_config()
+  c.model.backbone.width = width
+  os.makedirs(os.path.join(path, 'checkpoints'), exist_ok=True)
+  for step in steps:
+    os.makedirs(os.path.join(path, 'checkpoints', str(step)), exist_ok=True)
+  with open(os.path.join(path, 'config.json'), 'w') as f:
+    f.write(c.to_json_best_effort())
+  return str(path)
+
+
 def _finetune(tmp_path):
   c = config_defaults.finetune_config()
-  c.pretrain_workdir = str(tmp_path)
-  os.makedirs(os.path.join(tmp_path, 'checkpoints'), exist_ok=True)
+  c.pretrain_workdir = _fake_pretrain_workdir(tmp_path)
   return c
 
 
@@ -71,7 +82,17 @@ def test_batch_not_divisible_by_devices():
 def test_queue_not_divisible_by_batch():
   c = _pretrain()
   c.pretrain.snippet_queue_size = 40
-  _expect(c, 'config.pretrain.snippet_queue_size=40', 'multiple of batch_size=16')
+  c.pretrain.snippet_negatives = 'video_mean'
+  _expect(c, 'config.pretrain.snippet_queue_size=40', 'multiple of the 16 keys')
+
+
+def test_snippet_queue_holds_whole_steps_of_snippets():
+  # Per-snippet negatives: each step enqueues batch_size x num_snippets keys.
+  c = _pretrain()
+  c.pretrain.snippet_negatives = 'snippets'
+  c.pretrain.snippet_queue_size = 16 * 4
+  _expect(c, 'config.pretrain.snippet_queue_size=64',
+          f'multiple of the {16 * c.model.num_snippets} keys')
 
 
 def test_too_many_snippets_for_clip():
@@ -146,3 +167,46 @@ def test_closest_key(key, closest):
   valid = list(main_lib._dotted_keys(config_defaults.finetune_config()))
   valid += list(main_lib._dotted_keys(config_defaults.pretrain_config()))
   assert main_lib.closest_key(key, sorted(set(valid))) == closest
+
+
+def test_pretrain_source_must_be_readable_and_fit(tmp_path):
+  c = _finetune(tmp_path / 'ok')
+  config_validation.validate(c, 'w')
+  c.model.backbone.width = 0.25
+  _expect(c, 'backbone width 1.0 in the checkpoint, 0.25 in the config',
+          '--config.model.backbone.width=1.0')
+  c = _finetune(tmp_path / 'ok')
+  c.model.backbone.name = 'stgcn'
+  _expect(c, 'backbone name agcn in the checkpoint, stgcn in the config')
+  # A pretraining run that never saved: caught now, not after start-up.
+  c.pretrain_workdir = _fake_pretrain_workdir(tmp_path / 'empty', steps=())
+  c.model.backbone.name = 'agcn'
+  _expect(c, 'no checkpoint in its checkpoints/')
+  broken = _fake_pretrain_workdir(tmp_path / 'broken')
+  with open(os.path.join(broken, 'config.json'), 'w') as f:
+    f.write('{"stage": "pretrain", ')
+  c.pretrain_workdir = broken
+  _expect(c, 'unreadable (JSONDecodeError')
+  # An export is described by model.json.
+  export = tmp_path / 'export'
+  os.makedirs(export / 'checkpoint')
+  with open(export / 'model.json', 'w') as f:
+    f.write('{"model": {"backbone": {"name": "agcn", "width": 0.25}}}')
+  c.pretrain_workdir = str(export)
+  _expect(c, 'backbone width 0.25 in the export, 1.0 in the config')
+
+
+def test_cli_empty_pretrain_workdir_fails_before_anything_is_written(
+    tmp_path):
+  source = _fake_pretrain_workdir(tmp_path / 'pre', steps=())
+  workdir = tmp_path / 'ft'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'skel_jax.main',
+       '--config=configs/finetune_synthetic.py:smoke', f'--workdir={workdir}',
+       f'--config.pretrain_workdir={source}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "config error: config.pretrain_workdir='"), proc.stderr[-2000:]
+  assert 'no checkpoint in its checkpoints/' in proc.stderr
+  assert not workdir.exists()

@@ -176,10 +176,18 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def pretrained(tmp_path_factory, data_dir):
-  from skel_jax import main as main_lib
+  """A smoke pretraining workdir with real checkpoints at steps 5 and 10
+  (of the initial state: what is tested here needs no training)."""
+  from skel_jax import pretrain
+  c = _smoke_pretrain(data_dir)
   workdir = str(tmp_path_factory.mktemp('pre'))
-  main_lib.run(_smoke_pretrain(data_dir), workdir)
-  assert _saved(workdir)[-2:] == [5, 10]
+  train_utils.write_run_record(workdir, c)
+  _, state = pretrain.init_state(
+      c, train_utils.make_optimizer(c.optimizer, lambda s: 0.0))
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  for step in (5, 10):
+    ckpt.save(step, state, force=True)
+  ckpt.close()
   return workdir
 
 
@@ -300,3 +308,109 @@ def test_finetune_source_falls_back_to_readable_step(pretrained, tmp_path,
   assert err.count('unreadable') == 1  # step 5 restored
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(bb_params))
   assert _snapshot(workdir) == before  # a source workdir is only read
+
+
+# ----------------------------------------------- 4. checks before compiling ---
+def _smoke_finetune(data_dir, **overrides):
+  c = _config('finetune_synthetic')
+  c.data.dir = data_dir
+  c.init = 'random'
+  for key, value in overrides.items():
+    node = c
+    *parents, last = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[last] = value
+  return c
+
+
+@pytest.fixture(scope='module')
+def built(data_dir):
+  from skel_jax import input_pipeline
+  input_pipeline.ensure_built(_smoke_finetune(data_dir).data)
+  return data_dir
+
+
+def _fails_early(config, tmp_path, *fragments):
+  from skel_jax import config_validation
+  from skel_jax import main as main_lib
+  workdir = tmp_path / 'ft'
+  with pytest.raises(config_validation.ConfigError) as e:
+    main_lib.run(config, str(workdir))
+  msg = str(e.value)
+  assert '\n' not in msg
+  for fragment in fragments:
+    assert fragment in msg, msg
+  assert not workdir.exists()  # nothing written, nothing compiled
+  return msg
+
+
+def test_pad_length_is_checked_against_the_dataset(built, tmp_path):
+  # The smoke val split's longest sequence has 128 frames.
+  _fails_early(_smoke_finetune(built, **{'data.pad_length': 100}), tmp_path,
+               "config.data.pad_length=100: split 'val' has a 128-frame "
+               "sequence (val_00007); set --config.data.pad_length=128")
+
+
+def test_pad_length_without_recorded_lengths_reads_them(built, tmp_path):
+  # A dataset built before lengths were recorded: they are read instead.
+  import shutil
+  data_dir = str(tmp_path / 'old_data')
+  shutil.copytree(built, data_dir)
+  meta = os.path.join(data_dir, 'synthetic_skeleton', 'smoke', '1.0.0',
+                      'metadata.json')
+  with open(meta) as f:
+    metadata = json.load(f)
+  del metadata['split_stats']
+  with open(meta, 'w') as f:
+    json.dump(metadata, f)
+  _fails_early(_smoke_finetune(data_dir, **{'data.pad_length': 100}),
+               tmp_path, "split 'val' has a 128-frame sequence (val_00007)")
+
+
+def test_training_split_lengths_crops_and_labelled_subset(built, tmp_path):
+  from skel_jax import input_pipeline
+  # Smoke splits: 'train' sequences have <= 124 frames, 'val' <= 128.
+  c = _smoke_finetune(built, **{'data.pad_length': 126,
+                                'data.eval_split': 'train',
+                                'data.train_split': 'val'})
+  _fails_early(c, tmp_path, "split 'val' has a 128-frame sequence",
+               'or train on crops with --config.data.train_window')
+  info = input_pipeline.ensure_built(c.data)
+  c.data.train_window = 64  # crops: long training sequences are fine
+  input_pipeline.check_localization_data(c, info)
+  # Only the labelled sequences count.
+  c.data.train_window = 0
+  c.label_fraction = 0.25
+  labeled = input_pipeline.labeled_subset(16, 0.25, c.seed)
+  stats = input_pipeline.split_stats(c.data, info, 'val', labeled)
+  assert stats['max_frames'] < 128
+  c.data.pad_length = max(stats['max_frames'], 124)
+  input_pipeline.check_localization_data(c, info)
+
+
+def test_missing_split_and_dataset(built, tmp_path):
+  _fails_early(_smoke_finetune(built, **{'data.eval_split': 'test'}),
+               tmp_path, "config.data.eval_split='test'",
+               "splits ['pretrain', 'train', 'val']")
+  c = _config('finetune_pkummd')
+  c.data.dir = str(tmp_path / 'no_data')
+  c.init = 'random'
+  _fails_early(c, tmp_path, 'dataset pku_mmd/v1_xsub not found',
+               'build it first: python -m skel_jax.build_data '
+               f'--dataset=pku_mmd/v1_xsub --data_dir={c.data.dir} '
+               '--manual_dir=')
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_unreadable_pretrained_workdir_fails_before_writing(
+    pretrained, built, tmp_path):
+  from skel_jax import main as main_lib
+  source = _copy(pretrained, tmp_path / 'pre')
+  for step in _saved(source):
+    corrupt(os.path.join(source, 'checkpoints', str(step)))
+  c = _smoke_finetune(built, init='pretrained', pretrain_workdir=source)
+  workdir = tmp_path / 'ft'
+  with pytest.raises(checkpoint.NoReadableCheckpointError):
+    main_lib.run(c, str(workdir))
+  assert not workdir.exists()
