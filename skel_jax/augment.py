@@ -14,19 +14,29 @@ def sample_keys(base_key, step, indices):
   return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(indices)
 
 
-def temporal_crop(x, key, padding_ratio=6):
-  """Mirror-pad T // ratio frames on both sides, crop T frames at a random offset.
+def crop_frames(t, key, padding_ratio=6):
+  """Source frame index of each frame of a temporal crop: (T,) int32.
 
-  AimCLR pads with the first/last ``pad`` frames in reversed order, i.e. the
-  edge frame is repeated: NumPy's 'symmetric' mode (METHOD.md says "reflect").
+  Mirror-pad T // ratio frames on both sides, take T frames at a random
+  offset. AimCLR pads with the first/last ``pad`` frames in reversed order,
+  i.e. the edge frame is repeated: NumPy's 'symmetric' mode (METHOD.md says
+  "reflect"). The map also tells the pretraining step which snippets of two
+  views show the same frames (content-correct positives and diagnostics).
   """
-  t = x.shape[1]
   pad = t // padding_ratio
   if pad == 0:
-    return x
-  padded = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0)), mode='symmetric')
+    return jnp.arange(t, dtype=jnp.int32)
+  padded = jnp.pad(jnp.arange(t, dtype=jnp.int32), (pad, pad),
+                   mode='symmetric')
   offset = jax.random.randint(key, (), 0, 2 * pad + 1)
-  return jax.lax.dynamic_slice_in_dim(padded, offset, t, axis=1)
+  return jax.lax.dynamic_slice_in_dim(padded, offset, t)
+
+
+def temporal_crop(x, key, padding_ratio=6):
+  """x (M, T, V, C) cropped as ``crop_frames`` says (same key, same crop)."""
+  if x.shape[1] // padding_ratio == 0:
+    return x
+  return jnp.take(x, crop_frames(x.shape[1], key, padding_ratio), axis=1)
 
 
 def shear(x, key, amplitude=0.5):
@@ -125,6 +135,13 @@ def augment(x, key, cfg, strong):
   return x
 
 
+def view_frames(t, key, cfg):
+  """The source frame map (T,) of ``augment(x, key, cfg, ...)``'s view."""
+  if cfg.crop_padding_ratio > 0:
+    return crop_frames(t, jax.random.split(key, 5)[0], cfg.crop_padding_ratio)
+  return jnp.arange(t, dtype=jnp.int32)
+
+
 def _noise_blur_mask(x, keys, cfg):
   x = gaussian_noise(x, keys[0], cfg.noise_std, cfg.noise_prob)
   x = gaussian_blur(x, keys[1], cfg.blur_kernel, tuple(cfg.blur_sigma),
@@ -143,13 +160,27 @@ def extreme(x, key, cfg):
   return _noise_blur_mask(x, keys[4:7], cfg)
 
 
+def _view_keys(key):
+  """(query key, key-view key) of one sample: shared by the views and their
+  frame maps, so both describe the same crops."""
+  return jax.random.split(key)
+
+
 def two_views(batch_x, keys, cfg, query_strong=True):
   """(N, M, T, V, 3) and per-sample keys -> (query view, key view)."""
   def one(x, key):
-    kq, kk = jax.random.split(key)
+    kq, kk = _view_keys(key)
     return (augment(x, kq, cfg, strong=query_strong),
             augment(x, kk, cfg, strong=False))
   return jax.vmap(one)(batch_x, keys)
+
+
+def two_view_frames(t, keys, cfg):
+  """Source frame maps (N, T) of ``two_views``' query and key views."""
+  def one(key):
+    kq, kk = _view_keys(key)
+    return view_frames(t, kq, cfg), view_frames(t, kk, cfg)
+  return jax.vmap(one)(keys)
 
 
 def third_view(batch_x, keys, cfg, kind):
@@ -180,3 +211,11 @@ def relative_tempo(x_q, x_k, keys, ratio=2):
   other = jnp.where(fast[:, None], slow_idx, fast_idx)
   take = jax.vmap(lambda x, idx: x[:, idx])
   return take(x_q, same), take(x_k, same), take(x_k, other)
+
+
+def relative_tempo_frames(f_q, f_k, keys, ratio=2):
+  """``relative_tempo`` applied to frame maps (N, T): the maps of q, k and
+  k_other (the same coin per video)."""
+  expand = lambda f: f[:, None, :, None, None]  # as (N, M=1, T, V=1, C=1)
+  q, k, k_other = relative_tempo(expand(f_q), expand(f_k), keys, ratio)
+  return q[:, 0, :, 0, 0], k[:, 0, :, 0, 0], k_other[:, 0, :, 0, 0]

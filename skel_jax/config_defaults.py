@@ -24,6 +24,9 @@ def model_config(width=1.0):
   return ml_collections.ConfigDict({
       'backbone': {'name': 'agcn', 'width': width},
       'feature_dim': 128,   # MoCo embedding size
+      # BatchNorm after the hidden layer of the projection MLPs (MoCo v3 /
+      # SimCLR); the released heads have none.
+      'head_batch_norm': False,
       'num_snippets': 19,   # S, dense snippets per clip
       'taps': (1, 7, 10),   # backbone units fused by the U-shaped module
       'head': 'ufusion',    # 'ufusion' | 'upsample' (baseline)
@@ -58,6 +61,12 @@ def pretrain_config():
       'queue_size': 32768, 'snippet_queue_size': 32768,
       'snippet_weight': 1.5,   # lambda; 0 = video-level MoCo baseline
       'negatives': 'queue',    # 'queue' (MoCo) | 'in_batch' (global batch, no queue)
+      # Snippet positives: 'argmax' of the pooled features (the release) or
+      # 'geometry' (the key snippet showing the same frames).
+      'snippet_positive': 'argmax',
+      # Snippet negatives: 'video_mean' (one mean per video, the release) or
+      # 'snippets' (every snippet of other videos, same positions included).
+      'snippet_negatives': 'video_mean',
       # Nearest-neighbour positive mining from the epoch after ``mining_epoch``
       # (the release's ``epoch <= mining_epoch`` test); -1 = never.
       'mining_epoch': -1,
@@ -86,6 +95,9 @@ def pretrain_config():
   c.lr_decay_epochs = (550,)
   c.log_every = 50
   c.checkpoint = checkpoint_config()
+  # Frozen-feature probe at the end of the run (skel_jax.probe): needs a
+  # dataset with frame labels (train_split / eval_split of ``data``).
+  c.probe = {'enabled': False, 'limit': 0}  # limit > 0: sequences per split
   return c
 
 
@@ -124,11 +136,13 @@ def pretrain_variant(c, arg, smoke, release_schedule=False):
   """Applies a ``--config=FILE:TOKENS`` variant to a pretraining config.
 
   Tokens (comma-separated, any order): a base (skeletonclr | aimclr |
-  rvtclr), ``video`` (no snippet loss: the base alone), ``stgcn`` (ST-GCN
-  backbone instead of AGCN), ``smoke`` (``smoke(c)``: a seconds-long CPU run).
+  rvtclr), ``video`` (no snippet loss: the base alone), ``release`` (the
+  released snippet contrast: argmax positives, per-video mean negatives),
+  ``stgcn`` (ST-GCN backbone instead of AGCN), ``smoke`` (``smoke(c)``: a
+  seconds-long CPU run).
   """
   tokens = [t for t in (arg or '').split(',') if t]
-  known = set(BASES) | {'video', 'stgcn', 'smoke'}
+  known = set(BASES) | {'video', 'release', 'stgcn', 'smoke'}
   bad = [t for t in tokens if t not in known]
   if bad or sum(t in BASES for t in tokens) > 1:
     raise ValueError(f'unknown config variant {arg!r}; expected comma-separated '
@@ -137,6 +151,8 @@ def pretrain_variant(c, arg, smoke, release_schedule=False):
   set_base(c, base, release_schedule)
   if 'video' in tokens:
     c.pretrain.snippet_weight = 0.0
+  if 'release' in tokens:
+    set_release_snippet(c)
   if 'stgcn' in tokens:
     c.model.backbone.name = 'stgcn'
   if 'smoke' in tokens:
@@ -147,6 +163,15 @@ def pretrain_variant(c, arg, smoke, release_schedule=False):
   return c
 
 
+def set_release_snippet(c):
+  """The released snippet contrast (METHOD.md section 3), which a position
+  code solves (docs/method.md): argmax positives, per-video mean negatives."""
+  c.pretrain.snippet_positive = 'argmax'
+  c.pretrain.snippet_negatives = 'video_mean'
+  c.pretrain.snippet_queue_size = c.pretrain.queue_size
+  return c
+
+
 def eval_config():
   return ml_collections.ConfigDict({
       'batch_size': 8,
@@ -154,6 +179,9 @@ def eval_config():
       'thresholds': (0.03, 0.035, 0.04, 0.045, 0.05),
       'min_length': 3, 'outer_ratio': 0.25, 'outer_weight': 0.6,
       'nms_threshold': 0.2,
+      'line_quirks': False,         # outer_inner: the release's off-by-ones
+      'smooth_kernel': 10,          # jhang: mean-filter half-width
+      'activity_threshold': 0.4,    # jhang: keep frames with 1 - p_bg >= this
       'metric': 'exact',
       'iou_thresholds': (0.1, 0.2, 0.3, 0.4, 0.5),
       'num_plot_sequences': 4,
@@ -167,6 +195,7 @@ def finetune_config():
   # (fusion module + classifier) | 'knn'; see skel_jax.finetune.
   c.protocol = 'finetune'
   c.init = 'pretrained'      # 'pretrained' | 'random'
+  c.init_seed = -1           # >= 0: initial weights from this seed, not seed
   c.pretrain_workdir = ''
   c.label_fraction = 1.0
   c.data = data_config()

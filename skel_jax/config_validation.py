@@ -12,7 +12,7 @@ import jax
 
 from skel_jax import config_defaults
 
-STAGES = ('pretrain', 'finetune', 'demo')
+STAGES = ('pretrain', 'finetune', 'demo', 'study')
 BACKBONES = ('agcn', 'stgcn')
 HEADS = ('ufusion', 'upsample')
 OPTIMIZERS = ('sgd', 'adam', 'adamw', 'lars')
@@ -135,12 +135,22 @@ def _check_pretrain(c, prefix, devices):
   _check_model(c.model, prefix)
   p = c.pretrain
   _one_of(f'{prefix}pretrain.negatives', p.negatives, ('queue', 'in_batch'))
-  for name in ('queue_size', 'snippet_queue_size'):
+  _one_of(f'{prefix}pretrain.snippet_positive', p.snippet_positive,
+          ('argmax', 'geometry'))
+  _one_of(f'{prefix}pretrain.snippet_negatives', p.snippet_negatives,
+          ('video_mean', 'snippets'))
+  # Entries each step enqueues: one per video, or one per snippet.
+  per_step = {'queue_size': c.batch_size,
+              'snippet_queue_size': c.batch_size * (
+                  c.model.num_snippets
+                  if p.snippet_negatives == 'snippets' else 1)}
+  for name, entries in per_step.items():
     size = p[name]
-    if p.negatives == 'queue' and (size <= 0 or size % c.batch_size):
+    if p.negatives == 'queue' and (size <= 0 or size % entries):
       _fail(f'{prefix}pretrain.{name}', size,
-            f'must be a positive multiple of batch_size={c.batch_size} '
-            '(each step enqueues one global batch of keys)')
+            f'must be a positive multiple of the {entries} keys each step '
+            'enqueues (batch_size, times num_snippets for the snippet queue '
+            "with snippet_negatives='snippets')")
   if not 0.0 <= p.momentum < 1.0:
     _fail(f'{prefix}pretrain.momentum', p.momentum, 'expected 0 <= m < 1')
   _positive(f'{prefix}pretrain.temperature', p.temperature)
@@ -204,6 +214,27 @@ def _pretrain_source_ok(path):
           os.path.isdir(os.path.join(path, 'checkpoints')))
 
 
+def _check_study(config):
+  devices = config.finetune.num_devices or jax.device_count()
+  check_schema(config.finetune, config_defaults.finetune_config(),
+               'finetune.')
+  _check_finetune(config.finetune, 'finetune.', devices)
+  from skel_jax import finetune  # pylint: disable=g-import-not-at-top
+  for protocol in config.protocols:
+    _one_of('protocols', protocol, finetune.PROTOCOLS)
+  for method in config.methods:
+    if method != 'random_init' and method not in config.pretrain_methods:
+      _fail('methods', method, 'needs an entry in pretrain_methods (or use '
+            'random_init)')
+  for method, c in config.pretrain_methods.items():
+    prefix = f'pretrain_methods.{method}.'
+    check_schema(c, config_defaults.pretrain_config(), prefix)
+    _check_pretrain(c, prefix, c.num_devices or jax.device_count())
+  if not config.pretrain_seeds or not config.localization_seeds:
+    _fail('pretrain_seeds', config.pretrain_seeds,
+          'the study needs at least one pretraining and localization seed')
+
+
 def validate(config, workdir=None, check_sources=True):
   """Raises ConfigError (one line) for the first problem found."""
   if workdir is not None and not workdir:
@@ -225,6 +256,9 @@ def validate(config, workdir=None, check_sources=True):
                    f'pretrain_methods.{method}.')
       _check_pretrain(c, f'pretrain_methods.{method}.', devices)
     _check_finetune(config.finetune, 'finetune.', devices)
+    return
+  if stage == 'study':
+    _check_study(config)
     return
   devices = config.num_devices or jax.device_count()
   if stage == 'pretrain':

@@ -131,8 +131,10 @@ def run(config, workdir):
     f.write(table + f'\n\nwall time: {wall:.0f} s\n')
   _plot_comparison(config, workdir)
   print('\n' + table + f'\n\n[demo] wall time {wall:.0f} s; results in '
-        f'{workdir}/results.json, timelines in {workdir}/timelines.png',
-        flush=True)
+        f'{workdir}/results.json, timelines in {workdir}/timelines.png\n'
+        '[demo] one seed per method: a single run swings by 7-16 mAP, so it '
+        'cannot rank methods; `make study` gives means over seeds with 95% '
+        'intervals', flush=True)
   return summary
 
 

@@ -39,7 +39,12 @@ PROTOCOLS = ('finetune', 'linear', 'linear_fusion', 'knn')
 # ---------------------------------------------------------------------------
 def build_model(config, num_classes):
   """The localizer; ``num_classes`` excludes background (K + 1 outputs)."""
-  return Localizer(config.model, num_classes, rngs=nnx.Rngs(config.seed))
+  # init_seed >= 0 draws the initial weights apart from ``seed`` (which also
+  # picks the labelled subset and the data order): the study varies a random
+  # init's weights while every method sees the same labels.
+  seed = config.get('init_seed', -1)
+  return Localizer(config.model, num_classes,
+                   rngs=nnx.Rngs(seed if seed >= 0 else config.seed))
 
 
 def load_pretrained_backbone(path):
@@ -155,10 +160,16 @@ def predict_step(state, x, *, graphdef, protocol):
 # Evaluation: frame probabilities -> segments -> mAP.
 # ---------------------------------------------------------------------------
 def decode_config(eval_cfg):
+  """Every ``postprocess.DecodeConfig`` field from ``eval`` (a config saved
+  before a field existed gets its default)."""
+  get = lambda key: eval_cfg.get(key, getattr(postprocess.DecodeConfig, key))
   return postprocess.DecodeConfig(
       thresholds=tuple(eval_cfg.thresholds), min_length=eval_cfg.min_length,
       outer_ratio=eval_cfg.outer_ratio, outer_weight=eval_cfg.outer_weight,
-      nms_threshold=eval_cfg.nms_threshold, method=eval_cfg.decoder)
+      nms_threshold=eval_cfg.nms_threshold, method=eval_cfg.decoder,
+      line_quirks=bool(get('line_quirks')),
+      smooth_kernel=int(get('smooth_kernel')),
+      activity_threshold=float(get('activity_threshold')))
 
 
 def predict_split(config, state, predict_fn, dsh, split, limit=None):

@@ -8,22 +8,28 @@ import jax
 import jax.numpy as jnp
 
 
-def info_nce(pos, neg, temperature, extra_pos=None):
+def info_nce(pos, neg, temperature, extra_pos=None, valid=None):
   """InfoNCE with the positive at index 0: pos (...,), neg (..., K).
 
   ``extra_pos`` (bool, shaped like ``neg``) marks negatives promoted to
   positives by nearest-neighbour mining; the loss is then AimCLR's
   multi-positive form -sum_{p in P} log softmax_p / |P|.
+  ``valid`` (bool, shaped like ``pos``): average over these queries only.
   """
   logits = jnp.concatenate([pos[..., None], neg], axis=-1) / temperature
   logits = logits.astype(jnp.float32)
   lse = jax.nn.logsumexp(logits, axis=-1)
   if extra_pos is None:
-    return jnp.mean(lse - logits[..., 0])
-  mask = jnp.concatenate([jnp.ones(pos.shape + (1,), bool), extra_pos], -1)
-  pos_mean = (jnp.sum(jnp.where(mask, logits, 0.0), -1) /
-              jnp.sum(mask, -1).astype(jnp.float32))
-  return jnp.mean(lse - pos_mean)
+    per_query = lse - logits[..., 0]
+  else:
+    mask = jnp.concatenate([jnp.ones(pos.shape + (1,), bool), extra_pos], -1)
+    pos_mean = (jnp.sum(jnp.where(mask, logits, 0.0), -1) /
+                jnp.sum(mask, -1).astype(jnp.float32))
+    per_query = lse - pos_mean
+  if valid is None:
+    return jnp.mean(per_query)
+  return (jnp.sum(jnp.where(valid, per_query, 0.0)) /
+          jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32))
 
 
 def _mask_own_video(neg, per_video):
@@ -61,21 +67,21 @@ def snippet_correspondence(feats_q, feats_k):
   return jnp.argmax(sim, axis=-1)
 
 
-def snippet_logits(q_snip, k_snip, feats_q, feats_k, bank, in_batch=False):
-  """Dense snippet similarities: pos (N, S), neg (N, S, K), match (N, S).
+def snippet_logits(q_snip, k_snip, match, bank, in_batch=False):
+  """Dense snippet similarities: pos (N, S), neg (N, S, K).
 
-  Positive: the key-view snippet matched by ``snippet_correspondence``.
-  Negatives: the queue of per-video mean snippet embeddings (queue mode) or
-  every snippet of the other videos of the global batch (in-batch mode, bank
-  = the (N * S, D) key snippets).
+  Positive: key snippet ``match`` (N, S) of each query snippet (the argmax
+  of ``snippet_correspondence``, or the content-correct index).
+  Negatives: a snippet bank: the snippet queue (queue mode) or the global
+  batch's entries, N per-video means or N * S snippets, with the query's own
+  video excluded (in-batch mode).
   """
-  match = snippet_correspondence(feats_q, feats_k)
   k_pos = jnp.take_along_axis(k_snip, match[..., None], axis=1)
   pos = jnp.sum(q_snip * k_pos, axis=-1)
   neg = jnp.einsum('nsd,kd->nsk', q_snip, bank)
   if in_batch:
     neg = _mask_own_video(neg, bank.shape[0] // q_snip.shape[0])
-  return pos, neg, match
+  return pos, neg
 
 
 def topk_mask(neg, k):
@@ -117,8 +123,8 @@ def global_moco_loss(q, k, queue, temperature):
 def snippet_loss(q_snip, k_snip, feats_q, feats_k, snippet_queue,
                  temperature):
   """Dense snippet InfoNCE over all N x S query snippets (queue negatives)."""
-  pos, neg, match = snippet_logits(q_snip, k_snip, feats_q, feats_k,
-                                   snippet_queue)
+  match = snippet_correspondence(feats_q, feats_k)
+  pos, neg = snippet_logits(q_snip, k_snip, match, snippet_queue)
   return info_nce(pos, neg, temperature), match
 
 
@@ -158,8 +164,8 @@ def in_batch_snippet_loss(q_snip, k_snip, feats_q, feats_k, temperature):
   """Snippet InfoNCE whose negatives are all snippets of the *other* videos of
   the global batch (N x S keys; the same video's snippets are excluded)."""
   bank = k_snip.reshape(-1, k_snip.shape[-1])
-  pos, neg, match = snippet_logits(q_snip, k_snip, feats_q, feats_k, bank,
-                                   in_batch=True)
+  match = snippet_correspondence(feats_q, feats_k)
+  pos, neg = snippet_logits(q_snip, k_snip, match, bank, in_batch=True)
   return info_nce(pos, neg, temperature), match
 
 

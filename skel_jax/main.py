@@ -118,9 +118,12 @@ def run(config, workdir):
   elif stage == 'demo':
     from skel_jax import demo
     return demo.run(config, workdir)
+  elif stage == 'study':
+    from skel_jax import study
+    return study.run(config, workdir)
   else:
-    raise ValueError(f'config.stage={stage!r}: expected pretrain, finetune '
-                     'or demo')
+    raise ValueError(f'config.stage={stage!r}: expected pretrain, finetune, '
+                     'demo or study')
 
 
 def main(argv):

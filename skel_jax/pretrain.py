@@ -18,6 +18,7 @@ which equals the single-GPU reference (SkeletonCLR/SnipCLR train on one GPU,
 without MoCo's shuffle-BN) and makes losses independent of the device count.
 """
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,7 @@ from skel_jax import augment
 from skel_jax import checkpoint
 from skel_jax import config_defaults
 from skel_jax import config_validation
+from skel_jax import diagnostics
 from skel_jax import input_pipeline
 from skel_jax import loop
 from skel_jax import losses
@@ -81,7 +83,8 @@ LOSS_TERMS = ('loss_global', 'loss_snippet', 'loss_ddm', 'loss_cross_tempo',
 
 
 def make_views(batch, keys, config):
-  """The augmented inputs of one step, keyed by role.
+  """The augmented inputs of one step, keyed by role, and the source frame
+  maps (N, T_view) of the query and key views ('q', 'k', and 'k_other').
 
   q: query; k: key; skeletonclr adds nothing; aimclr adds 'extreme';
   rvtclr re-times q and k (relative tempo), adds 'k_other' (the key at the
@@ -89,28 +92,48 @@ def make_views(batch, keys, config):
   """
   cfg, base = config.augment, config.pretrain.base
   x_q, x_k = augment.two_views(batch['x'], keys, cfg, cfg.query_strong)
-  views = {'q': x_q, 'k': x_k}
+  f_q, f_k = augment.two_view_frames(batch['x'].shape[2], keys, cfg)
+  views, frames = {'q': x_q, 'k': x_k}, {'q': f_q, 'k': f_k}
   if base == 'aimclr':
     views['extreme'] = augment.third_view(batch['x'], keys, cfg, 'extreme')
   elif base == 'rvtclr':
+    ratio = config.pretrain.tempo_ratio
     views['dc'] = augment.third_view(batch['x'], keys, cfg, 'normal')
     views['q'], views['k'], views['k_other'] = augment.relative_tempo(
-        x_q, x_k, keys, config.pretrain.tempo_ratio)
-  return views
+        x_q, x_k, keys, ratio)
+    frames['q'], frames['k'], frames['k_other'] = (
+        augment.relative_tempo_frames(f_q, f_k, keys, ratio))
+  return views, frames
+
+
+def enqueued_view(pcfg):
+  """The key view whose embeddings enter the queues (RVTCLR's release
+  enqueues the other-tempo key view) and serve as the in-batch bank."""
+  return 'k_other' if pcfg.base == 'rvtclr' else 'k'
 
 
 def enqueued_keys(k_out, pcfg):
-  """The key outputs whose embeddings enter the queues (RVTCLR's release
-  enqueues the other-tempo key view) and serve as the in-batch bank."""
-  return k_out['k_other'] if pcfg.base == 'rvtclr' else k_out['k']
+  return k_out[enqueued_view(pcfg)]
 
 
-def compute_losses(q_out, k_out, state, pcfg, mining):
+def snippet_bank_entries(k_snip, pcfg):
+  """What one video adds to the snippet bank: its per-video mean snippet
+  embedding (the release, ``snippet_negatives='video_mean'``) or every one of
+  its S snippets (``'snippets'``: same-position snippets of other videos then
+  sit among the negatives, so a position code cannot separate them)."""
+  if pcfg.snippet_negatives == 'snippets':
+    return k_snip.reshape(-1, k_snip.shape[-1])
+  return losses.video_snippet_embedding(k_snip)
+
+
+def compute_losses(q_out, k_out, state, pcfg, mining, frames):
   """Total loss and metrics of the configured base (+ snippet loss).
 
   q_out: query-encoder outputs per view ('q', and 'extreme' or 'dc');
   k_out: key-encoder outputs per view ('k', and 'k_other' for RVTCLR).
   ``mining``: traced bool, True once nearest-neighbour mining is on.
+  ``frames``: source frame maps of the views (``make_views``), which give
+  the content-correct snippet correspondence.
 
   skeletonclr: InfoNCE(q, k).
   aimclr: InfoNCE(q, k) + (DDM(extreme) + DDM(extreme after EADM)) / 2,
@@ -168,23 +191,68 @@ def compute_losses(q_out, k_out, state, pcfg, mining):
     metrics['loss_ddm'] = losses.soft_target_loss(pos_dc, neg_dc, pos, neg, t)
     total = sum(metrics[name] for name in (
         'loss_global', 'loss_cross_tempo', 'loss_tempo_rank', 'loss_ddm'))
+  metrics.update(_global_diagnostics(pos, neg, q, k))
   if pcfg.snippet_weight > 0:
     # Snippets of q against the enqueued key view (RVTCLR's release pairs the
     # query with the other-tempo key: the argmax matching absorbs the shift).
-    s_bank = (bank_out['snippets'].reshape(-1, bank_out['snippets'].shape[-1])
-              if in_batch else state['snippet_queue'])
-    s_pos, s_neg, match = losses.snippet_logits(
-        q['snippets'], bank_out['snippets'], q['snippet_feats'],
-        bank_out['snippet_feats'], s_bank, in_batch)
-    l_snip = losses.info_nce(s_pos, s_neg, t,
-                             mined(s_neg, topk=pcfg.snippet_mining_topk))
+    l_snip, snip_metrics = _snippet_loss(q, bank_out, state, pcfg, mining,
+                                         frames, mined)
     total = total + pcfg.snippet_weight * l_snip
     metrics['loss_snippet'] = l_snip
-    # How often the matched key snippet is the same index (temporal shift).
-    metrics['snippet_match_same_index'] = jnp.mean(
-        (match == jnp.arange(match.shape[1])[None]).astype(jnp.float32))
+    metrics.update(snip_metrics)
   metrics['loss'] = total
   return total, metrics
+
+
+def _global_diagnostics(pos, neg, q, k):
+  d = diagnostics.contrast(pos, neg)
+  return {'diag/global_top1': d['top1'], 'diag/global_pos_cos': d['pos_cos'],
+          'diag/global_neg_cos': d['neg_cos'],
+          'diag/align': diagnostics.alignment(q['global'], k['global']),
+          'diag/uniform': diagnostics.uniformity(q['global'])}
+
+
+def _snippet_loss(q, bank_out, state, pcfg, mining, frames, mined):
+  """Dense snippet InfoNCE of the configured variant, and its diagnostics.
+
+  Positives (``snippet_positive``): 'argmax' of the raw pooled features (the
+  release) or 'geometry', the key snippet showing the same frames (from the
+  crops' frame maps; query snippets whose frames the key view does not show
+  are left out). Negatives (``snippet_negatives``): see
+  ``snippet_bank_entries``; in-batch mode uses the global batch's entries of
+  the other videos, queue mode the snippet queue.
+  """
+  in_batch = pcfg.negatives == 'in_batch'
+  k_snip, s = bank_out['snippets'], q['snippets'].shape[1]
+  argmax = losses.snippet_correspondence(q['snippet_feats'],
+                                         bank_out['snippet_feats'])
+  geo, geo_valid = diagnostics.geometric_match(
+      frames['q'], frames[enqueued_view(pcfg)], s)
+  if pcfg.snippet_positive == 'geometry':
+    match, valid = geo, geo_valid
+  else:
+    match, valid = argmax, None
+  s_bank = (snippet_bank_entries(k_snip, pcfg) if in_batch
+            else state['snippet_queue'])
+  s_pos, s_neg = losses.snippet_logits(q['snippets'], k_snip, match, s_bank,
+                                       in_batch)
+  loss = losses.info_nce(s_pos, s_neg, pcfg.temperature,
+                         mined(s_neg, topk=pcfg.snippet_mining_topk), valid)
+  d = diagnostics.contrast(s_pos, s_neg, valid)
+  index = jnp.arange(s)[None]
+  metrics = {
+      'diag/snippet_top1': d['top1'], 'diag/snippet_pos_cos': d['pos_cos'],
+      'diag/snippet_neg_cos': d['neg_cos'],
+      # How often the released argmax picks the query's own index, and how
+      # often it picks the snippet that shows the same frames.
+      'diag/snippet_same_index': jnp.mean(argmax == index),
+      'diag/snippet_content_correct': (
+          jnp.sum((argmax == geo) & geo_valid) /
+          jnp.maximum(jnp.sum(geo_valid), 1)),
+  }
+  for name, v in diagnostics.variance_shares(q['snippets']).items():
+    metrics[f'diag/snippet_{name}'] = v
+  return loss, metrics
 
 
 def _cast(tree, dtype):
@@ -205,8 +273,8 @@ def train_step(state, batch, *, graphdef, tx, config, schedule,
   drop_q, drop_k = jax.random.split(
       jax.random.fold_in(jax.random.fold_in(state['rng'], 1 << 30),
                          state['step']))
-  views = {name: v.astype(dtype)
-           for name, v in make_views(batch, keys, config).items()}
+  views, frames = make_views(batch, keys, config)
+  views = {name: v.astype(dtype) for name, v in views.items()}
   mining = (mining_step >= 0) & (state['step'] >= mining_step)
 
   def run(model, names, drop_key, **modes):
@@ -235,7 +303,8 @@ def train_step(state, batch, *, graphdef, tx, config, schedule,
   def loss_fn(params, batch_stats):
     model = nnx.merge(graphdef, _cast(params, dtype), batch_stats, copy=True)
     q_out = run(model, q_names, drop_q, extreme='eadm', dc='dc')
-    total, metrics = compute_losses(q_out, k_out, state, pcfg, mining)
+    total, metrics = compute_losses(q_out, k_out, state, pcfg, mining,
+                                    frames)
     return total, (metrics, nnx.state(model, nnx.BatchStat))
 
   grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
@@ -252,9 +321,17 @@ def train_step(state, batch, *, graphdef, tx, config, schedule,
   if pcfg.negatives == 'queue' and pcfg.snippet_weight > 0:
     snippet_queue, snippet_ptr = losses.enqueue(
         snippet_queue, snippet_ptr,
-        losses.video_snippet_embedding(enq['snippets']))
+        snippet_bank_entries(enq['snippets'], pcfg))
   metrics['lr'] = schedule(state['step'])
   metrics['mining'] = mining.astype(jnp.float32)
+  if pcfg.negatives == 'queue':
+    n = enq['global'].shape[0]
+    metrics['diag/queue_fill'] = diagnostics.queue_fill(
+        state['step'], n, queue.shape[0])
+    if pcfg.snippet_weight > 0:
+      metrics['diag/snippet_queue_fill'] = diagnostics.queue_fill(
+          state['step'], snippet_bank_entries(enq['snippets'], pcfg).shape[0],
+          snippet_queue.shape[0])
   new_state = dict(state, step=state['step'] + 1, params=params,
                    batch_stats=batch_stats, key_params=key_params,
                    key_batch_stats=key_batch_stats, opt_state=opt_state,
@@ -325,4 +402,11 @@ def train(config, workdir):
       log_every=config.log_every, loss_terms=LOSS_TERMS,
       nonfinite_policy=config.nonfinite, desc='pretrain',
       log_extra=lambda step: {'epoch': step * config.batch_size / num_sequences})
+  if config.probe.enabled:
+    from skel_jax import probe  # pylint: disable=g-import-not-at-top
+    result = probe.probe_pretrain_state(config, state,
+                                        os.path.join(workdir, 'probe.json'))
+    print('[pretrain] frozen-feature probe: ' + ', '.join(
+        f'{k}={v:.3f}' for k, v in result.items() if isinstance(v, float)),
+          flush=True)
   return graphdef, state

@@ -259,3 +259,60 @@ def test_bfloat16_compute_keeps_float32_params():
   # bf16 has 8 mantissa bits: the losses agree to about 1e-2.
   for k in ('loss_global', 'loss_snippet'):
     np.testing.assert_allclose(m16[k], m32[k], rtol=3e-2, err_msg=k)
+
+
+def _np_geometric_match(f_q, f_k, s):
+  """Content-correct key snippet from the frame maps, written from the
+  definition: snippet i averages frames [i T / S, (i + 1) T / S)."""
+  t = f_q.shape[1]
+  bins = [(i * t // s, -(-(i + 1) * t // s)) for i in range(s)]
+  c_q = np.stack([f_q[:, a:b].mean(1) for a, b in bins], 1)
+  c_k = np.stack([f_k[:, a:b].mean(1) for a, b in bins], 1)
+  index = np.abs(c_q[:, :, None] - c_k[:, None, :]).argmin(-1)
+  valid = (c_q >= f_k.min(1, keepdims=True)) & (c_q <= f_k.max(1,
+                                                             keepdims=True))
+  return index, valid
+
+
+def test_position_proof_snippet_step_matches_reference():
+  """snippet_positive='geometry', snippet_negatives='snippets': the loss over
+  the valid query snippets with the key snippet showing the same frames, the
+  queue's snippets as negatives, and every key snippet enqueued."""
+  config = _config(1.5)
+  config.pretrain.snippet_positive = 'geometry'
+  config.pretrain.snippet_negatives = 'snippets'
+  s = config.model.num_snippets
+  config.pretrain.snippet_queue_size = 2 * B * s
+  graphdef, before, after, metrics = _run_step(config, jax.devices()[:8])
+  q, k = _reference(config, graphdef, before)
+  batch = _batch()
+  keys = augment.sample_keys(jnp.asarray(before['rng']), before['step'],
+                             batch['index'])
+  f_q, f_k = (np.asarray(f) for f in augment.two_view_frames(
+      batch['x'].shape[2], keys, config.augment))
+  index, valid = _np_geometric_match(f_q, f_k, s)
+  assert valid.any()
+  k_pos = np.take_along_axis(k['snippets'], index[..., None], 1)
+  pos = (q['snippets'] * k_pos).sum(-1)
+  neg = q['snippets'] @ before['snippet_queue'].T
+  t = config.pretrain.temperature
+  logits = np.concatenate([pos[..., None], neg], -1).astype(np.float64) / t
+  per = np.log(np.exp(logits).sum(-1)) - logits[..., 0]
+  want = per[valid].mean()
+  np.testing.assert_allclose(metrics['loss_snippet'], want, rtol=1e-4)
+  # Every key snippet (B x S of them) enters the snippet queue, in order.
+  np.testing.assert_allclose(after['snippet_queue'][:B * s],
+                             k['snippets'].reshape(B * s, -1), rtol=1e-4,
+                             atol=1e-5)
+  assert int(after['snippet_queue_ptr']) == B * s
+  # The argmax diagnostics against the same references.
+  fq = q['snippet_feats'] / np.linalg.norm(q['snippet_feats'], axis=-1,
+                                           keepdims=True)
+  fk = k['snippet_feats'] / np.linalg.norm(k['snippet_feats'], axis=-1,
+                                           keepdims=True)
+  argmax = np.argmax(np.einsum('nsc,ntc->nst', fq, fk), -1)
+  np.testing.assert_allclose(metrics['diag/snippet_same_index'],
+                             np.mean(argmax == np.arange(s)), rtol=1e-6)
+  np.testing.assert_allclose(metrics['diag/snippet_content_correct'],
+                             ((argmax == index) & valid).sum() / valid.sum(),
+                             rtol=1e-6)

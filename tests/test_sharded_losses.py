@@ -54,9 +54,9 @@ def test_global_arrays_match_shard_map(arrays, negatives, mining):
     bank = a['k'] if in_batch else a['queue']
     s_bank = (a['k_snip'].reshape(-1, D) if in_batch else a['squeue'])
     pos, neg = losses.global_logits(a['q'], a['k'], bank, in_batch)
-    s_pos, s_neg, _ = losses.snippet_logits(a['q_snip'], a['k_snip'],
-                                            a['feats_q'], a['feats_k'],
-                                            s_bank, in_batch)
+    match = losses.snippet_correspondence(a['feats_q'], a['feats_k'])
+    s_pos, s_neg = losses.snippet_logits(a['q_snip'], a['k_snip'], match,
+                                         s_bank, in_batch)
     extra = lambda n: losses.topk_mask(n, mining) if mining else None
     return (losses.info_nce(pos, neg, T, extra(neg)),
             losses.info_nce(s_pos, s_neg, T, extra(s_neg)))

@@ -55,12 +55,15 @@ class MoCoEncoder(nnx.Module):
     self.backbone = build_backbone(model_cfg.backbone, rngs)
     c, dim = self.backbone.out_channels, model_cfg.feature_dim
     rvt = base == 'rvtclr'
-    self.global_head = GlobalHead(c, dim, mlp=not rvt, rngs=rngs)
-    self.snippet_head = SnippetHead(c, dim, model_cfg.num_snippets, rngs=rngs)
+    bn = model_cfg.get('head_batch_norm', False)
+    self.global_head = GlobalHead(c, dim, mlp=not rvt, batch_norm=bn,
+                                  rngs=rngs)
+    self.snippet_head = SnippetHead(c, dim, model_cfg.num_snippets,
+                                    batch_norm=bn, rngs=rngs)
     if rvt:
       self.tempo_head = GlobalHead(c, dim, mlp=False, rngs=rngs)
       self.dc_branch = PartRelationBranch(c, rngs=rngs)
-      self.dc_head = GlobalHead(c, dim, rngs=rngs)
+      self.dc_head = GlobalHead(c, dim, batch_norm=bn, rngs=rngs)
     else:
       self.tempo_head = self.dc_branch = self.dc_head = None
 
@@ -69,14 +72,14 @@ class MoCoEncoder(nnx.Module):
     last = self.backbone(xb, train, dropout_key=dropout_key)[-1]
     if mode == 'dc':
       parts = self.dc_branch(last, train)
-      return {'global': self.dc_head(_joint_and_person_mean(parts, nm))}
+      return {'global': self.dc_head(_joint_and_person_mean(parts, nm), train)}
     feat = _joint_and_person_mean(last, nm)
     if mode == 'eadm':
       dropped = _joint_and_person_mean(energy_attention_drop(last), nm)
-      return {'global': self.global_head(feat),
-              'global_drop': self.global_head(dropped)}
-    snippet_feats, snippets = self.snippet_head(feat)
-    out = {'global': self.global_head(feat), 'snippets': snippets,
+      return {'global': self.global_head(feat, train),
+              'global_drop': self.global_head(dropped, train)}
+    snippet_feats, snippets = self.snippet_head(feat, train)
+    out = {'global': self.global_head(feat, train), 'snippets': snippets,
            'snippet_feats': snippet_feats}
     if self.tempo_head is not None:
       out['tempo'] = self.tempo_head(feat)

@@ -57,22 +57,33 @@ def upsample_nearest(x, length):
   return jnp.take(x, jnp.asarray(_nearest_index(x.shape[1], length)), axis=1)
 
 
+def _projection(fc1, bn, fc2, x, train):
+  """fc1 (-> BN) -> ReLU -> fc2 -> L2 normalise; fc1 None = fc2 alone."""
+  if fc1 is not None:
+    x = fc1(x)
+    if bn is not None:
+      x = bn(x, use_running_average=not train)
+    x = jax.nn.relu(x)
+  return l2_normalize(fc2(x))
+
+
 class GlobalHead(nnx.Module):
   """SkeletonCLR MLP head on the clip-level average: C -> C -> dim, L2-normalised.
 
   ``mlp=False`` is a single linear layer (RVTCLR's ``fc1``/``fc2`` heads).
+  ``batch_norm=True`` adds BatchNorm after the hidden layer (SimCLR / MoCo v3
+  heads; statistics over the global batch): the released heads have none.
   """
 
-  def __init__(self, cin, dim, *, mlp=True, rngs):
+  def __init__(self, cin, dim, *, mlp=True, batch_norm=False, rngs):
     self.fc1 = layers.dense(cin, cin, rngs) if mlp else None
+    self.bn = layers.batch_norm(cin, rngs) if mlp and batch_norm else None
     self.fc2 = layers.dense(cin, dim, rngs)
 
-  def __call__(self, feats):
+  def __call__(self, feats, train=True):
     """feats: (N, T', C) joint-averaged backbone output."""
-    h = jnp.mean(feats, axis=1)
-    if self.fc1 is not None:
-      h = jax.nn.relu(self.fc1(h))
-    return l2_normalize(self.fc2(h))
+    return _projection(self.fc1, self.bn, self.fc2, jnp.mean(feats, axis=1),
+                       train)
 
 
 def energy_attention_drop(feats, keep_prob=0.7, e_lambda=1e-4):
@@ -153,15 +164,15 @@ class SnippetHead(nnx.Module):
   two views is computed on them (before the head), as in the paper.
   """
 
-  def __init__(self, cin, dim, num_snippets, *, rngs):
+  def __init__(self, cin, dim, num_snippets, *, batch_norm=False, rngs):
     self.num_snippets = num_snippets
     self.fc1 = layers.dense(cin, cin, rngs)
+    self.bn = layers.batch_norm(cin, rngs) if batch_norm else None
     self.fc2 = layers.dense(cin, dim, rngs)
 
-  def __call__(self, feats):
+  def __call__(self, feats, train=True):
     pooled = adaptive_avg_pool(feats, self.num_snippets)
-    emb = l2_normalize(self.fc2(jax.nn.relu(self.fc1(pooled))))
-    return pooled, emb
+    return pooled, _projection(self.fc1, self.bn, self.fc2, pooled, train)
 
 
 class ConvUnit(nnx.Module):

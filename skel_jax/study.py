@@ -1,0 +1,311 @@
+r"""Multi-seed study: methods x pretraining seeds x localization seeds, with 95% CIs.
+
+  python -m skel_jax.study --config=configs/study.py --workdir=runs/study
+  make study                                    # the same
+  python -m skel_jax.study --config=configs/study.py:smoke --workdir=/tmp/study
+
+One pretraining run per (method, pretraining seed), then one localization run
+per (method, pretraining seed, localization seed, protocol); the localization
+seed also draws the labelled subset, so every method sees the same labels for
+the same seed. Each run ("cell") has its own workdir: a re-run skips finished
+cells (``results.json`` / ``done.json`` present) and resumes unfinished ones
+from their checkpoints. One progress line per cell.
+
+Writes ``WORKDIR/results.json``::
+
+  {"ci_method": ..., "rows": [{"method", "protocol", "label_fraction", "runs",
+    "map_mean": {"mean", "ci95": [lo, hi]},
+    "vs_video_moco": {"mean", "ci95"}, ...}, ...], "cells": [...]}
+
+(mAP in percent; ``vs_video_moco`` is the paired difference of mean mAP to
+video-level MoCo over matching seeds), ``results.md`` and ``results.png``.
+"""
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from skel_jax import config_validation
+from skel_jax import finetune
+from skel_jax import input_pipeline
+from skel_jax import pretrain
+
+CI_METHOD = ('Student-t 95% interval over the runs of a row (pretraining seed '
+             'x localization seed cells, treated as independent draws); '
+             'vs_video_moco: the same interval over paired differences with '
+             'the video-level MoCo run of the same seeds and protocol')
+
+# Two-sided 97.5% quantiles of Student's t by degrees of freedom.
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447,
+         7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179,
+         13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101,
+         19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064,
+         25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042}
+
+
+def t_quantile(df):
+  """97.5% quantile of Student's t (df > 30: 1.96 + 2.4 / df, within 0.3%)."""
+  return _T975[df] if df in _T975 else 1.96 + 2.4 / df
+
+
+def mean_ci(values):
+  """{'mean', 'ci95': [lo, hi], 'sd'} of a sample (t interval)."""
+  v = np.asarray(values, np.float64)
+  m = float(v.mean())
+  if len(v) < 2:
+    return {'mean': m, 'ci95': [float('nan'), float('nan')], 'sd': 0.0}
+  sd = float(v.std(ddof=1))
+  half = t_quantile(len(v) - 1) * sd / math.sqrt(len(v))
+  return {'mean': m, 'ci95': [m - half, m + half], 'sd': sd}
+
+
+# ---------------------------------------------------------------------------
+# Cells.
+# ---------------------------------------------------------------------------
+def pretrain_dir(workdir, method, seed):
+  return os.path.join(workdir, 'pretrain', method, f'seed{seed}')
+
+
+def localize_dir(workdir, method, p_seed, l_seed, protocol):
+  return os.path.join(workdir, 'localize', method, f'p{p_seed}_l{l_seed}',
+                      protocol)
+
+
+def pretrain_config(config, method, seed):
+  c = config.pretrain_methods[method].copy_and_resolve_references()
+  c.seed = seed
+  return c
+
+
+def localize_config(config, workdir, method, p_seed, l_seed, protocol):
+  c = config.finetune.copy_and_resolve_references()
+  c.seed = l_seed
+  c.protocol = protocol
+  c.label_fraction = config.label_fraction
+  if protocol in config.protocol_lr:
+    c.optimizer.lr = config.protocol_lr[protocol]
+  if method == 'random_init':
+    # The pretraining seed draws the random backbone (its "pretraining").
+    c.init, c.pretrain_workdir = 'random', ''
+    c.init_seed = 1000 * p_seed + l_seed
+  else:
+    c.init = 'pretrained'
+    c.pretrain_workdir = pretrain_dir(workdir, method, p_seed)
+  return c
+
+
+def _done_marker(workdir):
+  return os.path.join(workdir, 'done.json')
+
+
+def _run_pretrain(config, workdir, method, seed):
+  pdir = pretrain_dir(workdir, method, seed)
+  if os.path.exists(_done_marker(pdir)):
+    with open(_done_marker(pdir)) as f:
+      return json.load(f), True
+  c = pretrain_config(config, method, seed)
+  _, state = pretrain.train(c, pdir)
+  summary = {'final': _last_metrics(pdir), 'first': _first_metrics(pdir)}
+  probe_path = os.path.join(pdir, 'probe.json')
+  if os.path.exists(probe_path):
+    with open(probe_path) as f:
+      summary['probe'] = json.load(f)
+  del state
+  with open(_done_marker(pdir), 'w') as f:
+    json.dump(summary, f, indent=2)
+  return summary, False
+
+
+def _metric_lines(pdir):
+  with open(os.path.join(pdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _first_metrics(pdir):
+  return _metric_lines(pdir)[0]
+
+
+def _last_metrics(pdir):
+  return _metric_lines(pdir)[-1]
+
+
+def _run_localize(config, workdir, method, p_seed, l_seed, protocol):
+  ldir = localize_dir(workdir, method, p_seed, l_seed, protocol)
+  path = os.path.join(ldir, 'results.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f), True
+  c = localize_config(config, workdir, method, p_seed, l_seed, protocol)
+  return finetune.train_and_evaluate(c, ldir), False
+
+
+# ---------------------------------------------------------------------------
+# Aggregation.
+# ---------------------------------------------------------------------------
+def aggregate(cells, methods, protocols, label_fraction):
+  """Rows of results.json from the per-cell mean mAPs."""
+  by_key = {(c['method'], c['protocol'], c['pretrain_seed'],
+             c['localization_seed']): c['map_mean'] for c in cells}
+  rows = []
+  for protocol in protocols:
+    for method in methods:
+      seeds = sorted((p, l) for (m, pr, p, l) in by_key
+                     if m == method and pr == protocol)
+      if not seeds:
+        continue
+      values = [by_key[(method, protocol) + s] for s in seeds]
+      row = {'method': method, 'protocol': protocol,
+             'label_fraction': label_fraction, 'runs': len(values),
+             'map_mean': mean_ci(values)}
+      paired = [by_key[(method, protocol) + s] -
+                by_key[('video_moco', protocol) + s]
+                for s in seeds if ('video_moco', protocol) + s in by_key]
+      if method != 'video_moco' and paired:
+        row['vs_video_moco'] = mean_ci(paired)
+        row['vs_video_moco']['pairs'] = len(paired)
+      rows.append(row)
+  return rows
+
+
+def _fmt_ci(stat, signed=False):
+  lo, hi = stat['ci95']
+  sign = '+' if signed else ''
+  return f'{stat["mean"]:{sign}.1f} [{lo:{sign}.1f}, {hi:{sign}.1f}]'
+
+
+def format_table(rows):
+  lines = ['| protocol | method | runs | mean mAP [95% CI] | vs video MoCo '
+           '[95% CI] |', '|---|---|---|---|---|']
+  for r in rows:
+    vs = _fmt_ci(r['vs_video_moco'], True) if 'vs_video_moco' in r else '-'
+    lines.append(f'| {r["protocol"]} | {r["method"]} | {r["runs"]} | '
+                 f'{_fmt_ci(r["map_mean"])} | {vs} |')
+  return '\n'.join(lines)
+
+
+def format_diagnostics(pretrain_summaries):
+  """Per method: final pretraining diagnostics and probe, mean over seeds."""
+  keys = ('loss_global', 'loss_snippet', 'diag/global_top1',
+          'diag/snippet_top1', 'diag/snippet_same_index',
+          'diag/snippet_content_correct', 'diag/snippet_var_index',
+          'diag/snippet_var_video', 'diag/uniform')
+  probe_keys = ('ridge_frame_acc', 'ridge_class_acc', 'var_time', 'var_label')
+  head = ['method'] + [k.split('/')[-1] for k in keys] + list(probe_keys)
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for method, runs in pretrain_summaries.items():
+    cells = [method]
+    for k in keys:
+      v = [r['final'][k] for r in runs if k in r['final']]
+      cells.append(f'{np.mean(v):.3f}' if v else '-')
+    for k in probe_keys:
+      v = [r['probe'][k] for r in runs if 'probe' in r]
+      cells.append(f'{np.mean(v):.3f}' if v else '-')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def plot_rows(path, rows):
+  """Means with 95% intervals, one panel per protocol."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  protocols = list(dict.fromkeys(r['protocol'] for r in rows))
+  fig, axes = plt.subplots(1, len(protocols),
+                           figsize=(3.6 * len(protocols), 3.4), sharey=True,
+                           squeeze=False)
+  for ax, protocol in zip(axes[0], protocols):
+    sub = [r for r in rows if r['protocol'] == protocol]
+    means = [r['map_mean']['mean'] for r in sub]
+    err = np.array([[m - r['map_mean']['ci95'][0],
+                     r['map_mean']['ci95'][1] - m]
+                    for m, r in zip(means, sub)]).T
+    ax.errorbar(range(len(sub)), means, yerr=err, fmt='o', capsize=4)
+    ax.set_xticks(range(len(sub)))
+    ax.set_xticklabels([r['method'] for r in sub], rotation=30, ha='right')
+    ax.set_title(f'{protocol} ({sub[0]["runs"]} runs)')
+    ax.grid(axis='y', alpha=0.3)
+  axes[0][0].set_ylabel('mean mAP@0.1:0.5 (%), 95% CI')
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+# ---------------------------------------------------------------------------
+# Driver.
+# ---------------------------------------------------------------------------
+def run(config, workdir):
+  config_validation.validate(config, workdir)
+  os.makedirs(workdir, exist_ok=True)
+  input_pipeline.ensure_built(config.data)
+  t_start = time.time()
+  methods = list(config.methods)
+  pretrained = [m for m in methods if m != 'random_init']
+  n_pre = len(pretrained) * len(config.pretrain_seeds)
+  n_loc = (len(methods) * len(config.pretrain_seeds) *
+           len(config.localization_seeds) * len(config.protocols))
+  done = 0
+
+  def progress(kind, name, seconds, reused, extra=''):
+    nonlocal done
+    done += 1
+    state = 'reused' if reused else f'{seconds:.0f} s'
+    print(f'[study {done}/{n_pre + n_loc}] {kind} {name}: {state}{extra} '
+          f'(elapsed {time.time() - t_start:.0f} s)', flush=True)
+
+  summaries = {m: [] for m in pretrained}
+  for method in pretrained:
+    for seed in config.pretrain_seeds:
+      t0 = time.time()
+      summary, reused = _run_pretrain(config, workdir, method, seed)
+      summaries[method].append(summary)
+      probe = summary.get('probe', {})
+      extra = (f'; probe var_time={probe["var_time"]:.2f} ridge_class_acc='
+               f'{probe["ridge_class_acc"]:.2f}' if probe else '')
+      progress('pretrain', f'{method} seed {seed}', time.time() - t0, reused,
+               extra)
+
+  cells = []
+  for p_seed in config.pretrain_seeds:
+    for l_seed in config.localization_seeds:
+      for method in methods:
+        for protocol in config.protocols:
+          t0 = time.time()
+          result, reused = _run_localize(config, workdir, method, p_seed,
+                                         l_seed, protocol)
+          cells.append({'method': method, 'protocol': protocol,
+                        'pretrain_seed': p_seed, 'localization_seed': l_seed,
+                        'map_mean': result['mean'],
+                        'map': {str(k): v for k, v in result['iou'].items()},
+                        'frame_accuracy': result['frame_accuracy']})
+          progress('localize', f'{method} {protocol} p{p_seed} l{l_seed}',
+                   time.time() - t0, reused,
+                   f'; mean mAP {result["mean"]:.1f}')
+
+  rows = aggregate(cells, methods, config.protocols, config.label_fraction)
+  wall = time.time() - t_start
+  out = {'ci_method': CI_METHOD, 'rows': rows, 'cells': cells,
+         'pretraining': summaries, 'wall_seconds': round(wall, 1),
+         'seeds': {'pretrain': list(config.pretrain_seeds),
+                   'localization': list(config.localization_seeds)}}
+  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    json.dump(out, f, indent=2)
+  table = format_table(rows)
+  diag = format_diagnostics(summaries)
+  with open(os.path.join(workdir, 'results.md'), 'w') as f:
+    f.write(f'{table}\n\n{CI_METHOD}.\n\nPretraining diagnostics at the '
+            f'last logged step and frozen-feature probe (mean over seeds):'
+            f'\n\n{diag}\n\nwall time: {wall:.0f} s\n')
+  plot_rows(os.path.join(workdir, 'results.png'), rows)
+  print(f'\n{table}\n\n{diag}\n\n[study] wall time {wall:.0f} s; results in '
+        f'{workdir}/results.json, results.md, results.png', flush=True)
+  return out
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from skel_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main_lib.main)

@@ -1,0 +1,98 @@
+"""The multi-seed study: interval arithmetic against hand-worked values, and a
+smoke study end to end (cells, re-run reuse, results schema)."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from skel_jax import study
+
+
+def _load_config(name, arg):
+  path = os.path.join(os.path.dirname(__file__), '..', 'configs', name)
+  spec = importlib.util.spec_from_file_location('study_cfg', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_mean_ci_hand_worked():
+  # mean 2, sd 1, n 3: half-width t(2) * 1 / sqrt(3) = 4.303 / 1.732.
+  got = study.mean_ci([1.0, 2.0, 3.0])
+  assert got['mean'] == 2.0
+  np.testing.assert_allclose(got['ci95'], [2 - 2.4843, 2 + 2.4843],
+                             atol=1e-3)
+  np.testing.assert_allclose(got['sd'], 1.0)
+
+
+def test_t_quantile_table_and_tail():
+  assert study.t_quantile(8) == 2.306
+  # Beyond the table: within 0.3% of the exact 2.0 (df 60) and 1.98 (df 120).
+  np.testing.assert_allclose(study.t_quantile(60), 2.000, rtol=3e-3)
+  np.testing.assert_allclose(study.t_quantile(120), 1.980, rtol=3e-3)
+
+
+def test_aggregate_pairs_by_seed_and_protocol():
+  cells = []
+  for p in (0, 1):
+    for l in (5, 6):
+      base = 10.0 * p + l
+      for method, offset in (('video_moco', 0.0), ('snippet_moco', 2.0 + p)):
+        cells.append({'method': method, 'protocol': 'linear',
+                      'pretrain_seed': p, 'localization_seed': l,
+                      'map_mean': base + offset})
+  rows = study.aggregate(cells, ['video_moco', 'snippet_moco'], ['linear'],
+                         0.2)
+  video, snippet = rows
+  assert video['method'] == 'video_moco' and 'vs_video_moco' not in video
+  assert video['runs'] == 4
+  np.testing.assert_allclose(video['map_mean']['mean'], np.mean([5, 6, 15, 16]))
+  # Paired differences are 2, 2, 3, 3: mean 2.5, sd 0.577, t(3) = 3.182.
+  d = snippet['vs_video_moco']
+  np.testing.assert_allclose(d['mean'], 2.5)
+  half = 3.182 * np.std([2, 2, 3, 3], ddof=1) / 2
+  np.testing.assert_allclose(d['ci95'], [2.5 - half, 2.5 + half], rtol=1e-6)
+  assert d['pairs'] == 4
+
+
+@pytest.mark.xdist_group('study_smoke')
+def test_smoke_study_end_to_end(tmp_path, capsys):
+  config = _load_config('study.py', 'smoke')
+  workdir = str(tmp_path / 'study')
+  out = study.run(config, workdir)
+  methods = list(config.methods)
+  protocols = list(config.protocols)
+  runs = len(config.pretrain_seeds) * len(config.localization_seeds)
+  assert [(r['method'], r['protocol']) for r in out['rows']] == [
+      (m, p) for p in protocols for m in methods]
+  for r in out['rows']:
+    assert r['runs'] == runs
+    lo, hi = r['map_mean']['ci95']
+    assert 0.0 <= r['map_mean']['mean'] <= 100.0
+    assert lo <= r['map_mean']['mean'] <= hi
+    assert ('vs_video_moco' in r) == (r['method'] != 'video_moco')
+  with open(os.path.join(workdir, 'results.json')) as f:
+    saved = json.load(f)
+  assert saved['ci_method'] == study.CI_METHOD
+  assert os.path.exists(os.path.join(workdir, 'results.png'))
+  assert os.path.exists(os.path.join(workdir, 'results.md'))
+  # Every pretraining run logged the diagnostics and wrote the probe.
+  for m in config.pretrain_methods:
+    for s in config.pretrain_seeds:
+      pdir = study.pretrain_dir(workdir, m, s)
+      with open(os.path.join(pdir, 'probe.json')) as f:
+        probe = json.load(f)
+      assert 0.0 <= probe['var_time'] <= 1.0
+      with open(os.path.join(pdir, 'metrics.jsonl')) as f:
+        first = json.loads(f.readline())
+      assert 'diag/global_top1' in first and 'diag/uniform' in first
+  # A re-run reuses every finished cell and gives the same rows.
+  capsys.readouterr()
+  again = study.run(config, workdir)
+  log = capsys.readouterr().out
+  assert log.count('reused') == (len(config.pretrain_methods) *
+                                 len(config.pretrain_seeds) +
+                                 runs * len(methods) * len(protocols))
+  assert again['rows'] == out['rows']
