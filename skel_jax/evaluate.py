@@ -9,6 +9,12 @@ File layouts (frame units, ``end`` exclusive):
   GT:    {"database": {vid: {"annotations": [{"label": L, "segment": [s, e]}]}}}
   preds: {"results": {vid: [{"label": L, "segment": [s, e], "score": x}]}}
 
+Every entry is checked: a malformed segment, a missing / NaN / infinite
+score or a JSON syntax error is an error naming the file and the entry (or
+line and column). Prediction videos or labels that never occur in the ground
+truth (usually a mismatched file, which would score 0) are warnings with
+counts, errors under ``--strict``.
+
 Labels may be class names or integers. They are mapped to indices as the
 sorted unique GT labels followed by the sorted prediction-only labels (those
 can never be TPs, but they keep their own index). Output keys use the labels
@@ -21,7 +27,9 @@ The library functions (``to_activitynet``, ``save_activitynet``,
 predictions without the command line.
 """
 import json
+import math
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -86,6 +94,54 @@ def save_activitynet(path: str, segments: dict, class_names=None,
     json.dump(to_activitynet(segments, class_names, kind), f)
 
 
+def _is_number(x):
+  return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _label(item, where):
+  if not isinstance(item, dict) or 'label' not in item:
+    raise ValueError(f"{where}: no 'label' (expected an object with label, "
+                     'segment[, score])')
+  label = item['label']
+  if isinstance(label, float) and label.is_integer():
+    label = int(label)
+  if not isinstance(label, (str, int)) or isinstance(label, bool):
+    raise ValueError(f'{where}: label {label!r} is not a name or an integer')
+  return label
+
+
+def _segment(item, where):
+  seg = item.get('segment')
+  if (not isinstance(seg, (list, tuple)) or len(seg) != 2 or
+      not all(_is_number(x) and math.isfinite(x) for x in seg) or
+      seg[1] < seg[0]):
+    raise ValueError(f'{where}: segment {seg!r} is not [start, end] with '
+                     'finite numbers and start <= end')
+  return _plain_number(seg[0]), _plain_number(seg[1])
+
+
+def _score(item, where):
+  if 'score' not in item:
+    raise ValueError(f"{where}: no 'score' (every prediction needs one)")
+  score = item['score']
+  if not _is_number(score) or not math.isfinite(score):
+    raise ValueError(f'{where}: score {score!r} is not a finite number')
+  return float(score)
+
+
+def _read_json(path):
+  try:
+    with open(path) as f:
+      text = f.read()
+  except OSError as e:
+    raise ValueError(f'{path}: cannot read ({e.strerror})') from e
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}: invalid JSON at line {e.lineno}, column '
+                     f'{e.colno}: {e.msg}') from e
+
+
 def load_activitynet(path: str) -> dict:
   """Reads an ActivityNet detection JSON file, keeping the raw labels.
 
@@ -93,20 +149,72 @@ def load_activitynet(path: str) -> dict:
     ``{vid: [(label, start, end)]}`` for a GT file ("database") or
     ``{vid: [(label, start, end, score)]}`` for a prediction file
     ("results"); labels exactly as in the file, coordinates as numbers.
+
+  Raises:
+    ValueError: naming the file and entry of anything malformed.
   """
-  with open(path) as f:
-    data = json.load(f)
-  if 'database' in data:
-    return {vid: [(a['label'], _plain_number(a['segment'][0]),
-                   _plain_number(a['segment'][1]))
-                  for a in entry.get('annotations', [])]
-            for vid, entry in data['database'].items()}
-  if 'results' in data:
-    return {vid: [(r['label'], _plain_number(r['segment'][0]),
-                   _plain_number(r['segment'][1]), float(r['score']))
-                  for r in items]
-            for vid, items in data['results'].items()}
+  return _load(path)[1]
+
+
+def _load(path):
+  """('gt' | 'pred', table) of ``load_activitynet``."""
+  data = _read_json(path)
+  if isinstance(data, dict) and isinstance(data.get('database'), dict):
+    out = {}
+    for vid, entry in data['database'].items():
+      anns = entry.get('annotations', []) if isinstance(entry, dict) else None
+      if not isinstance(anns, list):
+        raise ValueError(f'{path}: database[{vid!r}] has no "annotations" '
+                         'list')
+      out[vid] = []
+      for i, a in enumerate(anns):
+        where = f'{path}: database[{vid!r}].annotations[{i}]'
+        out[vid].append((_label(a, where),) + _segment(a, where))
+    return 'gt', out
+  if isinstance(data, dict) and isinstance(data.get('results'), dict):
+    out = {}
+    for vid, items in data['results'].items():
+      if not isinstance(items, list):
+        raise ValueError(f'{path}: results[{vid!r}] is not a list')
+      out[vid] = []
+      for i, r in enumerate(items):
+        where = f'{path}: results[{vid!r}][{i}]'
+        out[vid].append((_label(r, where),) + _segment(r, where) +
+                        (_score(r, where),))
+    return 'pred', out
   raise ValueError(f'{path}: neither a "database" nor a "results" file.')
+
+
+def _some(items, n=3):
+  items = sorted(items, key=lambda x: (isinstance(x, str), str(x)))
+  more = ', ...' if len(items) > n else ''
+  return ', '.join(repr(x) for x in items[:n]) + more
+
+
+def mismatches(gt_raw: dict, pred_raw: dict) -> list:
+  """Warnings (with counts) for predictions that cannot match the GT: video
+  ids or labels the GT does not have, and GT videos without predictions."""
+  out = []
+  extra = set(pred_raw) - set(gt_raw)
+  if extra:
+    out.append(f'{len(extra)} of {len(pred_raw)} predicted videos are not in '
+               f'the ground truth ({_some(extra)})')
+  missing = set(gt_raw) - set(pred_raw)
+  if missing:
+    out.append(f'{len(missing)} of {len(gt_raw)} ground-truth videos have no '
+               f'predictions ({_some(missing)})')
+  gt_labels = {item[0] for items in gt_raw.values() for item in items}
+  pred_labels = {item[0] for items in pred_raw.values() for item in items}
+  unknown = pred_labels - gt_labels
+  if unknown:
+    msg = (f'{len(unknown)} of {len(pred_labels)} predicted labels never '
+           f'occur in the ground truth ({_some(unknown)})')
+    kinds = lambda labels: {type(x).__name__ for x in labels}
+    if gt_labels and kinds(gt_labels) != kinds(pred_labels):
+      msg += (f'; the ground truth labels are {"/".join(kinds(gt_labels))}, '
+              f'the predicted ones {"/".join(kinds(pred_labels))}')
+    out.append(msg)
+  return out
 
 
 def _sort_key(label):
@@ -129,15 +237,25 @@ def _index_table(raw: dict, index: dict) -> dict:
 
 def evaluate_files(gt_path: str, pred_path: str, metric: str = 'exact',
                    iou_thresholds=metrics.DEFAULT_IOU_THRESHOLDS,
-                   num_classes: int | None = None) -> dict:
+                   num_classes: int | None = None,
+                   strict: bool = False) -> dict:
   """Scores a prediction file against a GT file.
 
   Returns:
     ``metrics.compute_map``'s dict with ``per_class`` keyed by the labels as
-    they appear in the JSON.
+    they appear in the JSON, plus ``warnings`` (``mismatches``; with
+    ``strict`` they raise ValueError instead).
   """
-  gt_raw = load_activitynet(gt_path)
-  pred_raw = load_activitynet(pred_path)
+  gt_kind, gt_raw = _load(gt_path)
+  pred_kind, pred_raw = _load(pred_path)
+  if gt_kind != 'gt':
+    raise ValueError(f'{gt_path}: expected a ground-truth ("database") file')
+  if pred_kind != 'pred':
+    raise ValueError(f'{pred_path}: expected a prediction ("results") file')
+  warnings = mismatches(gt_raw, pred_raw)
+  if strict and warnings:
+    raise ValueError(f'{pred_path} does not match {gt_path}: '
+                     + '; '.join(warnings) + ' (--strict)')
   vocab = label_vocabulary(gt_raw, pred_raw)
   if num_classes is not None and len(vocab) > num_classes:
     raise ValueError(f'{len(vocab)} distinct labels > num_classes '
@@ -148,6 +266,7 @@ def evaluate_files(gt_path: str, pred_path: str, metric: str = 'exact',
       iou_thresholds=iou_thresholds, metric=metric, num_classes=num_classes)
   result['per_class'] = {vocab[c]: aps for c, aps in result['per_class'].items()
                          if c < len(vocab)}
+  result['warnings'] = warnings
   return result
 
 
@@ -180,6 +299,7 @@ def result_to_json(result: dict) -> dict:
       'mean': result['mean'],
       'per_class': {str(label): {str(t): v for t, v in aps.items()}
                     for label, aps in result['per_class'].items()},
+      'warnings': list(result.get('warnings', [])),
   }
 
 
@@ -203,6 +323,9 @@ def define_flags(flag_values=flags.FLAGS) -> None:
                        flag_values=flag_values)
   flags.DEFINE_string('out', None, 'Optional JSON file for the results.',
                       flag_values=flag_values)
+  flags.DEFINE_bool('strict', False, 'Fail (instead of warning) when '
+                    'prediction videos or labels do not match the ground '
+                    'truth.', flag_values=flag_values)
   flags.mark_flags_as_required(['gt', 'pred'], flag_values=flag_values)
 
 
@@ -213,9 +336,12 @@ def main(argv) -> None:
   try:
     result = evaluate_files(f.gt, f.pred, metric=f.metric,
                             iou_thresholds=[float(t) for t in f.iou],
-                            num_classes=f.num_classes)
-  except ValueError as e:  # bad flags or file contents: no traceback
-    raise app.UsageError(str(e)) from e
+                            num_classes=f.num_classes, strict=f.strict)
+  except ValueError as e:  # bad flags or file contents: one line
+    print(f'evaluate: error: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
+  for warning in result['warnings']:
+    print(f'evaluate: warning: {warning}', file=sys.stderr, flush=True)
   print(format_table(result))
   if f.out:
     out_dir = os.path.dirname(os.path.abspath(f.out))

@@ -153,3 +153,87 @@ def test_plot_timelines_smoke(tmp_path):
     head = f.read(8)
   assert head == b'\x89PNG\r\n\x1a\n'
   assert os.path.getsize(path) > 1000
+
+
+# ------------------------------------------------ malformed or mismatched ---
+def _pred_with(tmp_path, entry):
+  pred = {'results': {'v1': [{'label': 'walk', 'segment': [0, 10],
+                              'score': .9}, entry]}}
+  path = tmp_path / 'pred.json'
+  # allow_nan: Python writes NaN/Infinity literals, as numpy-based code does.
+  path.write_text(json.dumps(pred, allow_nan=True))
+  return str(path)
+
+
+@pytest.mark.parametrize('entry,problem', [
+    ({'label': 'walk', 'segment': [0, 10], 'score': float('nan')},
+     'score nan is not a finite number'),
+    ({'label': 'walk', 'segment': [0, 10], 'score': float('inf')},
+     'score inf is not a finite number'),
+    ({'label': 'walk', 'segment': [0, 10], 'score': '0.5'},
+     "score '0.5' is not a finite number"),
+    ({'label': 'walk', 'segment': [0, 10]},
+     "no 'score' (every prediction needs one)"),
+    ({'label': 'walk', 'segment': [0, 10, 0.5], 'score': .5},
+     'segment [0, 10, 0.5] is not [start, end]'),
+    ({'label': 'walk', 'segment': [10, 2], 'score': .5},
+     'segment [10, 2] is not [start, end]'),
+    ({'label': 'walk', 'segment': [0, float('nan')], 'score': .5},
+     'segment [0, nan] is not [start, end]'),
+    ({'segment': [0, 10], 'score': .5}, "no 'label'"),
+])
+def test_malformed_prediction_names_the_entry(files, tmp_path, entry,
+                                              problem):
+  pred = _pred_with(tmp_path, entry)
+  with pytest.raises(ValueError) as e:
+    evaluate.evaluate_files(files[0], pred)
+  assert str(e.value).startswith(f"{pred}: results['v1'][1]: ")
+  assert problem in str(e.value)
+
+
+def test_json_error_names_file_and_position(files, tmp_path):
+  bad = tmp_path / 'cut.json'
+  bad.write_text('{"results": {"v1": [{"label": "walk",\n "segment": [0,')
+  with pytest.raises(ValueError, match=rf'^{bad}: invalid JSON at line 2, '
+                     r'column 16: Expecting value$'):
+    evaluate.evaluate_files(files[0], str(bad))
+  with pytest.raises(ValueError, match='expected a prediction'):
+    evaluate.evaluate_files(files[0], files[0])  # GT passed twice
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, '-m', 'skel_jax.evaluate', *args],
+                        capture_output=True, text=True, cwd=_REPO, timeout=60)
+
+
+def test_cli_mismatched_ids_and_labels_warn_then_fail_with_strict(files,
+                                                                  tmp_path):
+  # Integer labels against named GT classes, and one id the GT lacks: this
+  # used to score 0.00 silently.
+  pred = tmp_path / 'other.json'
+  evaluate.save_activitynet(str(pred), {'v1': [(1, 0, 10, .9)],
+                                        'v9': [(0, 20, 30, .8)]})
+  proc = _cli(f'--gt={files[0]}', f'--pred={pred}')
+  assert proc.returncode == 0, proc.stderr
+  warnings = [l for l in proc.stderr.splitlines()
+              if l.startswith('evaluate: warning: ')]
+  assert warnings == [
+      "evaluate: warning: 1 of 2 predicted videos are not in the ground "
+      "truth ('v9')",
+      'evaluate: warning: 2 of 2 predicted labels never occur in the ground '
+      'truth (0, 1); the ground truth labels are str, the predicted ones '
+      'int'], proc.stderr
+  proc = _cli(f'--gt={files[0]}', f'--pred={pred}', '--strict')
+  assert proc.returncode == 1
+  assert proc.stderr.startswith('evaluate: error: ') and '(--strict)' in (
+      proc.stderr)
+  assert 'Traceback' not in proc.stderr
+
+
+def test_cli_nan_score_is_one_line_error(files, tmp_path):
+  pred = _pred_with(tmp_path, {'label': 'walk', 'segment': [0, 5],
+                               'score': float('nan')})
+  proc = _cli(f'--gt={files[0]}', f'--pred={pred}')
+  assert proc.returncode == 1
+  assert proc.stderr.strip() == (f"evaluate: error: {pred}: results['v1'][1]:"
+                                 ' score nan is not a finite number')
