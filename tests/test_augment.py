@@ -241,6 +241,27 @@ def test_relative_tempo_views():
     assert {tuple(frames_q), tuple(other_frames)} == {tuple(slow), tuple(fast)}
 
 
+def test_relative_tempo_coin_is_fair_and_per_video():
+  """Guards against a coin that always (or never) picks the fast tempo: each
+  video's tempo is its own Bernoulli(1/2) draw from fold_in(key, 3)."""
+  n, t = 64, 8
+  x = jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32)[None, None, :, None,
+                                                         None], (n, 1, t, 1, 1))
+  keys = augment.sample_keys(jax.random.PRNGKey(5), 2, jnp.arange(n))
+  q, _, other = augment.relative_tempo(x, x, keys, ratio=2)
+  fast = np.asarray(q[:, 0, :, 0, 0] == 2 * np.arange(t // 2)).all(-1)
+  slow = np.asarray(q[:, 0, :, 0, 0] == np.arange(t // 2)).all(-1)
+  assert (fast ^ slow).all()
+  want = np.array([bool(jax.random.bernoulli(jax.random.fold_in(k, 3)))
+                   for k in keys])
+  np.testing.assert_array_equal(fast, want)
+  # 64 fair coins: 20..44 heads holds with probability > 0.999.
+  assert 20 <= fast.sum() <= 44
+  # k_other plays at the other tempo.
+  np.testing.assert_array_equal(
+      np.asarray(other[:, 0, 1, 0, 0]), np.where(fast, 1, 2))
+
+
 def test_extreme_view_is_deterministic_per_key():
   cfg = config_defaults.pretrain_config().augment
   x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 1, 32, 25, 3)),

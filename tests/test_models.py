@@ -365,6 +365,86 @@ def test_ufusion_head_channel_arithmetic_width1():
   assert feats.shape == (2, t, 512)
 
 
+def _randomized(module, seed=0):
+  """Every parameter and BN statistic random (variances positive), so that
+  a wrong channel order, axis or missing term changes the output."""
+  graphdef, state = nnx.split(module)
+  rng = np.random.default_rng(seed)
+
+  def init(path, leaf):
+    name = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)][-1]
+    v = rng.normal(0.0, 0.5, leaf.shape)
+    if name in ('scale', 'var'):
+      v = rng.uniform(0.5, 1.5, leaf.shape)
+    return jnp.asarray(v, leaf.dtype)
+  return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(init, state))
+
+
+def _np(a):
+  return np.asarray(a, np.float64)
+
+
+def _np_bn_eval(x, bn):
+  return ((x - _np(bn.mean)) / np.sqrt(_np(bn.var) + 1e-5) * _np(bn.scale)
+          + _np(bn.bias))
+
+
+def _np_conv_unit(x, cu):
+  """conv k3 (zero pad 1, cross-correlation) -> BN (eval) -> ReLU; (N, T, C)."""
+  w, b = _np(cu.conv.kernel), _np(cu.conv.bias)
+  xp = np.pad(x, ((0, 0), (1, 1), (0, 0)))
+  y = sum(xp[:, k:k + x.shape[1]] @ w[k] for k in range(3)) + b
+  return np.maximum(_np_bn_eval(y, cu.bn), 0.0)
+
+
+def _np_up(x, length):
+  return x[:, np.arange(length) * x.shape[1] // length]
+
+
+def test_ufusion_head_matches_numpy():
+  """METHOD.md §4 written out in NumPy (eval mode). Guards against a
+  reordered concatenation (same channel count, e.g. cat[up(x1), x0])."""
+  c = (3, 4, 5)
+  head = _randomized(UFusionHead(c, 6, 3, rngs=nnx.Rngs(0)))
+  rng = np.random.default_rng(1)
+  x0, x1, x2 = (rng.normal(size=(2, t, ch)) for t, ch in zip((16, 4, 2), c))
+  x01 = _np_conv_unit(np.concatenate([x0, _np_up(x1, 16)], -1), head.cu01)
+  x11 = _np_conv_unit(np.concatenate([x1, _np_up(x2, 4)], -1), head.cu11)
+  x02 = _np_conv_unit(np.concatenate([x0, x01, _np_up(x11, 16)], -1),
+                      head.cu02)
+  fused = (np.concatenate([x0, x01, x02], -1) @ _np(head.fuse.kernel)[0]
+           + _np(head.fuse.bias))
+  logits = fused @ _np(head.classifier.kernel) + _np(head.classifier.bias)
+  taps = [jnp.asarray(a, jnp.float32) for a in (x0, x1, x2)]
+  np.testing.assert_allclose(head.features(taps, False), fused, rtol=1e-4,
+                             atol=1e-4)
+  np.testing.assert_allclose(head(taps, False), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_part_relation_branch_matches_numpy():
+  """RVTCLR's IntraPart + InterPart (eval mode) in NumPy, with the body parts
+  written out from the release (0-based NTU joints)."""
+  parts = [(0, 1, 2, 3, 20), (16, 17, 18, 19), (12, 13, 14, 15),
+           (8, 9, 10, 11, 23, 24), (4, 5, 6, 7, 21, 22)]
+  ch = 6
+  branch = _randomized(heads.PartRelationBranch(ch, rngs=nnx.Rngs(0)))
+  feats = np.random.default_rng(2).normal(size=(2, 5, 25, ch))
+  lin = lambda x, m: x @ _np(m.kernel) + (0 if m.bias is None
+                                          else _np(m.bias))
+  p = np.stack([feats[:, :, list(j)].mean(2) for j in parts], 2)  # (B,T,5,C)
+  x = lin(np.maximum(lin(p, branch.squeeze), 0), branch.excite)
+  mean = x.mean(2)                                                # (B,T,C)
+  s = np.einsum('btc,bsc->bts', lin(mean, branch.theta),
+                lin(mean, branch.phi))
+  att = np.exp(s - s.max(-1, keepdims=True))
+  att /= att.sum(-1, keepdims=True)          # softmax over the attended steps
+  y = np.einsum('bts,bspc->btpc', att, lin(x, branch.g))
+  want = _np_bn_eval(lin(y, branch.out), branch.out_bn) + x
+  got = branch(jnp.asarray(feats, jnp.float32), False)
+  assert got.shape == (2, 5, 5, ch)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def _torch_linear_resize(x, length):
   """PyTorch interpolate(mode='linear', align_corners=False) along axis 1."""
   src_len = x.shape[1]
