@@ -35,16 +35,20 @@ def tiny_batch(clip_len=32):
   return {'x': x, 'index': np.arange(100, 100 + B, dtype=np.int32)}
 
 
-def run_step(config, mesh, state_shardings=None, mining_step=-1):
+def run_step(config, mesh, state_shardings=None, mining_step=-1,
+             prepare=None):
   """One jitted step as ``pretrain.train`` builds it, on ``mesh``.
 
   ``state_shardings(state, mesh)`` gives the state layout (default:
-  replicated). Returns (graphdef, state before (host), state after (device
-  arrays, with their shardings), metrics (host)).
+  replicated); ``prepare(state)`` edits the initial state (same shapes, so
+  the compiled step is shared). Returns (graphdef, state before (host),
+  state after (device arrays, with their shardings), metrics (host)).
   """
   schedule = train_utils.warmup_step_schedule(config.optimizer.lr, 0, [])
   tx = train_utils.make_optimizer(config.optimizer, schedule)
   graphdef, state = pretrain.init_state(config, tx)
+  if prepare is not None:
+    state = prepare(state)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
   sh = rep if state_shardings is None else state_shardings(state, mesh)
   step = jax.jit(functools.partial(pretrain.train_step, graphdef=graphdef,

@@ -109,11 +109,37 @@ def test_loss_and_queues_match_reference(runs):
     assert 'loss_snippet' not in metrics
     np.testing.assert_array_equal(after['snippet_queue'],
                                   before['snippet_queue'])
-  # MoCo: the key encoder moved towards the query encoder by (1 - m).
-  m = config.pretrain.momentum
-  jax.tree.map(lambda new, k0, q0: np.testing.assert_allclose(
-      new, m * k0 + (1 - m) * q0, rtol=1e-5, atol=1e-7),
-      after['key_params'], before['key_params'], before['params'])
+  # The momentum update is checked in test_momentum_update_of_key_encoder
+  # (here the key encoder starts as a copy of the query: any m fits).
+
+
+def test_momentum_update_of_key_encoder():
+  """MoCo: k <- m k + (1 - m) q, from a key encoder that differs from the
+  query one (at init they are equal and m k0 + (1 - m) q0 == q0 for every
+  m). Guards against a wrong or hard-coded momentum (m = 0.3 passed)."""
+  config = _config(1.5)
+
+  def perturb(state):
+    rng = np.random.default_rng(0)
+    state['key_params'] = jax.tree.map(
+        lambda k: k + jnp.asarray(0.1 * rng.normal(size=k.shape), k.dtype),
+        state['key_params'])
+    return state
+  # One device, the same shapes as test_eight_devices_match_one's reference:
+  # the compiled step comes from the compilation cache.
+  _, before, after, _ = step_helpers.run_step(
+      config, train_utils.make_mesh(jax.devices()[:1]), prepare=perturb)
+  after = jax.device_get(after)
+  m = float(config.pretrain.momentum)
+  flat = lambda tree: [np.asarray(x, np.float64) for x in jax.tree.leaves(tree)]
+  for new, k0, q0 in zip(flat(after['key_params']), flat(before['key_params']),
+                         flat(before['params'])):
+    assert np.abs(k0 - q0).max() > 0.01
+    # The move itself (about 1e-4), up to a few float32 ulps of the weights
+    # (about 1e-8): any other m is far off.
+    ulps = 4 * np.finfo(np.float32).eps * np.abs(k0).max()
+    np.testing.assert_allclose(new - k0, (1 - m) * (q0 - k0), rtol=1e-3,
+                               atol=ulps)
 
 
 def test_in_batch_negatives_step_matches_across_device_counts():
