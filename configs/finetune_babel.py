@@ -1,4 +1,4 @@
-r"""BABEL temporal action localization on subset 1, 2 or 3 (METHOD.md §7).
+r"""BABEL temporal action localization on subset 1, 2 or 3 (docs/method.md §7).
 
   python -m skel_jax.build_data --dataset=babel/subset1 --manual_dir=/data/babel \
       --data_dir=data --builder_option=smplh_model=/models/SMPLH_male.pkl

@@ -10,7 +10,7 @@ r"""NTU -> PKU-MMD (phase 1, cross-subject) transfer: U-fusion localization.
 
 PKU-MMD videos are long (~5k frames at 30 fps), so training uses random
 1000-frame crops (``data.train_window``) and evaluation runs whole videos,
-padded to ``data.pad_length``; METHOD.md gives no PKU-MMD crop length.
+padded to ``data.pad_length``; docs/method.md gives no PKU-MMD crop length.
 Headline metric: mAP@0.5; ``--config.eval.metric=pkummd_official`` gives the
 official evaluate.py definition, ``voc_inclusive`` the HiCLR/PCM3 one.
 """

@@ -1,4 +1,4 @@
-r"""Snippet pretraining on the whole BABEL train split (METHOD.md §7).
+r"""Snippet pretraining on the whole BABEL train split (docs/method.md §7).
 
   python -m skel_jax.build_data --dataset=babel/full --manual_dir=/data/babel \
       --data_dir=data --builder_option=smplh_model=/models/SMPLH_male.pkl

@@ -15,9 +15,9 @@ example) 600 epochs with x0.1 at 550, AimCLR 300 with x0.1 at 250; mining
 from epoch 200 (RVTCLR) / 150 (AimCLR).
 
 Data: the standard 300-frame, 2-body arrays (AimCLR ``ntu_gendata``, family A1,
-without the frame50 step; METHOD.md §7). Full AGCN, S = 19 snippets (of the
+without frame50; docs/method.md §7). Full AGCN, S = 19 snippets (of the
 38 backbone steps of a 300-frame clip, or the 19 of RVTCLR's 150-frame tempo
-views), queues of 32768, SGD lr 0.1 batch 128. METHOD.md gives no warm-up
+views), queues of 32768, SGD lr 0.1 batch 128. docs/method.md gives no warm-up
 length: 10 epochs here.
 """
 from skel_jax import config_defaults

@@ -19,7 +19,7 @@ def crop_frames(t, key, padding_ratio=6):
 
   Mirror-pad T // ratio frames on both sides, take T frames at a random
   offset. AimCLR pads with the first/last ``pad`` frames in reversed order,
-  i.e. the edge frame is repeated: NumPy's 'symmetric' mode (METHOD.md says
+  i.e. the edge frame is repeated: NumPy's 'symmetric' mode (docs/method.md says
   "reflect"). The map also tells the pretraining step which snippets of two
   views show the same frames (content-correct positives and diagnostics).
   """

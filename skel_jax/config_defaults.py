@@ -1,6 +1,7 @@
 """Default experiment settings shared by the files in ``configs/``.
 
-Values follow the released SnipCLR code (METHOD.md); experiment files override
+Values follow the released SnipCLR code (docs/method.md); experiment files
+override
 what differs (dataset, size, budget). Every field is overridable on the command
 line, e.g. ``--config.pretrain.snippet_weight=0``.
 """
@@ -101,7 +102,8 @@ def pretrain_config():
   return c
 
 
-# Settings each base method's release uses (METHOD.md §3, DATA_AND_EVAL.md §4.3).
+# Settings each base method's release uses (docs/method.md §3,
+# docs/data_and_eval.md §4.3).
 BASES = {
     # SkeletonCLR (MoCo v2) with the SnipCLR release's strong query view and
     # schedule (600 epochs, x0.1 at 550).
@@ -164,7 +166,7 @@ def pretrain_variant(c, arg, smoke, release_schedule=False):
 
 
 def set_release_snippet(c):
-  """The released snippet contrast (METHOD.md section 3), which a position
+  """The released snippet contrast (docs/method.md section 3), which a position
   code solves (docs/method.md): argmax positives, per-video mean negatives."""
   c.pretrain.snippet_positive = 'argmax'
   c.pretrain.snippet_negatives = 'video_mean'

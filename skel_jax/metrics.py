@@ -5,7 +5,7 @@ Inputs always use the skel_jax convention: ground truth is
 ``{video_id: [(label, start, end, score), ...]}`` in frame units with
 ``end`` EXCLUSIVE. Each metric maps that convention onto its reference:
 
-``'exact'`` (default; METHOD.md §6)
+``'exact'`` (default; docs/method.md §6)
   IoU of the integer frame sets ``[s, e)``. Per class, predictions from all
   videos are sorted by descending score (stable: ties keep video order, i.e.
   the order of the ``pred`` dict, then list order). A prediction is a TP
@@ -14,7 +14,7 @@ Inputs always use the skel_jax convention: ground truth is
   with the monotone precision envelope; mAP over the classes present in the
   GT (a GT class without predictions scores 0).
 
-``'line'`` (LINE AAAI'23 release, DATA_AND_EVAL §3.6)
+``'line'`` (LINE AAAI'23 release, docs/data_and_eval.md §3.6)
   Same matching as 'exact' but with the released off-by-one frame sets. Our
   GT ``[s, e)`` is their run ``[s, e_last = e - 1]`` whose frame set is
   ``range(s, e - 1)`` (last frame dropped). Our prediction ``[s, e)`` is a
@@ -23,7 +23,7 @@ Inputs always use the skel_jax convention: ground truth is
   n-frame run therefore has IoU (n - 1) / (n + 1). Coordinates are rounded
   to integers.
 
-``'pkummd_official'`` (PKU-MMD evaluate.py, DATA_AND_EVAL §2.7(a))
+``'pkummd_official'`` (PKU-MMD evaluate.py, docs/data_and_eval.md §2.7(a))
   Continuous IoU ``(min(e) - max(s)) / (max(e) - min(s))`` on the given
   ``(start, end)`` values (for half-open integer segments that overlap it
   equals the frame-set IoU; disjoint ones give a negative value that never
@@ -38,7 +38,7 @@ Inputs always use the skel_jax convention: ground truth is
   here that equals writing an empty file for it), and predictions for
   videos without GT are unmatched proposals instead of a crash.
 
-``'voc_inclusive'`` (JHang2020 eval_detect_mAP, DATA_AND_EVAL §2.7(b))
+``'voc_inclusive'`` (JHang2020 eval_detect_mAP, docs/data_and_eval.md §2.7(b))
   Our half-open end ``e`` becomes the inclusive last frame ``e - 1``; IoU
   uses the +1 inclusive convention (numerically the frame-set IoU). Each
   detection (descending score, stable) is compared with EVERY GT of its

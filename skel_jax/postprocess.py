@@ -1,4 +1,4 @@
-"""Frame probabilities -> temporal action segments (METHOD.md §5).
+"""Frame probabilities -> temporal action segments (docs/method.md §5).
 
 Conventions used throughout skel_jax:
   * A segment is ``(label, start, end)`` in frame units with ``end``
@@ -39,8 +39,8 @@ Two decoders are provided (``DecodeConfig.method``):
   The released code also skips videos whose video-level score is < 0.1; our
   model has no video-level head, so no such gate is applied.
 
-``'jhang'`` (the JHang2020/Simple-Skeleton-Detection baseline, DATA_AND_EVAL
-  §2.7(b))
+``'jhang'`` (the JHang2020/Simple-Skeleton-Detection baseline,
+  docs/data_and_eval.md §2.7(b))
   Mean filter: frame ``t`` averages frames ``[max(t - k, 0), min(t + k, T))``
   (``k = smooth_kernel``; the reference clips at ``T - 1`` of a
   9000-frame padded array, so clipping at the true ``T`` is the faithful
@@ -93,7 +93,8 @@ class DecodeConfig:
   """Post-processing settings; defaults are the released LINE/SnipCLR ones.
 
   Attributes:
-    method: 'outer_inner' (METHOD.md §5) or 'jhang' (DATA_AND_EVAL §2.7(b)).
+    method: 'outer_inner' (docs/method.md §5) or 'jhang'
+      (docs/data_and_eval.md §2.7(b)).
     thresholds: outer_inner: probability thresholds; runs are ``p > thr``.
     min_length: outer_inner: shortest kept run in frames.
     outer_ratio: outer_inner: margin width as a fraction of the run length.

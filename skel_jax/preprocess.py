@@ -1,6 +1,7 @@
 """Skeleton preprocessing families for NTU RGB+D (pure NumPy, deterministic).
 
-Three incompatible conventions exist in the literature (DATA_AND_EVAL.md §1.6);
+Three incompatible conventions exist in the literature
+(docs/data_and_eval.md §1.6);
 numbers are only comparable within one family:
 
 * ``plain``: translate so that person 0's spine-mid joint at its first present

@@ -139,7 +139,7 @@ def random_poses(num_frames, seed=0, scale=0.3):
 
 
 def write_amass(path, poses, fps, *, drop=(), **overrides):
-  """Writes an AMASS SMPL+H "G" style npz (keys of DATA_AND_EVAL §3.2)."""
+  """Writes an AMASS SMPL+H "G" npz (keys: docs/data_and_eval.md §3.2)."""
   t = len(poses)
   arrays = {
       'poses': np.asarray(poses),

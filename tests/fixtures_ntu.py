@@ -1,7 +1,8 @@
 """Writes small trees of NTU RGB+D ``.skeleton`` files in the exact raw format.
 
 Used by tests/test_ntu_builder.py and scripts/bench_ntu_build.py. Everything is
-synthetic (DATA_AND_EVAL.md §1.7): a plausible standing pose with per-frame
+synthetic (docs/data_and_eval.md §1.7): a plausible standing pose with
+per-frame
 motion and noise, Kinect-like body ids (~7.2e16, consecutive ids differ by 1 so
 float64 could not tell them apart), pixel positions from a pinhole projection,
 and numbers printed with 7 significant digits like the real files.

@@ -1,6 +1,6 @@
 """Writes small PKU-MMD phase-1 raw trees in the documented formats.
 
-Formats follow DATA_AND_EVAL.md §2: skeleton lines of 150 ``%f`` numbers
+Formats follow docs/data_and_eval.md §2: skeleton lines of 150 ``%f`` numbers
 separated by single spaces (later lines may start with one space), label
 lines ``label,start,end,confidence`` and the 4-line split files with trailing
 commas and the 'Validataion' typo. Writers return what they wrote so tests
@@ -12,7 +12,7 @@ import numpy as np
 
 NUM_VALUES = 150
 
-# Layouts seen in the wild (DATA_AND_EVAL §2.1).
+# Layouts seen in the wild (docs/data_and_eval.md §2.1).
 LAYOUTS = {
     'renew': dict(skeleton_dir='PKU_Skeleton_Renew', skeleton_ext='.txt',
                   label_dir='Train_Label_PKU_final', label_ext='.txt',

@@ -1,6 +1,7 @@
 """Hand-computed checks of the four mAP conventions.
 
-References: METHOD.md §6, DATA_AND_EVAL §2.7 and §3.6. Segments are half-open
+References: docs/method.md §6, docs/data_and_eval.md §2.7 and §3.6.
+Segments are half-open
 [start, end) throughout.
 """
 import numpy as np

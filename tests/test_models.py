@@ -1,4 +1,4 @@
-"""AGCN backbone, heads and full models against the architecture in METHOD.md §2-4.
+"""AGCN backbone, heads and full models against docs/method.md §2-4.
 
 Speed: big models are only built abstractly (``nnx.eval_shape``, no compute).
 Models that must run are width 0.125 and filled with NumPy weights (library
@@ -94,7 +94,7 @@ def test_agcn_unit_output_shapes(width, t):
 
 
 def _unit_params(unit, cin, cout, stride):
-  """Parameter count of one AGCN unit, from METHOD.md §2 (conv_d fused)."""
+  """Parameter count of one AGCN unit per docs/method.md §2 (conv_d fused)."""
   inter = cout // 4
   n = K * 25 * 25                                  # PA
   n += 2 * (cin * K * inter + K * inter)           # embed_a, embed_b
@@ -349,7 +349,7 @@ def test_ufusion_head_channel_arithmetic_width1():
   num_classes = 5
   head = _abstract(lambda: UFusionHead(tuple(c), 512, num_classes + 1,
                                        rngs=nnx.Rngs(0)))
-  # ConvUnit(192), (384), (640): conv k3, c -> c (METHOD.md §4).
+  # ConvUnit(192), (384), (640): conv k3, c -> c (docs/method.md §4).
   for cu, ch in ((head.cu01, 192), (head.cu11, 384), (head.cu02, 640)):
     assert cu.conv.kernel.shape == (3, ch, ch)
     assert cu.bn.scale.shape == (ch,)
@@ -402,7 +402,7 @@ def _np_up(x, length):
 
 
 def test_ufusion_head_matches_numpy():
-  """METHOD.md §4 written out in NumPy (eval mode). Guards against a
+  """docs/method.md §4 written out in NumPy (eval mode). Guards against a
   reordered concatenation (same channel count, e.g. cat[up(x1), x0])."""
   c = (3, 4, 5)
   head = _randomized(UFusionHead(c, 6, 3, rngs=nnx.Rngs(0)))

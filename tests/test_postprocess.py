@@ -1,4 +1,4 @@
-"""Hand-computed checks of the frame -> segment decoders (METHOD.md §5)."""
+"""Hand-computed checks of the frame->segment decoders (docs/method.md §5)."""
 import numpy as np
 import pytest
 

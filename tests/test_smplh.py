@@ -82,7 +82,7 @@ def test_kinematic_tree_and_vertex_ids():
 def test_ntu_joint_map():
   joints = np.arange(73, dtype=float)[:, None].repeat(3, axis=1)
   ntu = smplh.to_ntu(joints[None])[0, :, 0].astype(int)
-  # DATA_AND_EVAL §3.3, 1-based NTU joint <- SMPL-H output index.
+  # docs/data_and_eval.md §3.3, 1-based NTU joint <- SMPL-H output index.
   doc = {1: 0, 2: 3, 3: 12, 4: 15, 5: 16, 6: 18, 7: 20, 8: 22, 9: 17, 10: 19,
          11: 21, 12: 37, 13: 1, 14: 4, 15: 7, 16: 10, 17: 2, 18: 5, 19: 8,
          20: 11, 21: 9, 22: 63, 23: 64, 24: 68, 25: 69}

@@ -1,4 +1,4 @@
-"""ST-GCN partition and backbone against DATA_AND_EVAL.md §4.1-4.2.
+"""ST-GCN partition and backbone against docs/data_and_eval.md §4.1-4.2.
 
 Speed: the default-width model is only built abstractly (``nnx.eval_shape``);
 models that run are filled with NumPy weights (library init is eager and

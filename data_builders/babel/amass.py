@@ -1,7 +1,7 @@
 """AMASS ``.npz`` reading, BABEL ``feat_p`` resolution, 30-fps subsampling, and
 the per-sequence conversion that runs in ``convert_parallel`` workers.
 
-See DATA_AND_EVAL.md §3.2 (npz keys, path mappings) and §3.4 (subsampling).
+See docs/data_and_eval.md §3.2 (npz keys, path mappings), §3.4 (subsampling).
 """
 import dataclasses
 import os

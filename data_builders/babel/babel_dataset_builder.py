@@ -3,7 +3,8 @@
 Reads the BABEL v1.0 release (``train.json``, ``val.json``) and the AMASS
 SMPL-H ``.npz`` files from ``manual_dir``, converts poses to NTU-25 joints at
 30 fps with the user's SMPL-H male model, and writes per-frame labels.
-Protocol: DATA_AND_EVAL.md §3 and METHOD.md §7; decisions: README.md here.
+Protocol: docs/data_and_eval.md §3 and docs/method.md §7; decisions:
+README.md here.
 """
 import dataclasses
 import functools

@@ -2,7 +2,7 @@
 
 This reproduces what BABEL's joint export computes with smplx
 (``SMPLH(path, gender='male', use_pca=False, create_transl=False)``, called
-with zero betas and no translation; DATA_AND_EVAL.md §3.3):
+with zero betas and no translation; docs/data_and_eval.md §3.3):
 
 * 52 skeleton joints from forward kinematics of the rest joints
   ``J_regressor @ v_template`` (zero betas, so the shaped mesh is the template);

@@ -29,7 +29,7 @@ MISSING_LISTS = {
 }
 CLASS_NAMES_FILE = os.path.join(_HERE, 'ntu120_class_names.txt')
 
-# Official protocols (DATA_AND_EVAL.md §1.5).
+# Official protocols (docs/data_and_eval.md §1.5).
 NTU60_TRAIN_PERFORMERS = frozenset((
     1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38))
 NTU120_TRAIN_PERFORMERS = NTU60_TRAIN_PERFORMERS | frozenset((

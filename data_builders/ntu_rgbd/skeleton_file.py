@@ -1,6 +1,6 @@
 """Reader for NTU RGB+D ``.skeleton`` text files and sample names.
 
-Grammar (DATA_AND_EVAL.md §1.2, after the official ``read_skeleton_file.m``)::
+Grammar (docs/data_and_eval.md §1.2; official ``read_skeleton_file.m``)::
 
   numFrames                      one integer, counts zero-body frames too
   numFrames times:

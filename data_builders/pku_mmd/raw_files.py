@@ -1,4 +1,4 @@
-"""Parsers for the raw PKU-MMD phase-1 files (docs: DATA_AND_EVAL.md §2).
+"""Parsers for the raw PKU-MMD phase-1 files (docs: docs/data_and_eval.md §2).
 
 Kept free of TFDS imports on purpose: ``convert_video`` runs in spawned
 worker processes, which import this module and nothing heavier.
@@ -62,7 +62,7 @@ class PkuFormatError(RawFormatError):
 
 
 def class_names():
-  """The 51 action names in label-id order (DATA_AND_EVAL §2.5)."""
+  """The 51 action names in label-id order (docs/data_and_eval.md §2.5)."""
   path = os.path.join(os.path.dirname(__file__), 'class_names.txt')
   with open(path, encoding='utf-8') as f:
     names = [line.strip() for line in f if line.strip()]
@@ -96,7 +96,7 @@ def find_split_file(manual_dir, protocol):
 
 
 def parse_split_file(path):
-  """Reads the 4-line split format of DATA_AND_EVAL §2.4.
+  """Reads the 4-line split format of docs/data_and_eval.md §2.4.
 
   Returns:
     ``{'train': [(video_id, line)], 'test': [(video_id, line)]}`` in file

@@ -190,7 +190,7 @@ class ConvUnit(nnx.Module):
 class UFusionHead(nnx.Module):
   """The paper's U-shaped (UNet++-style) multiscale fusion + per-frame classifier.
 
-  Inputs are three taps x0 (T, c0), x1 (T/4, c1), x2 (T/8, c2). METHOD.md §4:
+  Inputs: three taps x0 (T, c0), x1 (T/4, c1), x2 (T/8, c2). docs/method.md §4:
     x0_1 = CU(c0+c1)(cat[x0, up(x1)])
     x1_1 = CU(c1+c2)(cat[x1, up(x2)])
     x0_2 = CU(c0+(c0+c1)+(c1+c2))(cat[x0, x0_1, up(x1_1)])

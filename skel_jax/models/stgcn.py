@@ -1,4 +1,4 @@
-"""ST-GCN backbone as configured by SkeletonCLR / AimCLR (DATA_AND_EVAL.md §4).
+"""ST-GCN backbone as in SkeletonCLR / AimCLR (docs/data_and_eval.md §4).
 
 Layout is channels-last throughout: features are (batch, time, joints,
 channels). Persons are folded into the batch by the caller (B = N * M).
