@@ -64,6 +64,10 @@ def get_config(arg=None):
   c.finetune.num_epochs = 20
   c.finetune.warmup_epochs = 2.0
   c.finetune.lr_decay_epochs = (16,)
+  c.finetune.eval.animate = False   # per-cell GIFs cost more than training
+  c.finetune.eval.num_plot_sequences = 2
+  for p in c.pretrain_methods.values():
+    p.num_steps = 200   # 16 epochs of the 800-sequence split
   if variant == 'gpu':
     c.finetune.model.backbone.width = 1.0
     c.finetune.model.num_snippets = 19
@@ -71,11 +75,13 @@ def get_config(arg=None):
     c.pretrain_seeds = (0, 1, 2, 3)
     c.localization_seeds = (5, 6, 7, 8)
   if variant == 'smoke':
-    c.methods = ('random_init', 'video_moco', 'snippet_moco')
-    c.protocols = ('linear', 'finetune')
-    c.pretrain_seeds = (0, 1)
-    c.localization_seeds = (5,)
+    # One pretraining run, four tiny localization runs (tests/test_study.py).
+    c.methods = ('random_init', 'video_moco')
+    c.protocols = ('linear',)
+    c.pretrain_seeds = (0,)
+    c.localization_seeds = (5, 6)
     for p in c.pretrain_methods.values():
+      p.num_steps = 10
       p.probe.limit = 8
   c.data = c.finetune.data
   return c

@@ -232,6 +232,25 @@ def plot_rows(path, rows):
   plt.close(fig)
 
 
+def _write_report(config, workdir, cells, summaries, wall, plot=False):
+  rows = aggregate(cells, list(config.methods), config.protocols,
+                   config.label_fraction)
+  table, diag = format_table(rows), format_diagnostics(summaries)
+  out = {'ci_method': CI_METHOD, 'rows': rows, 'cells': cells,
+         'pretraining': summaries, 'wall_seconds': round(wall, 1),
+         'seeds': {'pretrain': list(config.pretrain_seeds),
+                   'localization': list(config.localization_seeds)}}
+  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    json.dump(out, f, indent=2)
+  with open(os.path.join(workdir, 'results.md'), 'w') as f:
+    f.write(f'{table}\n\n{CI_METHOD}.\n\nPretraining diagnostics at the '
+            f'last logged step and frozen-feature probe (mean over seeds):'
+            f'\n\n{diag}\n\nwall time: {wall:.0f} s\n')
+  if plot and rows:
+    plot_rows(os.path.join(workdir, 'results.png'), rows)
+  return dict(out, table=table, diagnostics_table=diag)
+
+
 # ---------------------------------------------------------------------------
 # Driver.
 # ---------------------------------------------------------------------------
@@ -282,24 +301,15 @@ def run(config, workdir):
           progress('localize', f'{method} {protocol} p{p_seed} l{l_seed}',
                    time.time() - t0, reused,
                    f'; mean mAP {result["mean"]:.1f}')
-
-  rows = aggregate(cells, methods, config.protocols, config.label_fraction)
-  wall = time.time() - t_start
-  out = {'ci_method': CI_METHOD, 'rows': rows, 'cells': cells,
-         'pretraining': summaries, 'wall_seconds': round(wall, 1),
-         'seeds': {'pretrain': list(config.pretrain_seeds),
-                   'localization': list(config.localization_seeds)}}
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(out, f, indent=2)
-  table = format_table(rows)
-  diag = format_diagnostics(summaries)
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(f'{table}\n\n{CI_METHOD}.\n\nPretraining diagnostics at the '
-            f'last logged step and frozen-feature probe (mean over seeds):'
-            f'\n\n{diag}\n\nwall time: {wall:.0f} s\n')
-  plot_rows(os.path.join(workdir, 'results.png'), rows)
-  print(f'\n{table}\n\n{diag}\n\n[study] wall time {wall:.0f} s; results in '
-        f'{workdir}/results.json, results.md, results.png', flush=True)
+          # Results so far after every cell: an interrupted study still
+          # leaves a readable report.
+          out = _write_report(config, workdir, cells, summaries,
+                              time.time() - t_start)
+  out = _write_report(config, workdir, cells, summaries,
+                      time.time() - t_start, plot=True)
+  print(f'\n{out["table"]}\n\n{out["diagnostics_table"]}\n\n[study] wall '
+        f'time {out["wall_seconds"]:.0f} s; results in {workdir}/results.json,'
+        ' results.md, results.png', flush=True)
   return out
 
 
