@@ -288,8 +288,10 @@ def train_step(state, batch, *, graphdef, tx, config, schedule,
   m = pcfg.momentum
   key_params = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q,
                             state['key_params'], state['params'])
+  # copy=True: the key encoder's BN updates must not alias
+  # state['key_batch_stats'], or a skipped (non-finite) step would keep them.
   key_model = nnx.merge(graphdef, _cast(key_params, dtype),
-                        state['key_batch_stats'])
+                        state['key_batch_stats'], copy=True)
   # RVTCLR's release encodes the other-tempo key first (BN running stats are
   # updated in call order).
   k_names = ('k_other', 'k') if pcfg.base == 'rvtclr' else ('k',)
