@@ -63,6 +63,10 @@ MUTATIONS = [
       '  fast = jax.vmap(lambda k:', '  fast = False & jax.vmap(lambda k:',
       ('tests/test_augment.py::'
        'test_relative_tempo_coin_is_fair_and_per_video',)),
+    M('key_encoder_bn_aliased', 'skel_jax/pretrain.py',
+      "state['key_batch_stats'], copy=True)", "state['key_batch_stats'])",
+      ('tests/test_resume.py::test_nonfinite_loss_skip_policy',),
+      'found by the strengthened skip test: skipped steps kept key BN updates'),
     # Found by reading.
     M('mining_gate_dropped', 'skel_jax/pretrain.py',
       '    return extra & mining\n', '    return extra\n',
