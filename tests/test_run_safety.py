@@ -19,6 +19,11 @@ from skel_jax import checkpoint
 from skel_jax import loop
 from skel_jax import train_utils
 
+# Orbax's failed reads of damaged checkpoints leave a callback on a closed
+# event loop (reported at garbage collection): harmless.
+pytestmark = pytest.mark.filterwarnings(
+    'ignore::pytest.PytestUnraisableExceptionWarning')
+
 
 # ---------------------------------------------------------------- helpers ---
 def _steps(workdir):
@@ -124,8 +129,6 @@ def test_resume_falls_back_to_newest_readable_checkpoint(tmp_path, capsys):
   assert 10 in _saved(workdir) and 12 in _saved(workdir)
 
 
-# Orbax's failed reads leave a callback on a closed event loop: harmless.
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_no_readable_checkpoint_is_an_error_that_deletes_nothing(tmp_path):
   workdir = str(tmp_path)
   tiny_run(workdir, 5)
@@ -402,7 +405,6 @@ def test_missing_split_and_dataset(built, tmp_path):
                '--manual_dir=')
 
 
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_unreadable_pretrained_workdir_fails_before_writing(
     pretrained, built, tmp_path):
   from skel_jax import main as main_lib
