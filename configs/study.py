@@ -61,13 +61,13 @@ def get_config(arg=None):
     c.pretrain_methods[method] = p
   c.finetune = _sibling('finetune_synthetic').get_config(
       'smoke' if variant == 'smoke' else None)
-  c.finetune.num_epochs = 20
+  c.finetune.num_epochs = 15
   c.finetune.warmup_epochs = 2.0
-  c.finetune.lr_decay_epochs = (16,)
+  c.finetune.lr_decay_epochs = (12,)
   c.finetune.eval.animate = False   # per-cell GIFs cost more than training
   c.finetune.eval.num_plot_sequences = 2
   for p in c.pretrain_methods.values():
-    p.num_steps = 200   # 16 epochs of the 800-sequence split
+    p.num_steps = 150   # 12 epochs of the 800-sequence split
   if variant == 'gpu':
     c.finetune.model.backbone.width = 1.0
     c.finetune.model.num_snippets = 19
