@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo study test bench clean
+.PHONY: install demo study test lint format bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,17 @@ study: $(STAMP)
 
 # Tests run on every core (pytest-xdist); files that share expensive module
 # fixtures stay on one worker (xdist_group marks).
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q -n auto --dist loadgroup tests
+
+# Linter and formatter (configured in pyproject.toml); `make format` fixes.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
 	$(PY) -m skel_jax.bench --quick --out=runs/bench/quick.json $(BENCH_ARGS)

@@ -12,11 +12,11 @@ Methods share one budget: the two MoCo runs pretrain for the same number of
 steps; all six localization runs train the same U-fusion head for the same
 number of epochs on the same 20% of labeled training sequences.
 """
+
 import importlib.util
 import os
 
 import ml_collections
-
 
 
 def _sibling(name):
@@ -29,9 +29,14 @@ def _sibling(name):
 
 # ':bases' -> each base alone and with the snippet loss (pretrain_synthetic
 # variant tokens of every pretrained demo method).
-BASE_METHODS = {'video_moco': 'skeletonclr,video', 'snippet_moco': 'skeletonclr',
-                'aimclr': 'aimclr,video', 'aimclr_snippet': 'aimclr',
-                'rvtclr': 'rvtclr,video', 'rvtclr_snippet': 'rvtclr'}
+BASE_METHODS = {
+  'video_moco': 'skeletonclr,video',
+  'snippet_moco': 'skeletonclr',
+  'aimclr': 'aimclr,video',
+  'aimclr_snippet': 'aimclr',
+  'rvtclr': 'rvtclr,video',
+  'rvtclr_snippet': 'rvtclr',
+}
 
 
 def get_config(arg=None):
@@ -62,7 +67,8 @@ def get_config(arg=None):
     c.pretrain_methods = {}
     for method, base_tokens in BASE_METHODS.items():
       p = _sibling('pretrain_synthetic').get_config(
-          ','.join([base_tokens] + ([variant] if variant else [])))
+        ','.join([base_tokens] + ([variant] if variant else []))
+      )
       p.num_steps = c.pretrain.num_steps
       if p.pretrain.mining_epoch >= 0:  # half-way through the demo budget
         p.pretrain.mining_epoch = 0 if variant else 3  # 12 steps per epoch

@@ -12,17 +12,21 @@ r"""BABEL temporal action localization on subset 1, 2 or 3 (docs/method.md §7).
 Whole sequences (<= 1000 frames after the builder's filter) padded to 1000,
 batch 8, released finetune settings; mAP at IoU 0.1..0.5 and their mean.
 """
+
 from skel_jax import config_defaults
 
 
 def get_config(arg=None):
   parts = [p for p in (arg or 'subset1').split(',') if p]
   subsets = [p for p in parts if p.startswith('subset')]
-  unknown = [p for p in parts if p not in ('subset1', 'subset2', 'subset3',
-                                           'smoke')]
+  unknown = [
+    p for p in parts if p not in ('subset1', 'subset2', 'subset3', 'smoke')
+  ]
   if unknown or len(subsets) > 1:
-    raise ValueError(f'unknown variant {arg!r}; expected subset1|subset2|'
-                     'subset3, optionally followed by ,smoke')
+    raise ValueError(
+      f'unknown variant {arg!r}; expected subset1|subset2|'
+      'subset3, optionally followed by ,smoke'
+    )
   c = config_defaults.finetune_config()
   c.data.name = 'babel'
   c.data.config = subsets[0] if subsets else 'subset1'

@@ -14,6 +14,7 @@ padded to ``data.pad_length``; docs/method.md gives no PKU-MMD crop length.
 Headline metric: mAP@0.5; ``--config.eval.metric=pkummd_official`` gives the
 official evaluate.py definition, ``voc_inclusive`` the HiCLR/PCM3 one.
 """
+
 from skel_jax import config_defaults
 
 

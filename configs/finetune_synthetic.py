@@ -10,6 +10,7 @@ Linear probe: ``--config.protocol=linear``; random init: ``--config.init=random`
 20% labels: ``--config.label_fraction=0.2``; baseline head:
 ``--config.model.head=upsample --config.optimizer.lr=1e-3``.
 """
+
 from skel_jax import config_defaults
 
 

@@ -15,6 +15,7 @@ One person, NTU-25 joints from SMPL-H forward kinematics at 30 fps, plain
 normalisation per window. The paper does not give the BABEL window length:
 300-frame windows (10 s) like NTU, with the released optimiser settings.
 """
+
 from skel_jax import config_defaults
 
 
@@ -26,4 +27,5 @@ def get_config(arg=None):
   c.data.num_persons = 1
   c.data.clip_len = 300
   return config_defaults.pretrain_variant(
-      c, arg, config_defaults.make_pretrain_smoke, release_schedule=True)
+    c, arg, config_defaults.make_pretrain_smoke, release_schedule=True
+  )

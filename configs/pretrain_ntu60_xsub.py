@@ -20,6 +20,7 @@ without frame50; docs/method.md §7). Full AGCN, S = 19 snippets (of the
 views), queues of 32768, SGD lr 0.1 batch 128. docs/method.md gives no warm-up
 length: 10 epochs here.
 """
+
 from skel_jax import config_defaults
 
 
@@ -31,4 +32,5 @@ def get_config(arg=None):
   c.data.num_persons = 2
   c.data.clip_len = 300
   return config_defaults.pretrain_variant(
-      c, arg, config_defaults.make_pretrain_smoke, release_schedule=True)
+    c, arg, config_defaults.make_pretrain_smoke, release_schedule=True
+  )

@@ -20,6 +20,7 @@ holds a second crop of the query's own video), temperature 0.2, BatchNorm in
 the projection heads, and the position-proof snippet contrast
 (content-correct positives, every snippet of other videos as negatives).
 """
+
 from skel_jax import config_defaults
 
 
@@ -50,7 +51,7 @@ def get_config(arg=None):
   c.lr_decay_epochs = (25,)
   c.log_every = 10
   c.checkpoint.save_interval_steps = 100
-  c.probe.enabled = True   # frozen-feature probe at the end (skel_jax.probe)
+  c.probe.enabled = True  # frozen-feature probe at the end (skel_jax.probe)
   c = config_defaults.pretrain_variant(c, arg, _smoke)
   if c.pretrain.base == 'rvtclr':
     c.data.clip_len = 128  # 64-frame tempo views -> T' = 8 = S
@@ -64,7 +65,7 @@ def _smoke(c):
   # 40 steps, saved every 10: room for the kill/resume tests.
   config_defaults.make_pretrain_smoke(c, steps=40)
   c.data.config = 'smoke'
-  c.pretrain.queue_size = 48   # < the 64 smoke sequences
+  c.pretrain.queue_size = 48  # < the 64 smoke sequences
   c.pretrain.snippet_queue_size = 256
   c.warmup_epochs = 0.5
   c.probe.limit = 8

@@ -15,14 +15,18 @@ The default variant fits in about an hour on a 2-core CPU; ``gpu`` is the
 same design at the paper's clip length and S, full width, more steps and
 seeds.
 """
+
 import importlib.util
 import os
 
 import ml_collections
 
 # Study method -> pretrain_synthetic.py variant tokens.
-METHOD_TOKENS = {'video_moco': 'video', 'snippet_release': 'release',
-                 'snippet_moco': ''}
+METHOD_TOKENS = {
+  'video_moco': 'video',
+  'snippet_release': 'release',
+  'snippet_moco': '',
+}
 
 
 def _sibling(name):
@@ -50,8 +54,9 @@ def get_config(arg=None):
   pre = _sibling('pretrain_synthetic')
   c.pretrain_methods = {}
   for method, method_tokens in METHOD_TOKENS.items():
-    toks = ','.join(t for t in (method_tokens, 'smoke' * (variant == 'smoke'))
-                    if t)
+    toks = ','.join(
+      t for t in (method_tokens, 'smoke' * (variant == 'smoke')) if t
+    )
     p = pre.get_config(toks)
     if variant == 'gpu':
       p.model.backbone.width = 1.0
@@ -60,14 +65,15 @@ def get_config(arg=None):
       p.num_steps = 2000
     c.pretrain_methods[method] = p
   c.finetune = _sibling('finetune_synthetic').get_config(
-      'smoke' if variant == 'smoke' else None)
+    'smoke' if variant == 'smoke' else None
+  )
   c.finetune.num_epochs = 15
   c.finetune.warmup_epochs = 2.0
   c.finetune.lr_decay_epochs = (12,)
-  c.finetune.eval.animate = False   # per-cell GIFs cost more than training
+  c.finetune.eval.animate = False  # per-cell GIFs cost more than training
   c.finetune.eval.num_plot_sequences = 2
   for p in c.pretrain_methods.values():
-    p.num_steps = 150   # 12 epochs of the 800-sequence split
+    p.num_steps = 150  # 12 epochs of the 800-sequence split
   if variant == 'gpu':
     c.finetune.model.backbone.width = 1.0
     c.finetune.model.num_snippets = 19

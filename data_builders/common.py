@@ -6,6 +6,7 @@
 - ``convert_parallel``: runs a per-file conversion function in worker processes
   with a progress bar, preserving input order (so builds are deterministic).
 """
+
 import concurrent.futures as futures
 import dataclasses
 import json
@@ -20,7 +21,12 @@ class RawFormatError(ValueError):
   """A raw file does not follow its documented format."""
 
   def __init__(self, path, line, expected, found=None):
-    self.path, self.line, self.expected, self.found = path, line, expected, found
+    self.path, self.line, self.expected, self.found = (
+      path,
+      line,
+      expected,
+      found,
+    )
     where = f'{path}:{line}' if line is not None else str(path)
     msg = f'{where}: expected {expected}'
     if found is not None:
@@ -35,6 +41,7 @@ class RawFormatError(ValueError):
 @dataclasses.dataclass
 class SkipReport:
   """Samples left out of a lenient build, with the reason for each."""
+
   dataset: str
   split: str
   skipped: list = dataclasses.field(default_factory=list)
@@ -54,9 +61,11 @@ class SkipReport:
 
   def summary(self):
     rate = self.converted / self.seconds if self.seconds else float('nan')
-    return (f'[{self.dataset}/{self.split}] converted {self.converted}, '
-            f'skipped {len(self.skipped)} in {self.seconds:.1f}s '
-            f'({rate:.1f} files/s)')
+    return (
+      f'[{self.dataset}/{self.split}] converted {self.converted}, '
+      f'skipped {len(self.skipped)} in {self.seconds:.1f}s '
+      f'({rate:.1f} files/s)'
+    )
 
 
 def _safe_call(fn, item):
@@ -66,8 +75,9 @@ def _safe_call(fn, item):
     return item, None, e
 
 
-def convert_parallel(fn, items, *, strict, report, num_workers=None,
-                     desc='convert'):
+def convert_parallel(
+  fn, items, *, strict, report, num_workers=None, desc='convert'
+):
   """Yields ``(item, result)`` for every item ``fn`` converts, in input order.
 
   ``fn`` must be a picklable top-level function raising ``RawFormatError`` on
@@ -76,8 +86,9 @@ def convert_parallel(fn, items, *, strict, report, num_workers=None,
   """
   items = list(items)
   t0 = time.time()
-  num_workers = (min(os.cpu_count() or 1, 8) if num_workers is None
-                 else num_workers)
+  num_workers = (
+    min(os.cpu_count() or 1, 8) if num_workers is None else num_workers
+  )
   if num_workers <= 1 or len(items) < 4:
     results = (_safe_call(fn, it) for it in items)
     pool = None
@@ -86,8 +97,9 @@ def convert_parallel(fn, items, *, strict, report, num_workers=None,
     pool = futures.ProcessPoolExecutor(num_workers, mp_context=ctx)
     results = pool.map(_safe_call, [fn] * len(items), items, chunksize=8)
   try:
-    for item, result, err in tqdm(results, total=len(items), desc=desc,
-                                  mininterval=2.0, dynamic_ncols=True):
+    for item, result, err in tqdm(
+      results, total=len(items), desc=desc, mininterval=2.0, dynamic_ncols=True
+    ):
       if err is not None:
         if strict:
           raise err
@@ -153,9 +165,10 @@ class SplitTracker:
       other = self.split_of.setdefault(sid, split)
       if other != split:
         raise DuplicateSequenceError(
-            f'{self.name}: sequence {sid!r} is in both the {other!r} and the '
-            f'{split!r} split; a sequence may be in one split only (check the '
-            'split definition of the raw files)')
+          f'{self.name}: sequence {sid!r} is in both the {other!r} and the '
+          f'{split!r} split; a sequence may be in one split only (check the '
+          'split definition of the raw files)'
+        )
       frames = _num_frames(example)
       if frames is not None and frames > longest:
         longest, longest_id = frames, sid
@@ -166,14 +179,18 @@ class SplitTracker:
     metadata = self.builder.info.metadata
     if metadata is not None:
       stats = dict(metadata.get('split_stats') or {})
-      stats[split] = {'num_examples': count, 'max_frames': longest,
-                      'longest': longest_id}
+      stats[split] = {
+        'num_examples': count,
+        'max_frames': longest,
+        'longest': longest_id,
+      }
       metadata['split_stats'] = stats
 
   def _empty_message(self, split):
     msg = f'{self.name}: split {split!r} has no valid example'
-    path = os.path.join(os.fspath(self.builder.data_path),
-                        f'skipped_{split}.json')
+    path = os.path.join(
+      os.fspath(self.builder.data_path), f'skipped_{split}.json'
+    )
     if not os.path.exists(path):
       return msg + ' (no skip report was written)'
     with open(path) as f:
@@ -181,11 +198,14 @@ class SplitTracker:
     skipped = report.get('skipped', [])
     # The build folder is removed on failure: keep the report beside it.
     os.makedirs(os.path.dirname(self.final_dir), exist_ok=True)
-    kept = os.path.join(os.path.dirname(self.final_dir),
-                        f'skipped_{split}.json')
+    kept = os.path.join(
+      os.path.dirname(self.final_dir), f'skipped_{split}.json'
+    )
     with open(kept, 'w') as f:
       json.dump(report, f, indent=2)
     reasons = '; '.join(f'{s["sample"]}: {s["reason"]}' for s in skipped[:5])
     more = f' (and {len(skipped) - 5} more)' if len(skipped) > 5 else ''
-    return (f'{msg}: all {len(skipped)} samples were skipped: {reasons}'
-            f'{more}. Full report: {kept}')
+    return (
+      f'{msg}: all {len(skipped)} samples were skipped: {reasons}'
+      f'{more}. Full report: {kept}'
+    )

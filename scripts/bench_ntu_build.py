@@ -9,6 +9,7 @@ full ``ntu60_xsub`` build (parse in worker processes + TFDS array_record
 writing + shuffling) and prints files/s. ``--num_workers`` defaults to the
 builder default (CPU count, at most 8).
 """
+
 import argparse
 import os
 import shutil
@@ -27,8 +28,11 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--num_files', type=int, default=2000)
   parser.add_argument('--num_workers', type=int, default=None)
-  parser.add_argument('--keep_dir', default=None,
-                      help='Write here and keep it (default: a temp dir).')
+  parser.add_argument(
+    '--keep_dir',
+    default=None,
+    help='Write here and keep it (default: a temp dir).',
+  )
   args = parser.parse_args()
   # Imported here, not at the top: spawned conversion workers re-import this
   # module and should not pay for TensorFlow Datasets.
@@ -40,23 +44,32 @@ def main():
     t0 = time.time()
     paths = fixtures_ntu.write_realistic_tree(raw, args.num_files)
     size = sum(os.path.getsize(p) for p in paths)
-    print(f'[bench] wrote {len(paths)} files ({size / 2**20:.0f} MiB) in '
-          f'{time.time() - t0:.1f}s', flush=True)
+    print(
+      f'[bench] wrote {len(paths)} files ({size / 2**20:.0f} MiB) in '
+      f'{time.time() - t0:.1f}s',
+      flush=True,
+    )
 
     data_dir = os.path.join(root, 'tfds')
     shutil.rmtree(data_dir, ignore_errors=True)
-    builder = build_data.make_builder('ntu_rgbd', 'ntu60_xsub', data_dir,
-                                      num_workers=args.num_workers)
+    builder = build_data.make_builder(
+      'ntu_rgbd', 'ntu60_xsub', data_dir, num_workers=args.num_workers
+    )
     t0 = time.time()
     build_data.build(builder, raw)
     secs = time.time() - t0
     examples = sum(s.num_examples for s in builder.info.splits.values())
-    workers = ('default (min(cpu_count, 8) = '
-               f'{min(os.cpu_count() or 1, 8)})' if args.num_workers is None
-               else args.num_workers)
-    print(f'[bench] built {examples} examples in {secs:.1f}s: '
-          f'{examples / secs:.1f} files/s, {size / 2**20 / secs:.1f} MiB/s '
-          f'(num_workers={workers}, {os.cpu_count()} CPUs)', flush=True)
+    workers = (
+      f'default (min(cpu_count, 8) = {min(os.cpu_count() or 1, 8)})'
+      if args.num_workers is None
+      else args.num_workers
+    )
+    print(
+      f'[bench] built {examples} examples in {secs:.1f}s: '
+      f'{examples / secs:.1f} files/s, {size / 2**20 / secs:.1f} MiB/s '
+      f'(num_workers={workers}, {os.cpu_count()} CPUs)',
+      flush=True,
+    )
   finally:
     if not args.keep_dir:
       shutil.rmtree(root, ignore_errors=True)

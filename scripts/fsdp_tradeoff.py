@@ -7,6 +7,7 @@ training): for the AGCN pretraining state at width 1.0 it prints, for fsdp in
 
   .venv/bin/python scripts/fsdp_tradeoff.py
 """
+
 import os
 
 os.environ.setdefault('XLA_FLAGS', '')
@@ -44,18 +45,25 @@ def main():
   tx = train_utils.make_optimizer(config.optimizer, schedule)
   # Shapes only: the state is never materialised.
   state = jax.eval_shape(lambda: pretrain.init_state(config, tx)[1])
-  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
-      state['params']))
+  n_params = sum(
+    int(np.prod(x.shape)) for x in jax.tree.leaves(state['params'])
+  )
   devices = jax.devices()[:8]
-  mib = 2.0 ** 20
-  print(f'AGCN width {config.model.backbone.width}, optimizer '
-        f'{config.optimizer.name}, {len(devices)} devices, '
-        f'state_shardings min_size=2**14')
-  print(f'parameters: {n_params:,} ({n_params * 4 / mib:.2f} MiB float32); '
-        f'queues: 2 x {config.pretrain.queue_size} x '
-        f'{config.model.feature_dim} (replicated)')
-  print(f'{"fsdp":>4} {"mesh":>8} {"params+key+opt MiB/dev":>23} '
-        f'{"vs fsdp=1":>9} {"whole state MiB/dev":>20}')
+  mib = 2.0**20
+  print(
+    f'AGCN width {config.model.backbone.width}, optimizer '
+    f'{config.optimizer.name}, {len(devices)} devices, '
+    f'state_shardings min_size=2**14'
+  )
+  print(
+    f'parameters: {n_params:,} ({n_params * 4 / mib:.2f} MiB float32); '
+    f'queues: 2 x {config.pretrain.queue_size} x '
+    f'{config.model.feature_dim} (replicated)'
+  )
+  print(
+    f'{"fsdp":>4} {"mesh":>8} {"params+key+opt MiB/dev":>23} '
+    f'{"vs fsdp=1":>9} {"whole state MiB/dev":>20}'
+  )
   base = None
   for fsdp in (1, 2, 4, 8):
     mesh = train_utils.make_mesh(devices, fsdp=fsdp)
@@ -64,8 +72,10 @@ def main():
     whole = _per_device_bytes(state, sh)
     base = base or shardable
     shape = 'x'.join(str(d) for d in mesh.devices.shape)
-    print(f'{fsdp:>4} {shape:>8} {shardable / mib:>23.2f} '
-          f'{shardable / base:>9.3f} {whole / mib:>20.2f}')
+    print(
+      f'{fsdp:>4} {shape:>8} {shardable / mib:>23.2f} '
+      f'{shardable / base:>9.3f} {whole / mib:>20.2f}'
+    )
 
 
 if __name__ == '__main__':

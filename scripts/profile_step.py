@@ -10,6 +10,7 @@ update, non-finite guard) is the full step minus the parts. ``--trace_dir``
 also writes a ``jax.profiler`` trace of a few full steps (open it with
 TensorBoard's profile plugin or Perfetto).
 """
+
 import argparse
 import functools
 import json
@@ -27,8 +28,9 @@ from skel_jax import train_utils
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--base', default='skeletonclr',
-                 choices=sorted(config_defaults.BASES))
+  p.add_argument(
+    '--base', default='skeletonclr', choices=sorted(config_defaults.BASES)
+  )
   p.add_argument('--snippet', action='store_true')
   p.add_argument('--backbone', default='agcn', choices=['agcn', 'stgcn'])
   p.add_argument('--width', type=float, default=1.0)
@@ -42,8 +44,13 @@ def main():
   p.add_argument('--out', default='')
   a = p.parse_args()
 
-  opts = bench.Options(width=a.width, batch=a.batch, clip_len=a.clip_len,
-                       persons=a.persons, dtype=a.dtype)
+  opts = bench.Options(
+    width=a.width,
+    batch=a.batch,
+    clip_len=a.clip_len,
+    persons=a.persons,
+    dtype=a.dtype,
+  )
   method = a.base + ('+snippet' if a.snippet else '')
   cfg = bench.pretrain_config(opts, a.backbone, method)
   mesh = train_utils.make_mesh()
@@ -54,80 +61,133 @@ def main():
   state = jax.device_put(state, rep)
   rng = np.random.default_rng(0)
   batch = jax.device_put(
-      {'x': bench._skeletons(rng, a.batch, a.persons, a.clip_len),  # pylint: disable=protected-access
-       'index': np.arange(a.batch, dtype=np.int32)}, dsh)
+    {
+      'x': bench._skeletons(rng, a.batch, a.persons, a.clip_len),  # pylint: disable=protected-access
+      'index': np.arange(a.batch, dtype=np.int32),
+    },
+    dsh,
+  )
   dtype = np.dtype(a.dtype) if a.dtype != 'bfloat16' else jax.numpy.bfloat16
   pcfg = cfg.pretrain
 
   @jax.jit
   def views_fn(state, batch):
     keys = augment.sample_keys(state['rng'], state['step'], batch['index'])
-    return {n: v.astype(dtype) for n, v in
-            pretrain.make_views(batch, keys, cfg).items()}
+    return {
+      n: v.astype(dtype)
+      for n, v in pretrain.make_views(batch, keys, cfg).items()
+    }
 
   def forward(params, stats, views, names, modes):
-    model = nnx.merge(graphdef, pretrain._cast(params, dtype), stats,  # pylint: disable=protected-access
-                      copy=True)
-    return {n: pretrain._cast(model(views[n], train=True,  # pylint: disable=protected-access
-                                    mode=modes.get(n, 'main')), np.float32)
-            for n in names}
+    model = nnx.merge(
+      graphdef,
+      pretrain._cast(params, dtype),
+      stats,  # pylint: disable=protected-access
+      copy=True,
+    )
+    return {
+      n: pretrain._cast(
+        model(
+          views[n],
+          train=True,  # pylint: disable=protected-access
+          mode=modes.get(n, 'main'),
+        ),
+        np.float32,
+      )
+      for n in names
+    }
 
   k_names = ('k_other', 'k') if pcfg.base == 'rvtclr' else ('k',)
   q_names = ('q',) + {'aimclr': ('extreme',), 'rvtclr': ('dc',)}.get(
-      pcfg.base, ())
+    pcfg.base, ()
+  )
   q_modes = {'extreme': 'eadm', 'dc': 'dc'}
 
   @jax.jit
   def keys_fn(state, views):
-    return forward(state['key_params'], state['key_batch_stats'], views,
-                   k_names, {})
+    return forward(
+      state['key_params'], state['key_batch_stats'], views, k_names, {}
+    )
 
   @jax.jit
   def grad_fn(state, views, k_out):
     def loss(params):
       q_out = forward(params, state['batch_stats'], views, q_names, q_modes)
-      return pretrain.compute_losses(q_out, k_out, state, pcfg,
-                                     jax.numpy.bool_(True))[0]
+      return pretrain.compute_losses(
+        q_out, k_out, state, pcfg, jax.numpy.bool_(True)
+      )[0]
+
     return jax.grad(loss)(state['params'])
 
-  step_fn = jax.jit(functools.partial(pretrain.train_step, graphdef=graphdef,
-                                      tx=tx, config=cfg, schedule=schedule),
-                    in_shardings=(rep, dsh), out_shardings=(rep, rep),
-                    donate_argnums=0)
+  step_fn = jax.jit(
+    functools.partial(
+      pretrain.train_step,
+      graphdef=graphdef,
+      tx=tx,
+      config=cfg,
+      schedule=schedule,
+    ),
+    in_shardings=(rep, dsh),
+    out_shardings=(rep, rep),
+    donate_argnums=0,
+  )
   views = views_fn(state, batch)
   k_out = keys_fn(state, views)
-  t = functools.partial(bench.time_calls, warmup=2, repeats=a.repeats,
-                        steps=a.steps)
-  parts = {'views (augmentations)': t(lambda: views_fn(state, batch)),
-           'key forwards': t(lambda: keys_fn(state, views)),
-           'query forward+backward+losses': t(
-               lambda: grad_fn(state, views, k_out))}
-  stepper = bench._Stepper(step_fn, jax.tree.map(jax.numpy.copy, state),  # pylint: disable=protected-access
-                           batch)
+  t = functools.partial(
+    bench.time_calls, warmup=2, repeats=a.repeats, steps=a.steps
+  )
+  parts = {
+    'views (augmentations)': t(lambda: views_fn(state, batch)),
+    'key forwards': t(lambda: keys_fn(state, views)),
+    'query forward+backward+losses': t(lambda: grad_fn(state, views, k_out)),
+  }
+  stepper = bench._Stepper(
+    step_fn,
+    jax.tree.map(jax.numpy.copy, state),  # pylint: disable=protected-access
+    batch,
+  )
   full = t(stepper)
   rest = full['median_s'] - sum(v['median_s'] for v in parts.values())
-  print(f'{method} {a.backbone} width {a.width} batch {a.batch} clip '
-        f'{a.clip_len} {a.dtype} on {jax.devices()[0].device_kind}')
+  print(
+    f'{method} {a.backbone} width {a.width} batch {a.batch} clip '
+    f'{a.clip_len} {a.dtype} on {jax.devices()[0].device_kind}'
+  )
   print(f'{"part":<32} {"ms":>9} {"share":>7}')
   for name, s in parts.items():
-    print(f'{name:<32} {1e3 * s["median_s"]:9.2f} '
-          f'{s["median_s"] / full["median_s"]:7.1%}')
-  print(f'{"rest (update, queues, guard)":<32} {1e3 * rest:9.2f} '
-        f'{rest / full["median_s"]:7.1%}')
-  print(f'{"full step":<32} {1e3 * full["median_s"]:9.2f}  '
-        f'({a.batch / full["median_s"]:.0f} samples/s, compile '
-        f'{full["compile_s"]:.1f} s)')
+    print(
+      f'{name:<32} {1e3 * s["median_s"]:9.2f} '
+      f'{s["median_s"] / full["median_s"]:7.1%}'
+    )
+  print(
+    f'{"rest (update, queues, guard)":<32} {1e3 * rest:9.2f} '
+    f'{rest / full["median_s"]:7.1%}'
+  )
+  print(
+    f'{"full step":<32} {1e3 * full["median_s"]:9.2f}  '
+    f'({a.batch / full["median_s"]:.0f} samples/s, compile '
+    f'{full["compile_s"]:.1f} s)'
+  )
   if a.trace_dir:
     with jax.profiler.trace(a.trace_dir):
       for _ in range(3):
         jax.block_until_ready(stepper())
   if a.out:
     with open(a.out, 'w') as f:
-      json.dump({'method': method, 'backbone': a.backbone, 'dtype': a.dtype,
-                 'width': a.width, 'batch': a.batch, 'clip_len': a.clip_len,
-                 'device': jax.devices()[0].device_kind,
-                 'parts_ms': {k: 1e3 * v['median_s'] for k, v in parts.items()},
-                 'full_ms': 1e3 * full['median_s']}, f, indent=2)
+      json.dump(
+        {
+          'method': method,
+          'backbone': a.backbone,
+          'dtype': a.dtype,
+          'width': a.width,
+          'batch': a.batch,
+          'clip_len': a.clip_len,
+          'device': jax.devices()[0].device_kind,
+          'parts_ms': {k: 1e3 * v['median_s'] for k, v in parts.items()},
+          'full_ms': 1e3 * full['median_s'],
+        },
+        f,
+        indent=2,
+      )
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ Runs configs/finetune_synthetic.py under every protocol (finetune, linear,
 linear_fusion, knn) at several label fractions, plus the upsampling baseline
 head, and writes ``OUT/protocols.json`` and ``OUT/protocols.md``.
 """
+
 import importlib.util
 import json
 import os
@@ -19,10 +20,12 @@ from skel_jax import main as main_lib
 
 _PRE = flags.DEFINE_string('pretrain_workdir', None, 'Pretraining workdir.')
 _OUT = flags.DEFINE_string('out', 'runs/protocols', 'Output directory.')
-_FRACTIONS = flags.DEFINE_list('fractions', ['0.05', '0.2', '1.0'],
-                               'Label fractions.')
-_CONFIG = flags.DEFINE_string('finetune_config', 'configs/finetune_synthetic.py',
-                              'Finetuning config file.')
+_FRACTIONS = flags.DEFINE_list(
+  'fractions', ['0.05', '0.2', '1.0'], 'Label fractions.'
+)
+_CONFIG = flags.DEFINE_string(
+  'finetune_config', 'configs/finetune_synthetic.py', 'Finetuning config file.'
+)
 
 
 def _config():
@@ -35,8 +38,11 @@ def _config():
 def main(argv):
   del argv
   main_lib.enable_compilation_cache()
-  runs = [(p, float(f), 'ufusion') for f in _FRACTIONS.value
-          for p in finetune.PROTOCOLS]
+  runs = [
+    (p, float(f), 'ufusion')
+    for f in _FRACTIONS.value
+    for p in finetune.PROTOCOLS
+  ]
   runs.append(('finetune', 0.2, 'upsample'))
   rows = []
   for protocol, fraction, head in runs:
@@ -53,17 +59,31 @@ def main(argv):
         result = json.load(f)
     else:
       result = main_lib.run(c, workdir)
-    rows.append({'protocol': protocol, 'head': head, 'label_fraction': fraction,
-                 'map': {**{str(k): v for k, v in result['iou'].items()},
-                         'mean': result['mean']},
-                 'frame_accuracy': result['frame_accuracy']})
+    rows.append(
+      {
+        'protocol': protocol,
+        'head': head,
+        'label_fraction': fraction,
+        'map': {
+          **{str(k): v for k, v in result['iou'].items()},
+          'mean': result['mean'],
+        },
+        'frame_accuracy': result['frame_accuracy'],
+      }
+    )
   thr = list(rows[0]['map'])[:-1]
-  lines = ['| protocol | head | labels | ' + ' | '.join(f'mAP@{t}' for t in thr)
-           + ' | mean | frame acc |', '|' + '---|' * (len(thr) + 5)]
+  lines = [
+    '| protocol | head | labels | '
+    + ' | '.join(f'mAP@{t}' for t in thr)
+    + ' | mean | frame acc |',
+    '|' + '---|' * (len(thr) + 5),
+  ]
   for r in rows:
-    lines.append(f'| {r["protocol"]} | {r["head"]} | {r["label_fraction"]:g} | '
-                 + ' | '.join(f'{r["map"][t]:.1f}' for t in thr) +
-                 f' | {r["map"]["mean"]:.1f} | {r["frame_accuracy"]:.3f} |')
+    lines.append(
+      f'| {r["protocol"]} | {r["head"]} | {r["label_fraction"]:g} | '
+      + ' | '.join(f'{r["map"][t]:.1f}' for t in thr)
+      + f' | {r["map"]["mean"]:.1f} | {r["frame_accuracy"]:.3f} |'
+    )
   table = '\n'.join(lines)
   os.makedirs(_OUT.value, exist_ok=True)
   with open(os.path.join(_OUT.value, 'protocols.json'), 'w') as f:

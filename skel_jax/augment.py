@@ -4,6 +4,7 @@ All functions act on ONE sample ``x`` of shape (M, T, V, 3) and are vmapped
 over the batch. Keys come from the global sample index and the step (see
 ``sample_keys``), so augmentations do not depend on how the batch is sharded.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -26,8 +27,7 @@ def crop_frames(t, key, padding_ratio=6):
   pad = t // padding_ratio
   if pad == 0:
     return jnp.arange(t, dtype=jnp.int32)
-  padded = jnp.pad(jnp.arange(t, dtype=jnp.int32), (pad, pad),
-                   mode='symmetric')
+  padded = jnp.pad(jnp.arange(t, dtype=jnp.int32), (pad, pad), mode='symmetric')
   offset = jax.random.randint(key, (), 0, 2 * pad + 1)
   return jax.lax.dynamic_slice_in_dim(padded, offset, t)
 
@@ -52,8 +52,9 @@ def gaussian_noise(x, key, std=0.01, prob=0.5):
   return jnp.where(jax.random.uniform(k_apply) < prob, x + noise, x)
 
 
-def gaussian_blur(x, key, kernel_size=15, sigma_range=(0.1, 2.0), prob=0.5,
-                  normalize=True):
+def gaussian_blur(
+  x, key, kernel_size=15, sigma_range=(0.1, 2.0), prob=0.5, normalize=True
+):
   """Temporal Gaussian blur with a random sigma (zero padding, as AimCLR's conv).
 
   AimCLR's ``GaussianBlurConv`` never divides the kernel by its sum, so its
@@ -61,8 +62,9 @@ def gaussian_blur(x, key, kernel_size=15, sigma_range=(0.1, 2.0), prob=0.5,
   a bug: ``normalize=True`` (default) blurs; ``False`` reproduces the release.
   """
   k_apply, k_sigma = jax.random.split(key)
-  sigma = jax.random.uniform(k_sigma, (), minval=sigma_range[0],
-                             maxval=sigma_range[1])
+  sigma = jax.random.uniform(
+    k_sigma, (), minval=sigma_range[0], maxval=sigma_range[1]
+  )
   r = jnp.arange(kernel_size, dtype=x.dtype) - (kernel_size - 1) / 2
   w = jnp.exp(-0.5 * (r / sigma) ** 2)
   if normalize:
@@ -71,7 +73,8 @@ def gaussian_blur(x, key, kernel_size=15, sigma_range=(0.1, 2.0), prob=0.5,
   # Blur every (person, joint, coord) signal along time as one 1-D conv.
   sig = jnp.moveaxis(x, 1, -1).reshape(-1, 1, t)
   blurred = jax.lax.conv_general_dilated(
-      sig, w[None, None, :], (1,), [((kernel_size - 1) // 2,) * 2])
+    sig, w[None, None, :], (1,), [((kernel_size - 1) // 2,) * 2]
+  )
   blurred = jnp.moveaxis(blurred.reshape(m, v, c, t), -1, 1)
   return jnp.where(jax.random.uniform(k_apply) < prob, blurred, x)
 
@@ -86,8 +89,33 @@ def zero_axis(x, key, prob=0.5):
 
 # AimCLR ``transform_order['ntu']``: swaps the left/right limb joint indices
 # (the coordinates are not mirrored, exactly as the release does).
-MIRROR_ORDER = (0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 16, 17, 18, 19, 12, 13,
-                14, 15, 20, 23, 24, 21, 22)
+MIRROR_ORDER = (
+  0,
+  1,
+  2,
+  3,
+  8,
+  9,
+  10,
+  11,
+  4,
+  5,
+  6,
+  7,
+  16,
+  17,
+  18,
+  19,
+  12,
+  13,
+  14,
+  15,
+  20,
+  23,
+  24,
+  21,
+  22,
+)
 
 
 def spatial_flip(x, key, prob=0.5):
@@ -144,8 +172,14 @@ def view_frames(t, key, cfg):
 
 def _noise_blur_mask(x, keys, cfg):
   x = gaussian_noise(x, keys[0], cfg.noise_std, cfg.noise_prob)
-  x = gaussian_blur(x, keys[1], cfg.blur_kernel, tuple(cfg.blur_sigma),
-                    cfg.blur_prob, cfg.get('blur_normalize', True))
+  x = gaussian_blur(
+    x,
+    keys[1],
+    cfg.blur_kernel,
+    tuple(cfg.blur_sigma),
+    cfg.blur_prob,
+    cfg.get('blur_normalize', True),
+  )
   return zero_axis(x, keys[2], cfg.axis_mask_prob)
 
 
@@ -168,29 +202,37 @@ def _view_keys(key):
 
 def two_views(batch_x, keys, cfg, query_strong=True):
   """(N, M, T, V, 3) and per-sample keys -> (query view, key view)."""
+
   def one(x, key):
     kq, kk = _view_keys(key)
-    return (augment(x, kq, cfg, strong=query_strong),
-            augment(x, kk, cfg, strong=False))
+    return (
+      augment(x, kq, cfg, strong=query_strong),
+      augment(x, kk, cfg, strong=False),
+    )
+
   return jax.vmap(one)(batch_x, keys)
 
 
 def two_view_frames(t, keys, cfg):
   """Source frame maps (N, T) of ``two_views``' query and key views."""
+
   def one(key):
     kq, kk = _view_keys(key)
     return view_frames(t, kq, cfg), view_frames(t, kk, cfg)
+
   return jax.vmap(one)(keys)
 
 
 def third_view(batch_x, keys, cfg, kind):
   """The extra query view of a base method, from its own per-sample keys:
   'extreme' (AimCLR) or 'normal' (RVTCLR's distribution-consistency view)."""
+
   def one(x, key):
     key = jax.random.fold_in(key, 2)
     if kind == 'extreme':
       return extreme(x, key, cfg)
     return augment(x, key, cfg, strong=False)
+
   return jax.vmap(one)(batch_x, keys)
 
 
@@ -205,7 +247,8 @@ def relative_tempo(x_q, x_k, keys, ratio=2):
   """
   t = x_q.shape[2] // ratio
   fast = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 3)))(
-      keys)
+    keys
+  )
   slow_idx, fast_idx = jnp.arange(t), ratio * jnp.arange(t)
   same = jnp.where(fast[:, None], fast_idx, slow_idx)
   other = jnp.where(fast[:, None], slow_idx, fast_idx)

@@ -29,6 +29,7 @@ the per-call time):
 Writes one JSON file (rows + environment + every config used) and prints a
 table. Model inputs are random skeletons of ``persons`` people x 25 joints.
 """
+
 import dataclasses
 import datetime
 import functools
@@ -53,8 +54,9 @@ from skel_jax import train_utils
 
 SECTIONS = ('pretrain', 'finetune', 'inference', 'pipeline')
 # Pretraining methods: each base alone and with the snippet loss (lambda 1.5).
-METHODS = tuple(m for base in config_defaults.BASES
-                for m in (base, base + '+snippet'))
+METHODS = tuple(
+  m for base in config_defaults.BASES for m in (base, base + '+snippet')
+)
 # Protocols with a training step (finetune's 'knn' has none).
 TRAIN_PROTOCOLS = ('finetune', 'linear')
 
@@ -62,36 +64,47 @@ TRAIN_PROTOCOLS = ('finetune', 'linear')
 @dataclasses.dataclass
 class Options:
   """Benchmark sizes. Defaults are the released (full-width) settings."""
+
   backbones: tuple = ('agcn', 'stgcn')
   methods: tuple = METHODS
   protocols: tuple = TRAIN_PROTOCOLS
   sections: tuple = SECTIONS
   width: float = 1.0
-  batch: int = 128          # pretraining global batch (also pipeline batch)
-  clip_len: int = 128       # pretraining window (frames)
-  persons: int = 2          # M of the random model inputs (NTU / PKU-MMD: 2)
-  queue_size: int = 32768   # rounded down to a multiple of ``batch``
-  num_snippets: int = 0     # 0 = min(config default, backbone time steps)
-  ft_batch: int = 8         # localization batch
-  pad_length: int = 320     # localization sequence length
+  batch: int = 128  # pretraining global batch (also pipeline batch)
+  clip_len: int = 128  # pretraining window (frames)
+  persons: int = 2  # M of the random model inputs (NTU / PKU-MMD: 2)
+  queue_size: int = 32768  # rounded down to a multiple of ``batch``
+  num_snippets: int = 0  # 0 = min(config default, backbone time steps)
+  ft_batch: int = 8  # localization batch
+  pad_length: int = 320  # localization sequence length
   head_dim: int = 512
-  num_classes: int = 10     # localization classes (synthetic benchmark: 10)
-  infer_len: int = 1000     # frames per inference sequence
+  num_classes: int = 10  # localization classes (synthetic benchmark: 10)
+  infer_len: int = 1000  # frames per inference sequence
   infer_batch: int = 8
   repeats: int = 5
-  warmup: int = 2           # untimed calls, the first one compiles
-  steps: int = 5            # calls per timed repeat
+  warmup: int = 2  # untimed calls, the first one compiles
+  steps: int = 5  # calls per timed repeat
   pipeline_batches: int = 20
-  data_dir: str = ''        # '' = a fresh temporary directory
+  data_dir: str = ''  # '' = a fresh temporary directory
   seed: int = 0
-  dtype: str = 'float32'    # pretraining compute dtype (params stay float32)
-  fsdp: int = 1             # parameter-sharding mesh axis (1 = data parallel)
+  dtype: str = 'float32'  # pretraining compute dtype (params stay float32)
+  fsdp: int = 1  # parameter-sharding mesh axis (1 = data parallel)
 
 
 def quick_options(**overrides):
   """CPU-sized settings: the demo's narrow AGCN on 64-frame windows."""
-  base = dict(width=0.125, batch=16, clip_len=64, persons=1, queue_size=4096,
-              head_dim=64, repeats=3, warmup=1, steps=2, pipeline_batches=8)
+  base = dict(
+    width=0.125,
+    batch=16,
+    clip_len=64,
+    persons=1,
+    queue_size=4096,
+    head_dim=64,
+    repeats=3,
+    warmup=1,
+    steps=2,
+    pipeline_batches=8,
+  )
   base.update(overrides)
   return Options(**base)
 
@@ -116,7 +129,8 @@ def _model(cfg, opts, backbone, frames=None):
     cfg.data.num_persons = opts.persons
   # The released 19 snippets exceed the 16 AGCN steps of a 128-frame clip.
   cfg.model.num_snippets = opts.num_snippets or min(
-      cfg.model.num_snippets, backbone_steps(backbone, frames or opts.clip_len))
+    cfg.model.num_snippets, backbone_steps(backbone, frames or opts.clip_len)
+  )
 
 
 def pretrain_config(opts, backbone, method):
@@ -159,9 +173,15 @@ def finetune_config(opts, backbone, protocol):
 def _summary(first_s, times):
   """Median / IQR of per-call times; compile = first call minus steady state."""
   q25, med, q75 = (float(v) for v in np.percentile(times, [25, 50, 75]))
-  return {'median_s': med, 'iqr_s': q75 - q25, 'q25_s': q25, 'q75_s': q75,
-          'times_s': [float(t) for t in times], 'first_call_s': float(first_s),
-          'compile_s': max(0.0, float(first_s) - med)}
+  return {
+    'median_s': med,
+    'iqr_s': q75 - q25,
+    'q25_s': q25,
+    'q75_s': q75,
+    'times_s': [float(t) for t in times],
+    'first_call_s': float(first_s),
+    'compile_s': max(0.0, float(first_s) - med),
+  }
 
 
 def time_calls(call, *, warmup, repeats, steps):
@@ -185,8 +205,9 @@ def time_calls(call, *, warmup, repeats, steps):
 
 
 def _skeletons(rng, batch, persons, length):
-  return rng.normal(0.0, 0.3, (batch, persons, length, graph.NUM_JOINTS,
-                               3)).astype(np.float32)
+  return rng.normal(
+    0.0, 0.3, (batch, persons, length, graph.NUM_JOINTS, 3)
+  ).astype(np.float32)
 
 
 def _check_divisible(name, value):
@@ -222,21 +243,40 @@ def bench_pretrain(opts, backbone, method, mesh, rng):
   state_sh = train_utils.state_shardings(state, mesh)
   state = jax.device_put(state, state_sh)
   step_fn = jax.jit(
-      functools.partial(pretrain.train_step, graphdef=graphdef, tx=tx,
-                        config=cfg, schedule=schedule),
-      in_shardings=(state_sh, dsh), out_shardings=(state_sh, rep),
-      donate_argnums=0)
+    functools.partial(
+      pretrain.train_step,
+      graphdef=graphdef,
+      tx=tx,
+      config=cfg,
+      schedule=schedule,
+    ),
+    in_shardings=(state_sh, dsh),
+    out_shardings=(state_sh, rep),
+    donate_argnums=0,
+  )
   x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.clip_len)
   batch = jax.device_put(
-      {'x': x, 'index': np.arange(cfg.batch_size, dtype=np.int32)}, dsh)
-  stats = time_calls(_Stepper(step_fn, state, batch), warmup=opts.warmup,
-                     repeats=opts.repeats, steps=opts.steps)
-  row = {'name': 'pretrain_step', 'backbone': backbone, 'method': method,
-         'dtype': opts.dtype, 'fsdp': opts.fsdp,
-         'batch': cfg.batch_size, 'shape': list(x.shape), **stats,
-         'steps_per_s': 1.0 / stats['median_s'],
-         'throughput': cfg.batch_size / stats['median_s'],
-         'unit': 'samples/s'}
+    {'x': x, 'index': np.arange(cfg.batch_size, dtype=np.int32)}, dsh
+  )
+  stats = time_calls(
+    _Stepper(step_fn, state, batch),
+    warmup=opts.warmup,
+    repeats=opts.repeats,
+    steps=opts.steps,
+  )
+  row = {
+    'name': 'pretrain_step',
+    'backbone': backbone,
+    'method': method,
+    'dtype': opts.dtype,
+    'fsdp': opts.fsdp,
+    'batch': cfg.batch_size,
+    'shape': list(x.shape),
+    **stats,
+    'steps_per_s': 1.0 / stats['median_s'],
+    'throughput': cfg.batch_size / stats['median_s'],
+    'unit': 'samples/s',
+  }
   return row, cfg
 
 
@@ -253,38 +293,69 @@ def bench_finetune(opts, backbone, protocol, mesh, rng, with_inference):
   x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.pad_length)
   if protocol in opts.protocols and 'finetune' in opts.sections:
     labels = rng.integers(0, k + 1, (cfg.batch_size, cfg.data.pad_length))
-    labels[:, -cfg.data.pad_length // 4:] = -1  # some padded frames
+    labels[:, -cfg.data.pad_length // 4 :] = -1  # some padded frames
     batch = jax.device_put({'x': x, 'labels': labels.astype(np.int32)}, dsh)
     step_fn = jax.jit(
-        functools.partial(finetune.train_step, graphdef=graphdef, tx=tx,
-                          protocol=protocol, schedule=schedule),
-        in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
+      functools.partial(
+        finetune.train_step,
+        graphdef=graphdef,
+        tx=tx,
+        protocol=protocol,
+        schedule=schedule,
+      ),
+      in_shardings=(rep, dsh),
+      out_shardings=(rep, rep),
+      donate_argnums=0,
+    )
     stepper = _Stepper(step_fn, state, batch)
-    stats = time_calls(stepper, warmup=opts.warmup, repeats=opts.repeats,
-                       steps=opts.steps)
+    stats = time_calls(
+      stepper, warmup=opts.warmup, repeats=opts.repeats, steps=opts.steps
+    )
     state = stepper.state
-    rows.append({'name': 'finetune_step', 'backbone': backbone,
-                 'method': protocol, 'batch': cfg.batch_size,
-                 'shape': list(x.shape), **stats,
-                 'steps_per_s': 1.0 / stats['median_s'],
-                 'throughput': cfg.batch_size / stats['median_s'],
-                 'unit': 'samples/s'})
+    rows.append(
+      {
+        'name': 'finetune_step',
+        'backbone': backbone,
+        'method': protocol,
+        'batch': cfg.batch_size,
+        'shape': list(x.shape),
+        **stats,
+        'steps_per_s': 1.0 / stats['median_s'],
+        'throughput': cfg.batch_size / stats['median_s'],
+        'unit': 'samples/s',
+      }
+    )
   if with_inference:
     xi = jax.device_put(
-        _skeletons(rng, opts.infer_batch, opts.persons, opts.infer_len), dsh)
+      _skeletons(rng, opts.infer_batch, opts.persons, opts.infer_len), dsh
+    )
     predict_fn = jax.jit(
-        functools.partial(finetune.predict_step, graphdef=graphdef,
-                          protocol=protocol),
-        in_shardings=(rep, dsh), out_shardings=dsh)
-    stats = time_calls(lambda: predict_fn(state, xi), warmup=opts.warmup,
-                       repeats=opts.repeats, steps=opts.steps)
+      functools.partial(
+        finetune.predict_step, graphdef=graphdef, protocol=protocol
+      ),
+      in_shardings=(rep, dsh),
+      out_shardings=dsh,
+    )
+    stats = time_calls(
+      lambda: predict_fn(state, xi),
+      warmup=opts.warmup,
+      repeats=opts.repeats,
+      steps=opts.steps,
+    )
     frames = opts.infer_batch * opts.infer_len
-    rows.append({'name': 'predict_step', 'backbone': backbone,
-                 'method': protocol, 'batch': opts.infer_batch,
-                 'shape': list(xi.shape), **stats,
-                 'steps_per_s': 1.0 / stats['median_s'],
-                 'throughput': frames / stats['median_s'],
-                 'unit': 'frames/s'})
+    rows.append(
+      {
+        'name': 'predict_step',
+        'backbone': backbone,
+        'method': protocol,
+        'batch': opts.infer_batch,
+        'shape': list(xi.shape),
+        **stats,
+        'steps_per_s': 1.0 / stats['median_s'],
+        'throughput': frames / stats['median_s'],
+        'unit': 'frames/s',
+      }
+    )
   return rows, cfg
 
 
@@ -296,8 +367,9 @@ def _time_iterator(it, opts):
   batch = x.shape[0]
   # Drain what the prefetch threads produced meanwhile: after that an
   # instant consumer waits on the producers, so the timing is their rate.
-  prefetch = inspect.signature(
-      input_pipeline.iterate).parameters['prefetch'].default
+  prefetch = (
+    inspect.signature(input_pipeline.iterate).parameters['prefetch'].default
+  )
   for _ in range(2 * prefetch + max(1, opts.warmup) - 1):
     next(it)
   times = []
@@ -319,8 +391,9 @@ def _time_iterator(it, opts):
 
 def bench_pipeline(opts, data_dir):
   """Host-side grain pipelines on synthetic_skeleton/smoke (no device work)."""
-  data_cfg = config_defaults.data_config('synthetic_skeleton', 'smoke',
-                                         dir=data_dir)
+  data_cfg = config_defaults.data_config(
+    'synthetic_skeleton', 'smoke', dir=data_dir
+  )
   data_cfg.clip_len = opts.clip_len
   data_cfg.pad_length = opts.pad_length
   t0 = time.perf_counter()
@@ -328,17 +401,33 @@ def bench_pipeline(opts, data_dir):
   build_s = time.perf_counter() - t0
   rows = []
   ds, _ = input_pipeline.pretrain_dataset(
-      data_cfg, data_cfg.pretrain_split, global_batch=opts.batch,
-      seed=opts.seed)
-  rows.append({'name': 'pretrain_pipeline', 'backbone': '-',
-               'method': 'synthetic/smoke', 'batch': opts.batch,
-               **_time_iterator(input_pipeline.iterate(ds, 0), opts)})
+    data_cfg, data_cfg.pretrain_split, global_batch=opts.batch, seed=opts.seed
+  )
+  rows.append(
+    {
+      'name': 'pretrain_pipeline',
+      'backbone': '-',
+      'method': 'synthetic/smoke',
+      'batch': opts.batch,
+      **_time_iterator(input_pipeline.iterate(ds, 0), opts),
+    }
+  )
   ds, _ = input_pipeline.finetune_dataset(
-      data_cfg, data_cfg.train_split, global_batch=opts.ft_batch,
-      label_fraction=1.0, seed=opts.seed)
-  rows.append({'name': 'finetune_pipeline', 'backbone': '-',
-               'method': 'synthetic/smoke', 'batch': opts.ft_batch,
-               **_time_iterator(input_pipeline.iterate(ds, 0), opts)})
+    data_cfg,
+    data_cfg.train_split,
+    global_batch=opts.ft_batch,
+    label_fraction=1.0,
+    seed=opts.seed,
+  )
+  rows.append(
+    {
+      'name': 'finetune_pipeline',
+      'backbone': '-',
+      'method': 'synthetic/smoke',
+      'batch': opts.ft_batch,
+      **_time_iterator(input_pipeline.iterate(ds, 0), opts),
+    }
+  )
   return rows, {'data_config': data_cfg.to_dict(), 'build_s': build_s}
 
 
@@ -359,19 +448,23 @@ def environment():
   except AttributeError:  # not Linux
     usable_cpus = os.cpu_count()
   return {
-      'backend': jax.default_backend(), 'device_kind': dev.device_kind,
-      'device_count': jax.device_count(),
-      'local_device_count': jax.local_device_count(),
-      'cpu_count': os.cpu_count(), 'usable_cpus': usable_cpus,
-      'platform': platform.platform(), 'versions': train_utils.versions(),
-      'xla_flags': os.environ.get('XLA_FLAGS', ''),
-      'compilation_cache': {
-          'enabled': bool(jax.config.jax_enable_compilation_cache),
-          'dir': jax.config.jax_compilation_cache_dir},
-      # 1/5/15-min load at the end: contention from other processes shows up
-      # here (compare with loadavg_start) before it is blamed on the code.
-      'loadavg_end': _loadavg(),
-      'timestamp': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    'backend': jax.default_backend(),
+    'device_kind': dev.device_kind,
+    'device_count': jax.device_count(),
+    'local_device_count': jax.local_device_count(),
+    'cpu_count': os.cpu_count(),
+    'usable_cpus': usable_cpus,
+    'platform': platform.platform(),
+    'versions': train_utils.versions(),
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    'compilation_cache': {
+      'enabled': bool(jax.config.jax_enable_compilation_cache),
+      'dir': jax.config.jax_compilation_cache_dir,
+    },
+    # 1/5/15-min load at the end: contention from other processes shows up
+    # here (compare with loadavg_start) before it is blamed on the code.
+    'loadavg_end': _loadavg(),
+    'timestamp': datetime.datetime.now(datetime.timezone.utc).isoformat(),
   }
 
 
@@ -380,15 +473,33 @@ def _fmt_rate(v):
 
 
 def format_table(rows):
-  head = ('name', 'backbone', 'method', 'batch', 'shape', 'median ms',
-          'IQR ms', 'throughput', 'compile s')
+  head = (
+    'name',
+    'backbone',
+    'method',
+    'batch',
+    'shape',
+    'median ms',
+    'IQR ms',
+    'throughput',
+    'compile s',
+  )
   lines = [head]
   for r in rows:
     compile_s = '-' if r['compile_s'] is None else f'{r["compile_s"]:.1f}'
-    lines.append((r['name'], r['backbone'], r['method'], str(r['batch']),
-                  'x'.join(map(str, r['shape'])),
-                  f'{1e3 * r["median_s"]:.1f}', f'{1e3 * r["iqr_s"]:.1f}',
-                  f'{_fmt_rate(r["throughput"])} {r["unit"]}', compile_s))
+    lines.append(
+      (
+        r['name'],
+        r['backbone'],
+        r['method'],
+        str(r['batch']),
+        'x'.join(map(str, r['shape'])),
+        f'{1e3 * r["median_s"]:.1f}',
+        f'{1e3 * r["iqr_s"]:.1f}',
+        f'{_fmt_rate(r["throughput"])} {r["unit"]}',
+        compile_s,
+      )
+    )
   widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
   out = ['  '.join(c.ljust(w) for c, w in zip(l, widths)) for l in lines]
   out.insert(1, '  '.join('-' * w for w in widths))
@@ -397,9 +508,12 @@ def format_table(rows):
 
 def run(opts, out=None, verbose=True):
   """Runs the selected sections; returns (and writes to ``out``) the report."""
-  for name, allowed in (('sections', SECTIONS), ('methods', METHODS),
-                        ('protocols', TRAIN_PROTOCOLS),
-                        ('backbones', config_validation.BACKBONES)):
+  for name, allowed in (
+    ('sections', SECTIONS),
+    ('methods', METHODS),
+    ('protocols', TRAIN_PROTOCOLS),
+    ('backbones', config_validation.BACKBONES),
+  ):
     unknown = set(getattr(opts, name)) - set(allowed)
     if unknown:
       raise ValueError(f'unknown {name} {sorted(unknown)}; expected {allowed}')
@@ -415,9 +529,12 @@ def run(opts, out=None, verbose=True):
     for r in new_rows:
       rows.append(r)
       if verbose:
-        print(f'[bench] {r["name"]:<17} {r["backbone"]:<5} {r["method"]:<19}'
-              f' {1e3 * r["median_s"]:9.1f} ms  '
-              f'{_fmt_rate(r["throughput"])} {r["unit"]}', flush=True)
+        print(
+          f'[bench] {r["name"]:<17} {r["backbone"]:<5} {r["method"]:<19}'
+          f' {1e3 * r["median_s"]:9.1f} ms  '
+          f'{_fmt_rate(r["throughput"])} {r["unit"]}',
+          flush=True,
+        )
 
   for backbone in opts.backbones:
     if 'pretrain' in opts.sections:
@@ -430,8 +547,9 @@ def run(opts, out=None, verbose=True):
       infer = 'inference' in opts.sections and i == 0
       train = 'finetune' in opts.sections and protocol in opts.protocols
       if train or infer:
-        new_rows, cfg = bench_finetune(opts, backbone, protocol, mesh, rng,
-                                       with_inference=infer)
+        new_rows, cfg = bench_finetune(
+          opts, backbone, protocol, mesh, rng, with_inference=infer
+        )
         configs[f'finetune/{backbone}/{protocol}'] = cfg.to_dict()
         add(new_rows)
   if 'pipeline' in opts.sections:
@@ -443,17 +561,26 @@ def run(opts, out=None, verbose=True):
     add(new_rows)
 
   env = {**environment(), 'loadavg_start': load_start}
-  report = {'rows': rows, 'env': env,
-            'options': dataclasses.asdict(opts), 'configs': configs,
-            'compile_s': {f'{r["name"]}/{r["backbone"]}/{r["method"]}':
-                          r['compile_s'] for r in rows
-                          if r['compile_s'] is not None},
-            **extra}
+  report = {
+    'rows': rows,
+    'env': env,
+    'options': dataclasses.asdict(opts),
+    'configs': configs,
+    'compile_s': {
+      f'{r["name"]}/{r["backbone"]}/{r["method"]}': r['compile_s']
+      for r in rows
+      if r['compile_s'] is not None
+    },
+    **extra,
+  }
   if verbose:
-    print(f'\n{env["backend"]} x {env["device_count"]} ({env["device_kind"]}),'
-          f' {env["usable_cpus"]} CPUs, jax {env["versions"]["jax"]}, '
-          f'width {opts.width}, load avg {load_start} -> '
-          f'{env["loadavg_end"]}\n' + format_table(rows), flush=True)
+    print(
+      f'\n{env["backend"]} x {env["device_count"]} ({env["device_kind"]}),'
+      f' {env["usable_cpus"]} CPUs, jax {env["versions"]["jax"]}, '
+      f'width {opts.width}, load avg {load_start} -> '
+      f'{env["loadavg_end"]}\n' + format_table(rows),
+      flush=True,
+    )
   if out:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
@@ -466,45 +593,70 @@ def run(opts, out=None, verbose=True):
 def _define_flags():
   """Flags exist only for the CLI: importing this module defines none."""
   from absl import flags as f
+
   from skel_jax import build_data  # noqa: F401  defines its flags first
+
   f.DEFINE_string('out', 'bench.json', 'JSON report path ("" = none).')
-  f.DEFINE_bool('quick', False, 'CPU-sized run: width 0.125, batch 16, '
-                'clip 64, few repeats. Explicit flags override it.')
+  f.DEFINE_bool(
+    'quick',
+    False,
+    'CPU-sized run: width 0.125, batch 16, '
+    'clip 64, few repeats. Explicit flags override it.',
+  )
   f.DEFINE_list('backbones', list(Options.backbones), 'agcn, stgcn.')
   f.DEFINE_list('methods', list(Options.methods), ', '.join(METHODS))
-  f.DEFINE_list('protocols', list(Options.protocols),
-                ', '.join(TRAIN_PROTOCOLS))
+  f.DEFINE_list(
+    'protocols', list(Options.protocols), ', '.join(TRAIN_PROTOCOLS)
+  )
   f.DEFINE_list('sections', list(SECTIONS), ', '.join(SECTIONS))
   # None = the --quick or full default.
-  for name, kind in (('width', 'float'), ('batch', 'integer'),
-                     ('clip_len', 'integer'), ('persons', 'integer'),
-                     ('queue_size', 'integer'), ('num_snippets', 'integer'),
-                     ('ft_batch', 'integer'), ('pad_length', 'integer'),
-                     ('head_dim', 'integer'), ('num_classes', 'integer'),
-                     ('infer_len', 'integer'), ('infer_batch', 'integer'),
-                     ('repeats', 'integer'), ('warmup', 'integer'),
-                     ('steps', 'integer'), ('pipeline_batches', 'integer'),
-                     ('seed', 'integer'), ('dtype', 'string'),
-                     ('fsdp', 'integer')):
+  for name, kind in (
+    ('width', 'float'),
+    ('batch', 'integer'),
+    ('clip_len', 'integer'),
+    ('persons', 'integer'),
+    ('queue_size', 'integer'),
+    ('num_snippets', 'integer'),
+    ('ft_batch', 'integer'),
+    ('pad_length', 'integer'),
+    ('head_dim', 'integer'),
+    ('num_classes', 'integer'),
+    ('infer_len', 'integer'),
+    ('infer_batch', 'integer'),
+    ('repeats', 'integer'),
+    ('warmup', 'integer'),
+    ('steps', 'integer'),
+    ('pipeline_batches', 'integer'),
+    ('seed', 'integer'),
+    ('dtype', 'string'),
+    ('fsdp', 'integer'),
+  ):
     getattr(f, f'DEFINE_{kind}')(name, None, f'Options.{name}.')
   # build_data (imported lazily by config validation) owns --data_dir.
-  f.DEFINE_string('pipeline_data_dir', '', 'TFDS dir for the pipeline '
-                  'section ("" = a temporary directory, built from scratch).')
+  f.DEFINE_string(
+    'pipeline_data_dir',
+    '',
+    'TFDS dir for the pipeline '
+    'section ("" = a temporary directory, built from scratch).',
+  )
   return f.FLAGS
 
 
 def main(argv):
   from absl import app
   from absl import logging
+
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # TFDS build chatter
   flags_ = FLAGS
   # Real compile times: no persistent-cache hits.
   jax.config.update('jax_enable_compilation_cache', False)
-  overrides = {name: getattr(flags_, name)
-               for name in (f.name for f in dataclasses.fields(Options))
-               if name != 'data_dir' and getattr(flags_, name) is not None}
+  overrides = {
+    name: getattr(flags_, name)
+    for name in (f.name for f in dataclasses.fields(Options))
+    if name != 'data_dir' and getattr(flags_, name) is not None
+  }
   overrides['data_dir'] = flags_.pipeline_data_dir
   for name in ('backbones', 'methods', 'protocols', 'sections'):
     overrides[name] = tuple(overrides[name])
@@ -514,5 +666,6 @@ def main(argv):
 
 if __name__ == '__main__':
   from absl import app as _app
+
   FLAGS = _define_flags()
   _app.run(main)

@@ -18,6 +18,7 @@ is reused only when the inputs match (``--overwrite`` rebuilds it). Leftover
 ``incomplete.*`` folders of killed builds are removed first. Each split must
 hold at least one example and no sequence id may be in two splits.
 """
+
 import importlib
 import inspect
 import json
@@ -26,18 +27,17 @@ import shutil
 import sys
 import time
 
+import tensorflow_datasets as tfds
 from absl import app
 from absl import flags
 from absl import logging
-import tensorflow_datasets as tfds
 
 # dataset name -> module holding its ``Builder`` class.
 REGISTRY = {
-    'synthetic_skeleton':
-        'data_builders.synthetic_skeleton.synthetic_skeleton_dataset_builder',
-    'ntu_rgbd': 'data_builders.ntu_rgbd.ntu_rgbd_dataset_builder',
-    'pku_mmd': 'data_builders.pku_mmd.pku_mmd_dataset_builder',
-    'babel': 'data_builders.babel.babel_dataset_builder',
+  'synthetic_skeleton': 'data_builders.synthetic_skeleton.synthetic_skeleton_dataset_builder',
+  'ntu_rgbd': 'data_builders.ntu_rgbd.ntu_rgbd_dataset_builder',
+  'pku_mmd': 'data_builders.pku_mmd.pku_mmd_dataset_builder',
+  'babel': 'data_builders.babel.babel_dataset_builder',
 }
 
 
@@ -53,11 +53,13 @@ def make_builder(name, config, data_dir, **builder_kwargs):
   cls = builder_class(name)
   known = [c.name for c in cls.BUILDER_CONFIGS]
   if isinstance(config, str) and config not in known:
-    raise ValueError(f'dataset {name}: unknown config {config!r}; '
-                     f'expected one of {known}')
+    raise ValueError(
+      f'dataset {name}: unknown config {config!r}; expected one of {known}'
+    )
   accepted = inspect.signature(cls.__init__).parameters
-  takes_any = any(p.kind == p.VAR_KEYWORD for p in accepted.values()
-                  if p.name != 'kwargs')
+  takes_any = any(
+    p.kind == p.VAR_KEYWORD for p in accepted.values() if p.name != 'kwargs'
+  )
   unknown = [k for k in builder_kwargs if k not in accepted and not takes_any]
   if unknown:
     raise ValueError(f'dataset {name} does not take options {unknown}')
@@ -97,10 +99,13 @@ def input_fingerprint(builder, manual_dir):
     options[key] = value
     if isinstance(value, str) and os.path.isfile(value):
       options[key] = {'path': value, 'stat': _stat(value)}
-  return {'dataset': f'{builder.name}/{builder.builder_config.name}',
-          'version': str(builder.version),
-          'manual_dir': os.path.abspath(manual_dir) if manual_dir else None,
-          'options': options, 'files': files}
+  return {
+    'dataset': f'{builder.name}/{builder.builder_config.name}',
+    'version': str(builder.version),
+    'manual_dir': os.path.abspath(manual_dir) if manual_dir else None,
+    'options': options,
+    'files': files,
+  }
 
 
 def _examples(items, n=3):
@@ -114,8 +119,9 @@ def inputs_difference(old, new):
   The manual_dir path alone does not count: moved files are the same input."""
   parts = []
   if old.get('options') != new.get('options'):
-    parts.append(f'builder options {old.get("options")} -> '
-                 f'{new.get("options")}')
+    parts.append(
+      f'builder options {old.get("options")} -> {new.get("options")}'
+    )
   a, b = old.get('files', {}), new.get('files', {})
   added, removed = set(b) - set(a), set(a) - set(b)
   changed = {k for k in set(a) & set(b) if a[k] != b[k]}
@@ -124,11 +130,13 @@ def inputs_difference(old, new):
   if removed:
     parts.append(f'{len(removed)} file(s) removed ({_examples(removed)})')
   if changed:
-    parts.append(f'{len(changed)} file(s) changed size or time '
-                 f'({_examples(changed)})')
+    parts.append(
+      f'{len(changed)} file(s) changed size or time ({_examples(changed)})'
+    )
   if parts and old.get('manual_dir') != new.get('manual_dir'):
-    parts.insert(0, f'manual_dir {old.get("manual_dir")} -> '
-                 f'{new.get("manual_dir")}')
+    parts.insert(
+      0, f'manual_dir {old.get("manual_dir")} -> {new.get("manual_dir")}'
+    )
   return '; '.join(parts)
 
 
@@ -143,14 +151,18 @@ def remove_incomplete(builder):
       shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
       removed.append(name)
   if removed:
-    print(f'[build_data] removed leftovers of an interrupted build: '
-          f'{", ".join(removed)}', flush=True)
+    print(
+      f'[build_data] removed leftovers of an interrupted build: '
+      f'{", ".join(removed)}',
+      flush=True,
+    )
   return removed
 
 
 def _track_splits(builder):
   """Routes the builder's split generators through ``common.SplitTracker``."""
   from data_builders import common  # pylint: disable=g-import-not-at-top
+
   tracker = common.SplitTracker(builder)
   original = builder._split_generators  # pylint: disable=protected-access
 
@@ -158,8 +170,10 @@ def _track_splits(builder):
     generators = original(dl_manager)
     if not isinstance(generators, dict):
       return generators
-    return {split: tracker.wrap(split, gen)
-            for split, gen in generators.items()}
+    return {
+      split: tracker.wrap(split, gen) for split, gen in generators.items()
+    }
+
   builder._split_generators = split_generators  # pylint: disable=protected-access
 
 
@@ -179,22 +193,30 @@ def build(builder, manual_dir=None, overwrite=False):
     shutil.rmtree(data_dir)
     # A builder that read the old dataset's info cannot regenerate it.
     root = os.path.dirname(os.path.dirname(os.path.dirname(data_dir)))
-    builder = make_builder(builder.name, builder.builder_config.name, root,
-                           **getattr(builder, 'skel_jax_options', {}))
+    builder = make_builder(
+      builder.name,
+      builder.builder_config.name,
+      root,
+      **getattr(builder, 'skel_jax_options', {}),
+    )
   elif exists:
     recorded = os.path.join(data_dir, INPUTS_FILE)
     if not os.path.exists(recorded):
-      print(f'[build_data] note: {data_dir} has no record of its inputs '
-            '(built before fingerprints); reusing it. Pass --overwrite to '
-            'rebuild.', flush=True)
+      print(
+        f'[build_data] note: {data_dir} has no record of its inputs '
+        '(built before fingerprints); reusing it. Pass --overwrite to '
+        'rebuild.',
+        flush=True,
+      )
     elif manual_dir or not builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
       with open(recorded) as f:
         diff = inputs_difference(json.load(f), inputs)
       if diff:
         raise InputsChangedError(
-            f'{data_dir} was built from other inputs: {diff}. Pass '
-            '--overwrite to rebuild it from these, or use another '
-            '--data_dir.')
+          f'{data_dir} was built from other inputs: {diff}. Pass '
+          '--overwrite to rebuild it from these, or use another '
+          '--data_dir.'
+        )
   _track_splits(builder)
   dl = tfds.download.DownloadConfig(manual_dir=manual_dir)
   builder.download_and_prepare(file_format='array_record', download_config=dl)
@@ -203,8 +225,11 @@ def build(builder, manual_dir=None, overwrite=False):
       json.dump(inputs, f)
   secs = time.time() - t0
   splits = {k: v.num_examples for k, v in builder.info.splits.items()}
-  print(f'[build_data] {builder.name}/{builder.builder_config.name}: {splits} '
-        f'in {secs:.1f}s -> {builder.data_dir}', flush=True)
+  print(
+    f'[build_data] {builder.name}/{builder.builder_config.name}: {splits} '
+    f'in {secs:.1f}s -> {builder.data_dir}',
+    flush=True,
+  )
   for split in splits:
     path = os.path.join(builder.data_dir, f'skipped_{split}.json')
     if not os.path.exists(path):
@@ -213,31 +238,48 @@ def build(builder, manual_dir=None, overwrite=False):
       report = json.load(f)
     skipped, secs = report['skipped'], report.get('seconds', 0.0)
     rate = f'{report["converted"] / secs:.1f} files/s' if secs else '-'
-    print(f'[build_data]   {split}: converted {report.get("converted")} '
-          f'({rate}), skipped {len(skipped)}; reasons in {path}', flush=True)
+    print(
+      f'[build_data]   {split}: converted {report.get("converted")} '
+      f'({rate}), skipped {len(skipped)}; reasons in {path}',
+      flush=True,
+    )
     for item in skipped[:5]:
-      print(f'[build_data]     skipped {item["sample"]}: {item["reason"]}',
-            flush=True)
+      print(
+        f'[build_data]     skipped {item["sample"]}: {item["reason"]}',
+        flush=True,
+      )
     if len(skipped) > 5:
       print(f'[build_data]     ... and {len(skipped) - 5} more', flush=True)
   return builder
 
 
-_DATASET = flags.DEFINE_string('dataset', 'synthetic_skeleton/default',
-                               'NAME/CONFIG of the dataset to build.')
+_DATASET = flags.DEFINE_string(
+  'dataset',
+  'synthetic_skeleton/default',
+  'NAME/CONFIG of the dataset to build.',
+)
 _DATA_DIR = flags.DEFINE_string('data_dir', 'data', 'TFDS data directory.')
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', None,
-                                  'Folder with the raw downloaded files.')
+_MANUAL_DIR = flags.DEFINE_string(
+  'manual_dir', None, 'Folder with the raw downloaded files.'
+)
 _STRICT = flags.DEFINE_bool(
-    'strict', False, 'Fail on the first malformed raw file instead of '
-    'skipping it and recording it in skipped_<split>.json.')
+  'strict',
+  False,
+  'Fail on the first malformed raw file instead of '
+  'skipping it and recording it in skipped_<split>.json.',
+)
 _NUM_WORKERS = flags.DEFINE_integer(
-    'num_workers', None, 'Conversion processes (default: CPU count, max 8).')
+  'num_workers', None, 'Conversion processes (default: CPU count, max 8).'
+)
 _OPTIONS = flags.DEFINE_multi_string(
-    'builder_option', [], 'Builder-specific KEY=VALUE options.')
+  'builder_option', [], 'Builder-specific KEY=VALUE options.'
+)
 _OVERWRITE = flags.DEFINE_bool(
-    'overwrite', False, 'Rebuild the dataset even if one built from other '
-    'inputs (raw files, options) exists under --data_dir.')
+  'overwrite',
+  False,
+  'Rebuild the dataset even if one built from other '
+  'inputs (raw files, options) exists under --data_dir.',
+)
 
 
 def _parse_options(raw):
@@ -258,11 +300,18 @@ def main(argv):
   if name != 'synthetic_skeleton':
     kwargs.update(strict=_STRICT.value, num_workers=_NUM_WORKERS.value)
   from data_builders import common  # pylint: disable=g-import-not-at-top
+
   try:
-    build(make_builder(name, config or 'default', _DATA_DIR.value, **kwargs),
-          _MANUAL_DIR.value, overwrite=_OVERWRITE.value)
-  except (InputsChangedError, common.EmptySplitError,
-          common.DuplicateSequenceError) as e:
+    build(
+      make_builder(name, config or 'default', _DATA_DIR.value, **kwargs),
+      _MANUAL_DIR.value,
+      overwrite=_OVERWRITE.value,
+    )
+  except (
+    InputsChangedError,
+    common.EmptySplitError,
+    common.DuplicateSequenceError,
+  ) as e:
     print(f'build_data: error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
 

@@ -6,12 +6,13 @@ step and falls back to the next older one. Shapes are compared with the
 checkpoint's metadata first, so a checkpoint of another architecture is one
 clear error instead of an Orbax/tensorstore dump. Nothing is ever deleted.
 """
+
 import os
 import sys
 
-from etils import epath
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class CheckpointMismatchError(ValueError):
@@ -30,24 +31,35 @@ def abstract_like(tree, sharding):
   """
   if isinstance(sharding, jax.sharding.Sharding):
     return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-        tree)
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree
+    )
   return jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      tree, sharding)
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+    tree,
+    sharding,
+  )
 
 
 def check_same_shapes(name, target, source):
   """Raises naming every parameter whose shape differs (or that is missing)."""
-  t = {jax.tree_util.keystr(p): tuple(x.shape)
-       for p, x in jax.tree_util.tree_leaves_with_path(target)}
-  s = {jax.tree_util.keystr(p): tuple(x.shape)
-       for p, x in jax.tree_util.tree_leaves_with_path(source)}
-  bad = [f'{k}: model {t.get(k)} vs checkpoint {s.get(k)}'
-         for k in sorted(set(t) | set(s)) if t.get(k) != s.get(k)]
+  t = {
+    jax.tree_util.keystr(p): tuple(x.shape)
+    for p, x in jax.tree_util.tree_leaves_with_path(target)
+  }
+  s = {
+    jax.tree_util.keystr(p): tuple(x.shape)
+    for p, x in jax.tree_util.tree_leaves_with_path(source)
+  }
+  bad = [
+    f'{k}: model {t.get(k)} vs checkpoint {s.get(k)}'
+    for k in sorted(set(t) | set(s))
+    if t.get(k) != s.get(k)
+  ]
   if bad:
-    raise ValueError(f'{name}: checkpoint does not fit the model '
-                     f'({len(bad)} mismatches): ' + '; '.join(bad[:8]))
+    raise ValueError(
+      f'{name}: checkpoint does not fit the model '
+      f'({len(bad)} mismatches): ' + '; '.join(bad[:8])
+    )
 
 
 def _path_name(path):
@@ -65,8 +77,10 @@ def _path_name(path):
 
 
 def _shapes(tree):
-  return {_path_name(p): tuple(x.shape)
-          for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+  return {
+    _path_name(p): tuple(x.shape)
+    for p, x in jax.tree_util.tree_leaves_with_path(tree)
+  }
 
 
 def _short(error):
@@ -85,16 +99,24 @@ class Checkpointer:
   saves, no deletions, no directory creation.
   """
 
-  def __init__(self, directory, *, save_interval_steps=1000, max_to_keep=3,
-               read_only=False):
+  def __init__(
+    self, directory, *, save_interval_steps=1000, max_to_keep=3, read_only=False
+  ):
     if read_only:
       options = ocp.CheckpointManagerOptions(
-          read_only=True, save_interval_steps=0, max_to_keep=None,
-          create=False, enable_async_checkpointing=False)
+        read_only=True,
+        save_interval_steps=0,
+        max_to_keep=None,
+        create=False,
+        enable_async_checkpointing=False,
+      )
     else:
       options = ocp.CheckpointManagerOptions(
-          save_interval_steps=save_interval_steps, max_to_keep=max_to_keep,
-          create=True, enable_async_checkpointing=True)
+        save_interval_steps=save_interval_steps,
+        max_to_keep=max_to_keep,
+        create=True,
+        enable_async_checkpointing=True,
+      )
     self.directory = os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -105,14 +127,16 @@ class Checkpointer:
     """'key: model (..) vs checkpoint (..)' for every array that differs or
     is missing on one side; raises if the step's metadata is unreadable."""
     meta = ocp.StandardCheckpointHandler().metadata(
-        epath.Path(self.directory) / str(step) / 'default')
+      epath.Path(self.directory) / str(step) / 'default'
+    )
     source = _shapes(getattr(meta, 'tree', meta))
     target = _shapes(abstract_state)
     show = lambda shape: 'absent' if shape is None else shape
-    return [f'{k}: model {show(target.get(k))} vs checkpoint '
-            f'{show(source.get(k))}'
-            for k in sorted(set(target) | set(source))
-            if target.get(k) != source.get(k)]
+    return [
+      f'{k}: model {show(target.get(k))} vs checkpoint {show(source.get(k))}'
+      for k in sorted(set(target) | set(source))
+      if target.get(k) != source.get(k)
+    ]
 
   def restore_readable(self, abstract_state, desc):
     """(step, state, unreadable steps) of the newest checkpoint that restores.
@@ -128,25 +152,32 @@ class Checkpointer:
         bad = self.shape_mismatches(step, abstract_state)
         if bad:
           raise CheckpointMismatchError(
-              f'{self.directory} step {step} does not fit the model '
-              f'({len(bad)} mismatches: the config that wrote it differs): '
-              + '; '.join(bad[:8]))
+            f'{self.directory} step {step} does not fit the model '
+            f'({len(bad)} mismatches: the config that wrote it differs): '
+            + '; '.join(bad[:8])
+          )
         state = self.restore(abstract_state, step)
       except CheckpointMismatchError:
         raise
       except Exception as e:  # pylint: disable=broad-except
         unreadable.append(step)
         errors.append(e)
-        nxt = (f'trying step {steps[i + 1]}' if i + 1 < len(steps)
-               else 'no older checkpoint left')
-        warn(f'[{desc}] warning: checkpoint step {step} in {self.directory} '
-             f'is unreadable ({_short(e)}); {nxt}')
+        nxt = (
+          f'trying step {steps[i + 1]}'
+          if i + 1 < len(steps)
+          else 'no older checkpoint left'
+        )
+        warn(
+          f'[{desc}] warning: checkpoint step {step} in {self.directory} '
+          f'is unreadable ({_short(e)}); {nxt}'
+        )
         continue
       return step, state, unreadable
     raise NoReadableCheckpointError(
-        f'no readable checkpoint in {self.directory}: steps {steps} all fail '
-        f'to restore (newest: {_short(errors[0])}). Nothing was deleted; '
-        'move that folder aside to start the run over.')
+      f'no readable checkpoint in {self.directory}: steps {steps} all fail '
+      f'to restore (newest: {_short(errors[0])}). Nothing was deleted; '
+      'move that folder aside to start the run over.'
+    )
 
   def latest_step(self):
     if self.manager is None:  # closed: read what is on disk
@@ -159,13 +190,15 @@ class Checkpointer:
 
   def save(self, step, state, force=False):
     """Saves if the interval policy says so (or ``force``); returns True if saved."""
-    return self.manager.save(step, args=ocp.args.StandardSave(state),
-                             force=force)
+    return self.manager.save(
+      step, args=ocp.args.StandardSave(state), force=force
+    )
 
   def restore(self, abstract_state, step=None):
     step = self.latest_step() if step is None else step
-    return self.manager.restore(step,
-                                args=ocp.args.StandardRestore(abstract_state))
+    return self.manager.restore(
+      step, args=ocp.args.StandardRestore(abstract_state)
+    )
 
   def close(self):
     """Waits for pending async saves; safe to call more than once."""
@@ -190,6 +223,7 @@ def set_aside(workdir, ckpt, steps, desc):
       warn(f'[{desc}] unreadable step {step} kept as {dest}')
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     multihost_utils.sync_global_devices('checkpoint_set_aside')
   ckpt.manager.reload()
 
@@ -202,14 +236,17 @@ def open_and_restore(workdir, ckpt_cfg, state, sharding, desc):
   count or mesh shape wrote it); a fresh run starts at step 0 from ``state``.
   Unreadable newer steps are warned about and set aside, never deleted.
   """
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'),
-                      save_interval_steps=ckpt_cfg.save_interval_steps,
-                      max_to_keep=ckpt_cfg.max_to_keep)
+  ckpt = Checkpointer(
+    os.path.join(workdir, 'checkpoints'),
+    save_interval_steps=ckpt_cfg.save_interval_steps,
+    max_to_keep=ckpt_cfg.max_to_keep,
+  )
   start = 0
   if ckpt.all_steps():
     try:
       start, state, unreadable = ckpt.restore_readable(
-          abstract_like(state, sharding), desc)
+        abstract_like(state, sharding), desc
+      )
     except Exception:
       ckpt.close()
       raise

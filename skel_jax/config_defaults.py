@@ -5,40 +5,50 @@ override
 what differs (dataset, size, budget). Every field is overridable on the command
 line, e.g. ``--config.pretrain.snippet_weight=0``.
 """
+
 import ml_collections
 
 
 def data_config(name='synthetic_skeleton', config='default', dir='data'):
-  return ml_collections.ConfigDict({
-      'name': name, 'config': config, 'dir': dir, 'build_if_missing': True,
-      'pretrain_split': 'pretrain', 'train_split': 'train',
+  return ml_collections.ConfigDict(
+    {
+      'name': name,
+      'config': config,
+      'dir': dir,
+      'build_if_missing': True,
+      'pretrain_split': 'pretrain',
+      'train_split': 'train',
       'eval_split': 'val',
       'preprocess': 'plain',  # plain | aimclr | aimclr_raw | agcn (input_pipeline)
-      'num_persons': 1,     # M: persons per sample (padded with zeros)
-      'clip_len': 128,      # pretraining window length (frames)
-      'pad_length': 320,    # localization sequences are padded to this length
-      'train_window': 0,    # > 0: train on random crops of this many frames
-  })
+      'num_persons': 1,  # M: persons per sample (padded with zeros)
+      'clip_len': 128,  # pretraining window length (frames)
+      'pad_length': 320,  # localization sequences are padded to this length
+      'train_window': 0,  # > 0: train on random crops of this many frames
+    }
+  )
 
 
 def model_config(width=1.0):
-  return ml_collections.ConfigDict({
+  return ml_collections.ConfigDict(
+    {
       'backbone': {'name': 'agcn', 'width': width},
-      'feature_dim': 128,   # MoCo embedding size
+      'feature_dim': 128,  # MoCo embedding size
       # BatchNorm after the hidden layer of the projection MLPs (MoCo v3 /
       # SimCLR); the released heads have none.
       'head_batch_norm': False,
-      'num_snippets': 19,   # S, dense snippets per clip
-      'taps': (1, 7, 10),   # backbone units fused by the U-shaped module
-      'head': 'ufusion',    # 'ufusion' | 'upsample' (baseline)
+      'num_snippets': 19,  # S, dense snippets per clip
+      'taps': (1, 7, 10),  # backbone units fused by the U-shaped module
+      'head': 'ufusion',  # 'ufusion' | 'upsample' (baseline)
       'head_dim': 512,
-      'num_classes': 0,     # localization classes; 0 = from the dataset
-  })
+      'num_classes': 0,  # localization classes; 0 = from the dataset
+    }
+  )
 
 
 def checkpoint_config():
-  return ml_collections.ConfigDict({'save_interval_steps': 1000,
-                                    'max_to_keep': 3})
+  return ml_collections.ConfigDict(
+    {'save_interval_steps': 1000, 'max_to_keep': 3}
+  )
 
 
 def run_config(stage, seed):
@@ -46,9 +56,11 @@ def run_config(stage, seed):
   c = ml_collections.ConfigDict()
   c.stage = stage
   c.seed = seed
-  c.num_devices = 0          # data-parallel devices; 0 = all
-  c.fsdp = 1                 # size of the parameter-sharding mesh axis; 1 = pure data parallel
-  c.nonfinite = 'stop'       # on a NaN/inf loss: 'stop' (keep last good ckpt) | 'skip'
+  c.num_devices = 0  # data-parallel devices; 0 = all
+  c.fsdp = 1  # size of the parameter-sharding mesh axis; 1 = pure data parallel
+  c.nonfinite = (
+    'stop'  # on a NaN/inf loss: 'stop' (keep last good ckpt) | 'skip'
+  )
   return c
 
 
@@ -57,41 +69,54 @@ def pretrain_config():
   c.data = data_config()
   c.model = model_config()
   c.pretrain = {
-      'base': 'skeletonclr',   # skeletonclr | aimclr | rvtclr (see BASES)
-      'momentum': 0.999, 'temperature': 0.07,
-      'queue_size': 32768, 'snippet_queue_size': 32768,
-      'snippet_weight': 1.5,   # lambda; 0 = video-level MoCo baseline
-      'negatives': 'queue',    # 'queue' (MoCo) | 'in_batch' (global batch, no queue)
-      # Snippet positives: 'argmax' of the pooled features (the release) or
-      # 'geometry' (the key snippet showing the same frames).
-      'snippet_positive': 'argmax',
-      # Snippet negatives: 'video_mean' (one mean per video, the release) or
-      # 'snippets' (every snippet of other videos, same positions included).
-      'snippet_negatives': 'video_mean',
-      # Nearest-neighbour positive mining from the epoch after ``mining_epoch``
-      # (the release's ``epoch <= mining_epoch`` test); -1 = never.
-      'mining_epoch': -1,
-      'mining_topk': 1,          # global positives added per query view
-      'snippet_mining_topk': 5,  # snippet positives added from queue 2
-      'tempo_ratio': 2,          # RVTCLR: fast view takes every 2nd frame
-      'tempo_margin': 1.0,       # RVTCLR: margin of the tempo ranking loss
-      'compute_dtype': 'float32',  # or 'bfloat16' (params stay float32)
+    'base': 'skeletonclr',  # skeletonclr | aimclr | rvtclr (see BASES)
+    'momentum': 0.999,
+    'temperature': 0.07,
+    'queue_size': 32768,
+    'snippet_queue_size': 32768,
+    'snippet_weight': 1.5,  # lambda; 0 = video-level MoCo baseline
+    'negatives': 'queue',  # 'queue' (MoCo) | 'in_batch' (global batch, no queue)
+    # Snippet positives: 'argmax' of the pooled features (the release) or
+    # 'geometry' (the key snippet showing the same frames).
+    'snippet_positive': 'argmax',
+    # Snippet negatives: 'video_mean' (one mean per video, the release) or
+    # 'snippets' (every snippet of other videos, same positions included).
+    'snippet_negatives': 'video_mean',
+    # Nearest-neighbour positive mining from the epoch after ``mining_epoch``
+    # (the release's ``epoch <= mining_epoch`` test); -1 = never.
+    'mining_epoch': -1,
+    'mining_topk': 1,  # global positives added per query view
+    'snippet_mining_topk': 5,  # snippet positives added from queue 2
+    'tempo_ratio': 2,  # RVTCLR: fast view takes every 2nd frame
+    'tempo_margin': 1.0,  # RVTCLR: margin of the tempo ranking loss
+    'compute_dtype': 'float32',  # or 'bfloat16' (params stay float32)
   }
   c.augment = {
-      'crop_padding_ratio': 6, 'shear_amplitude': 0.5,
-      'query_strong': True,    # query adds noise/blur/axis mask (released config)
-      'noise_std': 0.01, 'noise_prob': 0.5,
-      'blur_kernel': 15, 'blur_sigma': (0.1, 2.0), 'blur_prob': 0.5,
-      'blur_normalize': True,  # False = AimCLR's unnormalised kernel (a bug)
-      'axis_mask_prob': 0.5,
-      # AimCLR's extreme view only:
-      'spatial_flip_prob': 0.5, 'rotate_degrees': 30.0, 'time_flip_prob': 0.5,
+    'crop_padding_ratio': 6,
+    'shear_amplitude': 0.5,
+    'query_strong': True,  # query adds noise/blur/axis mask (released config)
+    'noise_std': 0.01,
+    'noise_prob': 0.5,
+    'blur_kernel': 15,
+    'blur_sigma': (0.1, 2.0),
+    'blur_prob': 0.5,
+    'blur_normalize': True,  # False = AimCLR's unnormalised kernel (a bug)
+    'axis_mask_prob': 0.5,
+    # AimCLR's extreme view only:
+    'spatial_flip_prob': 0.5,
+    'rotate_degrees': 30.0,
+    'time_flip_prob': 0.5,
   }
-  c.optimizer = {'name': 'sgd', 'lr': 0.1, 'momentum': 0.9,
-                 'weight_decay': 1e-4, 'grad_clip_norm': 0.0}
+  c.optimizer = {
+    'name': 'sgd',
+    'lr': 0.1,
+    'momentum': 0.9,
+    'weight_decay': 1e-4,
+    'grad_clip_norm': 0.0,
+  }
   c.batch_size = 128
   c.num_epochs = 600
-  c.num_steps = 0            # > 0 overrides num_epochs
+  c.num_steps = 0  # > 0 overrides num_epochs
   c.warmup_epochs = 10.0
   c.lr_decay_epochs = (550,)
   c.log_every = 50
@@ -105,18 +130,30 @@ def pretrain_config():
 # Settings each base method's release uses (docs/method.md §3,
 # docs/data_and_eval.md §4.3).
 BASES = {
-    # SkeletonCLR (MoCo v2) with the SnipCLR release's strong query view and
-    # schedule (600 epochs, x0.1 at 550).
-    'skeletonclr': {'mining_epoch': -1, 'query_strong': True,
-                    'num_epochs': 600, 'lr_decay_epochs': (550,)},
-    # AimCLR: normal query and key + an extreme view with EADM drop and the
-    # distributional (DDM) loss; top-1 mining from epoch 150 of 300.
-    'aimclr': {'mining_epoch': 150, 'query_strong': False,
-               'num_epochs': 300, 'lr_decay_epochs': (250,)},
-    # RVTCLR as in the SnipCLR example: relative-tempo views, tempo ranking
-    # loss, distribution-consistency view; mining from epoch 200 of 600.
-    'rvtclr': {'mining_epoch': 200, 'query_strong': True,
-               'num_epochs': 600, 'lr_decay_epochs': (550,)},
+  # SkeletonCLR (MoCo v2) with the SnipCLR release's strong query view and
+  # schedule (600 epochs, x0.1 at 550).
+  'skeletonclr': {
+    'mining_epoch': -1,
+    'query_strong': True,
+    'num_epochs': 600,
+    'lr_decay_epochs': (550,),
+  },
+  # AimCLR: normal query and key + an extreme view with EADM drop and the
+  # distributional (DDM) loss; top-1 mining from epoch 150 of 300.
+  'aimclr': {
+    'mining_epoch': 150,
+    'query_strong': False,
+    'num_epochs': 300,
+    'lr_decay_epochs': (250,),
+  },
+  # RVTCLR as in the SnipCLR example: relative-tempo views, tempo ranking
+  # loss, distribution-consistency view; mining from epoch 200 of 600.
+  'rvtclr': {
+    'mining_epoch': 200,
+    'query_strong': True,
+    'num_epochs': 600,
+    'lr_decay_epochs': (550,),
+  },
 }
 
 
@@ -147,8 +184,10 @@ def pretrain_variant(c, arg, smoke, release_schedule=False):
   known = set(BASES) | {'video', 'release', 'stgcn', 'smoke'}
   bad = [t for t in tokens if t not in known]
   if bad or sum(t in BASES for t in tokens) > 1:
-    raise ValueError(f'unknown config variant {arg!r}; expected comma-separated '
-                     f'tokens from {sorted(known)} (at most one base)')
+    raise ValueError(
+      f'unknown config variant {arg!r}; expected comma-separated '
+      f'tokens from {sorted(known)} (at most one base)'
+    )
   base = next((t for t in tokens if t in BASES), 'skeletonclr')
   set_base(c, base, release_schedule)
   if 'video' in tokens:
@@ -175,20 +214,24 @@ def set_release_snippet(c):
 
 
 def eval_config():
-  return ml_collections.ConfigDict({
+  return ml_collections.ConfigDict(
+    {
       'batch_size': 8,
       'decoder': 'outer_inner',
       'thresholds': (0.03, 0.035, 0.04, 0.045, 0.05),
-      'min_length': 3, 'outer_ratio': 0.25, 'outer_weight': 0.6,
+      'min_length': 3,
+      'outer_ratio': 0.25,
+      'outer_weight': 0.6,
       'nms_threshold': 0.2,
-      'line_quirks': False,         # outer_inner: the release's off-by-ones
-      'smooth_kernel': 10,          # jhang: mean-filter half-width
-      'activity_threshold': 0.4,    # jhang: keep frames with 1 - p_bg >= this
+      'line_quirks': False,  # outer_inner: the release's off-by-ones
+      'smooth_kernel': 10,  # jhang: mean-filter half-width
+      'activity_threshold': 0.4,  # jhang: keep frames with 1 - p_bg >= this
       'metric': 'exact',
       'iou_thresholds': (0.1, 0.2, 0.3, 0.4, 0.5),
       'num_plot_sequences': 4,
-      'animate': True,      # skeleton.gif of the first eval sequence
-  })
+      'animate': True,  # skeleton.gif of the first eval sequence
+    }
+  )
 
 
 def finetune_config():
@@ -196,14 +239,18 @@ def finetune_config():
   # 'finetune' | 'linear' (classifier only, as released) | 'linear_fusion'
   # (fusion module + classifier) | 'knn'; see skel_jax.finetune.
   c.protocol = 'finetune'
-  c.init = 'pretrained'      # 'pretrained' | 'random'
-  c.init_seed = -1           # >= 0: initial weights from this seed, not seed
+  c.init = 'pretrained'  # 'pretrained' | 'random'
+  c.init_seed = -1  # >= 0: initial weights from this seed, not seed
   c.pretrain_workdir = ''
   c.label_fraction = 1.0
   c.data = data_config()
   c.model = model_config()
-  c.optimizer = {'name': 'adam', 'lr': 1e-4, 'weight_decay': 1e-4,
-                 'grad_clip_norm': 0.0}
+  c.optimizer = {
+    'name': 'adam',
+    'lr': 1e-4,
+    'weight_decay': 1e-4,
+    'grad_clip_norm': 0.0,
+  }
   c.batch_size = 8
   c.num_epochs = 40
   c.num_steps = 0
@@ -212,8 +259,12 @@ def finetune_config():
   c.log_every = 10
   c.checkpoint = checkpoint_config()
   c.eval = eval_config()
-  c.knn = {'k': 20, 'temperature': 0.07, 'max_bank_frames': 100_000,
-           'chunk': 4096}   # protocol='knn' (no training)
+  c.knn = {
+    'k': 20,
+    'temperature': 0.07,
+    'max_bank_frames': 100_000,
+    'chunk': 4096,
+  }  # protocol='knn' (no training)
   return c
 
 

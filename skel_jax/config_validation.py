@@ -5,6 +5,7 @@ unknown keys (against the stage's defaults), wrong types, and values that
 would only fail later inside JAX (batch not divisible by the device count,
 queues not divisible by the batch, more snippets than backbone time steps, ...).
 """
+
 import math
 import os
 
@@ -57,8 +58,11 @@ def check_schema(config, defaults, prefix=''):
         _fail(path, value, 'expected a nested config')
       check_schema(value, default, prefix=path + '.')
     elif default is not None and not _type_ok(value, default):
-      _fail(path, value, f'expected {type(default).__name__} like the '
-            f'default {default!r}')
+      _fail(
+        path,
+        value,
+        f'expected {type(default).__name__} like the default {default!r}',
+      )
 
 
 def _one_of(key, value, allowed):
@@ -73,15 +77,19 @@ def _positive(key, value):
 
 def _check_data(data, prefix):
   from skel_jax import build_data
+
   _one_of(f'{prefix}data.name', data.name, sorted(build_data.REGISTRY))
   try:
-    configs = [c.name for c in build_data.builder_class(data.name).BUILDER_CONFIGS]
+    configs = [
+      c.name for c in build_data.builder_class(data.name).BUILDER_CONFIGS
+    ]
   except ImportError as e:  # builder package missing
     _fail(f'{prefix}data.name', data.name, f'builder cannot be imported ({e})')
   _one_of(f'{prefix}data.config', data.config, configs)
   if not data.dir:
     _fail(f'{prefix}data.dir', data.dir, 'must name a TFDS data directory')
   from skel_jax import input_pipeline
+
   _one_of(f'{prefix}data.preprocess', data.preprocess, input_pipeline.FAMILIES)
   _positive(f'{prefix}data.num_persons', data.num_persons)
   if data.train_window < 0:
@@ -94,38 +102,56 @@ def _check_model(model, prefix):
   _one_of(f'{prefix}model.head', model.head, HEADS)
   _positive(f'{prefix}model.num_snippets', model.num_snippets)
   if len(model.taps) != 3 or any(not 1 <= t <= 10 for t in model.taps):
-    _fail(f'{prefix}model.taps', model.taps,
-          'expected 3 backbone unit indices in 1..10')
+    _fail(
+      f'{prefix}model.taps',
+      model.taps,
+      'expected 3 backbone unit indices in 1..10',
+    )
 
 
 def _check_run(c, prefix, devices):
   if c.num_devices < 0 or c.num_devices > jax.device_count():
-    _fail(f'{prefix}num_devices', c.num_devices,
-          f'expected 0 (all) .. {jax.device_count()}')
+    _fail(
+      f'{prefix}num_devices',
+      c.num_devices,
+      f'expected 0 (all) .. {jax.device_count()}',
+    )
   fsdp = c.get('fsdp', 1)
   n = c.num_devices or jax.device_count()
   if not isinstance(fsdp, int) or isinstance(fsdp, bool) or fsdp < 1:
-    _fail(f'{prefix}fsdp', fsdp, 'expected an int >= 1 (1 = pure data '
-          'parallel)')
+    _fail(
+      f'{prefix}fsdp', fsdp, 'expected an int >= 1 (1 = pure data parallel)'
+    )
   if n % fsdp:
-    _fail(f'{prefix}fsdp', fsdp,
-          f'must divide the {n} devices (num_devices or all devices)')
+    _fail(
+      f'{prefix}fsdp',
+      fsdp,
+      f'must divide the {n} devices (num_devices or all devices)',
+    )
   _one_of(f'{prefix}nonfinite', c.nonfinite, ('stop', 'skip'))
   _one_of(f'{prefix}optimizer.name', c.optimizer.name, OPTIMIZERS)
   _positive(f'{prefix}optimizer.lr', c.optimizer.lr)
   _positive(f'{prefix}batch_size', c.batch_size)
   if c.batch_size % devices:
-    _fail(f'{prefix}batch_size', c.batch_size,
-          f'must be divisible by the {devices} data-parallel devices')
+    _fail(
+      f'{prefix}batch_size',
+      c.batch_size,
+      f'must be divisible by the {devices} data-parallel devices',
+    )
   if c.batch_size % jax.process_count():
-    _fail(f'{prefix}batch_size', c.batch_size,
-          f'must be divisible by the {jax.process_count()} processes')
+    _fail(
+      f'{prefix}batch_size',
+      c.batch_size,
+      f'must be divisible by the {jax.process_count()} processes',
+    )
   if c.num_steps <= 0 and c.num_epochs <= 0:
-    _fail(f'{prefix}num_epochs', c.num_epochs,
-          'num_epochs or num_steps must be > 0')
+    _fail(
+      f'{prefix}num_epochs', c.num_epochs, 'num_epochs or num_steps must be > 0'
+    )
   _positive(f'{prefix}log_every', c.log_every)
-  _positive(f'{prefix}checkpoint.save_interval_steps',
-            c.checkpoint.save_interval_steps)
+  _positive(
+    f'{prefix}checkpoint.save_interval_steps', c.checkpoint.save_interval_steps
+  )
   _positive(f'{prefix}checkpoint.max_to_keep', c.checkpoint.max_to_keep)
 
 
@@ -135,40 +161,62 @@ def _check_pretrain(c, prefix, devices):
   _check_model(c.model, prefix)
   p = c.pretrain
   _one_of(f'{prefix}pretrain.negatives', p.negatives, ('queue', 'in_batch'))
-  _one_of(f'{prefix}pretrain.snippet_positive', p.snippet_positive,
-          ('argmax', 'geometry'))
-  _one_of(f'{prefix}pretrain.snippet_negatives', p.snippet_negatives,
-          ('video_mean', 'snippets'))
+  _one_of(
+    f'{prefix}pretrain.snippet_positive',
+    p.snippet_positive,
+    ('argmax', 'geometry'),
+  )
+  _one_of(
+    f'{prefix}pretrain.snippet_negatives',
+    p.snippet_negatives,
+    ('video_mean', 'snippets'),
+  )
   # Entries each step enqueues: one per video, or one per snippet.
-  per_step = {'queue_size': c.batch_size,
-              'snippet_queue_size': c.batch_size * (
-                  c.model.num_snippets
-                  if p.snippet_negatives == 'snippets' else 1)}
+  per_step = {
+    'queue_size': c.batch_size,
+    'snippet_queue_size': c.batch_size
+    * (c.model.num_snippets if p.snippet_negatives == 'snippets' else 1),
+  }
   for name, entries in per_step.items():
     size = p[name]
     if p.negatives == 'queue' and (size <= 0 or size % entries):
-      _fail(f'{prefix}pretrain.{name}', size,
-            f'must be a positive multiple of the {entries} keys each step '
-            'enqueues (batch_size, times num_snippets for the snippet queue '
-            "with snippet_negatives='snippets')")
+      _fail(
+        f'{prefix}pretrain.{name}',
+        size,
+        f'must be a positive multiple of the {entries} keys each step '
+        'enqueues (batch_size, times num_snippets for the snippet queue '
+        "with snippet_negatives='snippets')",
+      )
   if not 0.0 <= p.momentum < 1.0:
     _fail(f'{prefix}pretrain.momentum', p.momentum, 'expected 0 <= m < 1')
   _positive(f'{prefix}pretrain.temperature', p.temperature)
   if p.snippet_weight < 0:
-    _fail(f'{prefix}pretrain.snippet_weight', p.snippet_weight,
-          'expected >= 0 (0 = video-level MoCo)')
+    _fail(
+      f'{prefix}pretrain.snippet_weight',
+      p.snippet_weight,
+      'expected >= 0 (0 = video-level MoCo)',
+    )
   _one_of(f'{prefix}pretrain.base', p.base, sorted(config_defaults.BASES))
-  _one_of(f'{prefix}pretrain.compute_dtype', p.compute_dtype,
-          ('float32', 'bfloat16'))
+  _one_of(
+    f'{prefix}pretrain.compute_dtype', p.compute_dtype, ('float32', 'bfloat16')
+  )
   if not isinstance(p.mining_epoch, int) or p.mining_epoch < -1:
-    _fail(f'{prefix}pretrain.mining_epoch', p.mining_epoch,
-          'expected an epoch >= 0, or -1 for no mining')
-  banks = {'queue': min(p.queue_size, p.snippet_queue_size),
-           'in_batch': c.batch_size - 1}[p.negatives]
+    _fail(
+      f'{prefix}pretrain.mining_epoch',
+      p.mining_epoch,
+      'expected an epoch >= 0, or -1 for no mining',
+    )
+  banks = {
+    'queue': min(p.queue_size, p.snippet_queue_size),
+    'in_batch': c.batch_size - 1,
+  }[p.negatives]
   for name in ('mining_topk', 'snippet_mining_topk'):
     if p.mining_epoch >= 0 and not 1 <= p[name] <= banks:
-      _fail(f'{prefix}pretrain.{name}', p[name],
-            f'expected 1 .. {banks} (the negatives each query sees)')
+      _fail(
+        f'{prefix}pretrain.{name}',
+        p[name],
+        f'expected 1 .. {banks} (the negatives each query sees)',
+      )
   # RVTCLR's query/key views keep T / tempo_ratio frames.
   frames = c.data.clip_len
   if p.base == 'rvtclr':
@@ -179,14 +227,19 @@ def _check_pretrain(c, prefix, devices):
   for _ in range(BACKBONE_DOWNSAMPLING[c.model.backbone.name]):
     steps = math.ceil(steps / 2)
   if c.model.num_snippets > steps:
-    _fail(f'{prefix}model.num_snippets', c.model.num_snippets,
-          f'must be <= the {steps} backbone time steps of a '
-          f'{frames}-frame {"tempo view" if frames < c.data.clip_len else "clip"}'
-          ' (data.clip_len)')
+    _fail(
+      f'{prefix}model.num_snippets',
+      c.model.num_snippets,
+      f'must be <= the {steps} backbone time steps of a '
+      f'{frames}-frame {"tempo view" if frames < c.data.clip_len else "clip"}'
+      ' (data.clip_len)',
+    )
 
 
 def _check_finetune(c, prefix, devices):
-  from skel_jax import finetune, metrics  # pylint: disable=g-import-not-at-top
+  from skel_jax import finetune  # pylint: disable=g-import-not-at-top
+  from skel_jax import metrics  # pylint: disable=g-import-not-at-top
+
   _check_run(c, prefix, devices)
   _check_data(c.data, prefix)
   _check_model(c.model, prefix)
@@ -200,39 +253,52 @@ def _check_finetune(c, prefix, devices):
     _fail(f'{prefix}data.pad_length', c.data.pad_length, 'expected >= 8')
   e = c.eval
   if e.batch_size <= 0 or e.batch_size % devices:
-    _fail(f'{prefix}eval.batch_size', e.batch_size,
-          f'must be a positive multiple of the {devices} devices')
+    _fail(
+      f'{prefix}eval.batch_size',
+      e.batch_size,
+      f'must be a positive multiple of the {devices} devices',
+    )
   _one_of(f'{prefix}eval.metric', e.metric, sorted(metrics.METRICS))
   _one_of(f'{prefix}eval.decoder', e.decoder, DECODERS)
   if not e.iou_thresholds or any(not 0 < t <= 1 for t in e.iou_thresholds):
-    _fail(f'{prefix}eval.iou_thresholds', e.iou_thresholds,
-          'expected IoU thresholds in (0, 1]')
+    _fail(
+      f'{prefix}eval.iou_thresholds',
+      e.iou_thresholds,
+      'expected IoU thresholds in (0, 1]',
+    )
 
 
 def _pretrain_source_ok(path):
-  return (os.path.exists(os.path.join(path, 'model.json')) or
-          os.path.isdir(os.path.join(path, 'checkpoints')))
+  return os.path.exists(os.path.join(path, 'model.json')) or os.path.isdir(
+    os.path.join(path, 'checkpoints')
+  )
 
 
 def _check_study(config):
   devices = config.finetune.num_devices or jax.device_count()
-  check_schema(config.finetune, config_defaults.finetune_config(),
-               'finetune.')
+  check_schema(config.finetune, config_defaults.finetune_config(), 'finetune.')
   _check_finetune(config.finetune, 'finetune.', devices)
   from skel_jax import finetune  # pylint: disable=g-import-not-at-top
+
   for protocol in config.protocols:
     _one_of('protocols', protocol, finetune.PROTOCOLS)
   for method in config.methods:
     if method != 'random_init' and method not in config.pretrain_methods:
-      _fail('methods', method, 'needs an entry in pretrain_methods (or use '
-            'random_init)')
+      _fail(
+        'methods',
+        method,
+        'needs an entry in pretrain_methods (or use random_init)',
+      )
   for method, c in config.pretrain_methods.items():
     prefix = f'pretrain_methods.{method}.'
     check_schema(c, config_defaults.pretrain_config(), prefix)
     _check_pretrain(c, prefix, c.num_devices or jax.device_count())
   if not config.pretrain_seeds or not config.localization_seeds:
-    _fail('pretrain_seeds', config.pretrain_seeds,
-          'the study needs at least one pretraining and localization seed')
+    _fail(
+      'pretrain_seeds',
+      config.pretrain_seeds,
+      'the study needs at least one pretraining and localization seed',
+    )
 
 
 def validate(config, workdir=None, check_sources=True):
@@ -243,17 +309,21 @@ def validate(config, workdir=None, check_sources=True):
   _one_of('stage', stage, STAGES)
   if stage == 'demo':
     devices = config.pretrain.num_devices or jax.device_count()
-    check_schema(config.pretrain, config_defaults.pretrain_config(),
-                 'pretrain.')
-    check_schema(config.finetune, config_defaults.finetune_config(),
-                 'finetune.')
+    check_schema(
+      config.pretrain, config_defaults.pretrain_config(), 'pretrain.'
+    )
+    check_schema(
+      config.finetune, config_defaults.finetune_config(), 'finetune.'
+    )
     from skel_jax import demo  # pylint: disable=g-import-not-at-top
+
     for method in config.methods:
       _one_of('methods', method, demo.METHODS)
     _check_pretrain(config.pretrain, 'pretrain.', devices)
     for method, c in config.get('pretrain_methods', {}).items():
-      check_schema(c, config_defaults.pretrain_config(),
-                   f'pretrain_methods.{method}.')
+      check_schema(
+        c, config_defaults.pretrain_config(), f'pretrain_methods.{method}.'
+      )
       _check_pretrain(c, f'pretrain_methods.{method}.', devices)
     _check_finetune(config.finetune, 'finetune.', devices)
     return
@@ -269,10 +339,14 @@ def validate(config, workdir=None, check_sources=True):
     _check_finetune(config, '', devices)
     if config.init == 'pretrained':
       if not config.pretrain_workdir:
-        _fail('pretrain_workdir', config.pretrain_workdir,
-              'init=pretrained needs a pretraining workdir or an export dir')
+        _fail(
+          'pretrain_workdir',
+          config.pretrain_workdir,
+          'init=pretrained needs a pretraining workdir or an export dir',
+        )
       if check_sources:  # readable and of this architecture (small files)
         from skel_jax import export  # pylint: disable=g-import-not-at-top
+
         problem = export.source_problem(config.pretrain_workdir, config.model)
         if problem:
           _fail('pretrain_workdir', config.pretrain_workdir, problem)

@@ -8,6 +8,7 @@ snippet loss (``PRETRAINED``) the same way.
 Writes every stage's workdir under the demo workdir, plus ``results.json``,
 ``results.md`` and ``timelines.png`` comparing the methods on val sequences.
 """
+
 import json
 import os
 import time
@@ -21,10 +22,14 @@ from skel_jax import plotting
 from skel_jax import pretrain
 
 # Pretrained methods -> (base, with snippet loss). 'random_init' has none.
-PRETRAINED = {'video_moco': ('skeletonclr', False),
-              'snippet_moco': ('skeletonclr', True),
-              'aimclr': ('aimclr', False), 'aimclr_snippet': ('aimclr', True),
-              'rvtclr': ('rvtclr', False), 'rvtclr_snippet': ('rvtclr', True)}
+PRETRAINED = {
+  'video_moco': ('skeletonclr', False),
+  'snippet_moco': ('skeletonclr', True),
+  'aimclr': ('aimclr', False),
+  'aimclr_snippet': ('aimclr', True),
+  'rvtclr': ('rvtclr', False),
+  'rvtclr_snippet': ('rvtclr', True),
+}
 METHODS = ('random_init',) + tuple(PRETRAINED)
 
 
@@ -43,8 +48,10 @@ def _pretrain_config(config, method):
   c.data.clip_len = clip_len
   base, snippet = PRETRAINED[method]
   if c.pretrain.base != base:
-    raise ValueError(f'demo method {method!r} needs base {base!r}, its '
-                     f'pretraining config has {c.pretrain.base!r}')
+    raise ValueError(
+      f'demo method {method!r} needs base {base!r}, its '
+      f'pretraining config has {c.pretrain.base!r}'
+    )
   if not snippet:
     c.pretrain.snippet_weight = 0.0
   return c
@@ -69,13 +76,18 @@ def _done(workdir):
 
 
 def format_table(rows, thresholds):
-  head = ('| method | protocol | ' + ' | '.join(f'mAP@{t}' for t in thresholds)
-          + ' | mean | frame acc |')
+  head = (
+    '| method | protocol | '
+    + ' | '.join(f'mAP@{t}' for t in thresholds)
+    + ' | mean | frame acc |'
+  )
   lines = [head, '|' + '---|' * (len(thresholds) + 4)]
   for r in rows:
     vals = ' | '.join(f'{r["map"][str(t)]:.1f}' for t in thresholds)
-    lines.append(f'| {r["method"]} | {r["protocol"]} | {vals} | '
-                 f'{r["map"]["mean"]:.1f} | {r["frame_accuracy"]:.3f} |')
+    lines.append(
+      f'| {r["method"]} | {r["protocol"]} | {vals} | '
+      f'{r["map"]["mean"]:.1f} | {r["frame_accuracy"]:.3f} |'
+    )
   return '\n'.join(lines)
 
 
@@ -106,35 +118,53 @@ def run(config, workdir):
           result = json.load(f)
       else:
         result = finetune.train_and_evaluate(
-            _finetune_config(config, method, protocol,
-                             pretrain_dirs.get(method, '')), fdir)
+          _finetune_config(
+            config, method, protocol, pretrain_dirs.get(method, '')
+          ),
+          fdir,
+        )
       stage_times[f'{method}_{protocol}'] = round(time.time() - t0, 1)
-      rows.append({
-          'method': method, 'protocol': protocol,
+      rows.append(
+        {
+          'method': method,
+          'protocol': protocol,
           'label_fraction': config.label_fraction,
-          'map': {**{str(k): v for k, v in result['iou'].items()},
-                  'mean': result['mean']},
+          'map': {
+            **{str(k): v for k, v in result['iou'].items()},
+            'mean': result['mean'],
+          },
           'frame_accuracy': result['frame_accuracy'],
-          'workdir': fdir})
+          'workdir': fdir,
+        }
+      )
 
   thresholds = [str(t) for t in config.finetune.eval.iou_thresholds]
   table = format_table(rows, thresholds)
   wall = round(time.time() - t_start, 1)
-  summary = {'rows': rows, 'stage_seconds': stage_times, 'wall_seconds': wall,
-             'dataset': f'{config.data.name}/{config.data.config}',
-             'budget': {'pretrain_steps': config.pretrain.num_steps,
-                        'pretrain_batch': config.pretrain.batch_size,
-                        'finetune_epochs': config.finetune.num_epochs}}
+  summary = {
+    'rows': rows,
+    'stage_seconds': stage_times,
+    'wall_seconds': wall,
+    'dataset': f'{config.data.name}/{config.data.config}',
+    'budget': {
+      'pretrain_steps': config.pretrain.num_steps,
+      'pretrain_batch': config.pretrain.batch_size,
+      'finetune_epochs': config.finetune.num_epochs,
+    },
+  }
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(summary, f, indent=2)
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
     f.write(table + f'\n\nwall time: {wall:.0f} s\n')
   _plot_comparison(config, workdir)
-  print('\n' + table + f'\n\n[demo] wall time {wall:.0f} s; results in '
-        f'{workdir}/results.json, timelines in {workdir}/timelines.png\n'
-        '[demo] one seed per method: a single run swings by 7-16 mAP, so it '
-        'cannot rank methods; `make study` gives means over seeds with 95% '
-        'intervals', flush=True)
+  print(
+    '\n' + table + f'\n\n[demo] wall time {wall:.0f} s; results in '
+    f'{workdir}/results.json, timelines in {workdir}/timelines.png\n'
+    '[demo] one seed per method: a single run swings by 7-16 mAP, so it '
+    'cannot rank methods; `make study` gives means over seeds with 95% '
+    'intervals',
+    flush=True,
+  )
   return summary
 
 
@@ -152,10 +182,16 @@ def _plot_comparison(config, workdir):
   rows = []
   first = next(iter(per_method.values()))
   ids = [k for k in first.files if k.endswith('/labels')]
-  for key in ids[:config.num_plot_sequences]:
-    sid = key[:-len('/labels')]
+  for key in ids[: config.num_plot_sequences]:
+    sid = key[: -len('/labels')]
     for method, data in per_method.items():
-      rows.append({'name': f'{sid} {method}', 'gt': data[key],
-                   'pred': np.argmax(data[f'{sid}/probs'], -1)})
-  plotting.plot_timelines(os.path.join(workdir, 'timelines.png'), rows, names,
-                          num_classes)
+      rows.append(
+        {
+          'name': f'{sid} {method}',
+          'gt': data[key],
+          'pred': np.argmax(data[f'{sid}/probs'], -1),
+        }
+      )
+  plotting.plot_timelines(
+    os.path.join(workdir, 'timelines.png'), rows, names, num_classes
+  )

@@ -20,6 +20,7 @@ with every step's metrics, say what the embeddings encode:
 All functions take global arrays (the batch may be sharded; reductions are
 global) and return float32 scalars.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -39,11 +40,14 @@ def contrast(pos, neg, valid=None):
   valid = jnp.ones(pos.shape, bool) if valid is None else valid
   finite = jnp.isfinite(neg)
   top1 = pos > jnp.max(neg, axis=-1)
-  neg_mean = (jnp.sum(jnp.where(finite, neg, 0.0), -1) /
-              jnp.maximum(jnp.sum(finite, -1), 1))
-  return {'top1': _masked_mean(top1, valid),
-          'pos_cos': _masked_mean(pos, valid),
-          'neg_cos': _masked_mean(neg_mean, valid)}
+  neg_mean = jnp.sum(jnp.where(finite, neg, 0.0), -1) / jnp.maximum(
+    jnp.sum(finite, -1), 1
+  )
+  return {
+    'top1': _masked_mean(top1, valid),
+    'pos_cos': _masked_mean(pos, valid),
+    'neg_cos': _masked_mean(neg_mean, valid),
+  }
 
 
 def snippet_centers(frames, num_snippets):
@@ -81,14 +85,14 @@ def variance_shares(emb):
   centred = emb - jnp.mean(emb, axis=(0, 1))
   total = jnp.maximum(jnp.sum(centred**2), 1e-12)
   n, s = emb.shape[:2]
-  by_index = n * jnp.sum(jnp.mean(centred, axis=0)**2) / total
-  by_video = s * jnp.sum(jnp.mean(centred, axis=1)**2) / total
+  by_index = n * jnp.sum(jnp.mean(centred, axis=0) ** 2) / total
+  by_video = s * jnp.sum(jnp.mean(centred, axis=1) ** 2) / total
   return {'var_index': by_index, 'var_video': by_video}
 
 
 def alignment(q, k):
   """Mean squared distance of positive pairs of unit vectors (alpha = 2)."""
-  return jnp.mean(jnp.sum((q - k)**2, axis=-1))
+  return jnp.mean(jnp.sum((q - k) ** 2, axis=-1))
 
 
 def uniformity(z, t=2.0):

@@ -26,6 +26,7 @@ The library functions (``to_activitynet``, ``save_activitynet``,
 ``load_activitynet``, ``evaluate_files``) let training code export and score
 predictions without the command line.
 """
+
 import json
 import math
 import os
@@ -43,8 +44,9 @@ def _plain_number(x):
   return int(x) if x.is_integer() else x
 
 
-def to_activitynet(segments: dict, class_names=None,
-                   kind: str | None = None) -> dict:
+def to_activitynet(
+  segments: dict, class_names=None, kind: str | None = None
+) -> dict:
   """Converts GT or predictions to the ActivityNet detection JSON layout.
 
   Args:
@@ -73,22 +75,38 @@ def to_activitynet(segments: dict, class_names=None,
     return class_names[int(label)] if class_names is not None else int(label)
 
   if is_pred:
-    return {'results': {
-        str(vid): [{'label': name(item[0]),
-                    'segment': [_plain_number(item[1]),
-                                _plain_number(item[2])],
-                    'score': float(item[3])} for item in items]
-        for vid, items in segments.items()}}
-  return {'database': {
-      str(vid): {'annotations': [
-          {'label': name(item[0]),
-           'segment': [_plain_number(item[1]), _plain_number(item[2])]}
-          for item in items]}
-      for vid, items in segments.items()}}
+    return {
+      'results': {
+        str(vid): [
+          {
+            'label': name(item[0]),
+            'segment': [_plain_number(item[1]), _plain_number(item[2])],
+            'score': float(item[3]),
+          }
+          for item in items
+        ]
+        for vid, items in segments.items()
+      }
+    }
+  return {
+    'database': {
+      str(vid): {
+        'annotations': [
+          {
+            'label': name(item[0]),
+            'segment': [_plain_number(item[1]), _plain_number(item[2])],
+          }
+          for item in items
+        ]
+      }
+      for vid, items in segments.items()
+    }
+  }
 
 
-def save_activitynet(path: str, segments: dict, class_names=None,
-                     kind: str | None = None) -> None:
+def save_activitynet(
+  path: str, segments: dict, class_names=None, kind: str | None = None
+) -> None:
   """Writes ``to_activitynet(segments, class_names, kind)`` to ``path``."""
   with open(path, 'w') as f:
     json.dump(to_activitynet(segments, class_names, kind), f)
@@ -100,8 +118,9 @@ def _is_number(x):
 
 def _label(item, where):
   if not isinstance(item, dict) or 'label' not in item:
-    raise ValueError(f"{where}: no 'label' (expected an object with label, "
-                     'segment[, score])')
+    raise ValueError(
+      f"{where}: no 'label' (expected an object with label, segment[, score])"
+    )
   label = item['label']
   if isinstance(label, float) and label.is_integer():
     label = int(label)
@@ -112,11 +131,16 @@ def _label(item, where):
 
 def _segment(item, where):
   seg = item.get('segment')
-  if (not isinstance(seg, (list, tuple)) or len(seg) != 2 or
-      not all(_is_number(x) and math.isfinite(x) for x in seg) or
-      seg[1] < seg[0]):
-    raise ValueError(f'{where}: segment {seg!r} is not [start, end] with '
-                     'finite numbers and start <= end')
+  if (
+    not isinstance(seg, (list, tuple))
+    or len(seg) != 2
+    or not all(_is_number(x) and math.isfinite(x) for x in seg)
+    or seg[1] < seg[0]
+  ):
+    raise ValueError(
+      f'{where}: segment {seg!r} is not [start, end] with '
+      'finite numbers and start <= end'
+    )
   return _plain_number(seg[0]), _plain_number(seg[1])
 
 
@@ -138,8 +162,9 @@ def _read_json(path):
   try:
     return json.loads(text)
   except json.JSONDecodeError as e:
-    raise ValueError(f'{path}: invalid JSON at line {e.lineno}, column '
-                     f'{e.colno}: {e.msg}') from e
+    raise ValueError(
+      f'{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}'
+    ) from e
 
 
 def load_activitynet(path: str) -> dict:
@@ -164,8 +189,7 @@ def _load(path):
     for vid, entry in data['database'].items():
       anns = entry.get('annotations', []) if isinstance(entry, dict) else None
       if not isinstance(anns, list):
-        raise ValueError(f'{path}: database[{vid!r}] has no "annotations" '
-                         'list')
+        raise ValueError(f'{path}: database[{vid!r}] has no "annotations" list')
       out[vid] = []
       for i, a in enumerate(anns):
         where = f'{path}: database[{vid!r}].annotations[{i}]'
@@ -179,8 +203,9 @@ def _load(path):
       out[vid] = []
       for i, r in enumerate(items):
         where = f'{path}: results[{vid!r}][{i}]'
-        out[vid].append((_label(r, where),) + _segment(r, where) +
-                        (_score(r, where),))
+        out[vid].append(
+          (_label(r, where),) + _segment(r, where) + (_score(r, where),)
+        )
     return 'pred', out
   raise ValueError(f'{path}: neither a "database" nor a "results" file.')
 
@@ -197,22 +222,30 @@ def mismatches(gt_raw: dict, pred_raw: dict) -> list:
   out = []
   extra = set(pred_raw) - set(gt_raw)
   if extra:
-    out.append(f'{len(extra)} of {len(pred_raw)} predicted videos are not in '
-               f'the ground truth ({_some(extra)})')
+    out.append(
+      f'{len(extra)} of {len(pred_raw)} predicted videos are not in '
+      f'the ground truth ({_some(extra)})'
+    )
   missing = set(gt_raw) - set(pred_raw)
   if missing:
-    out.append(f'{len(missing)} of {len(gt_raw)} ground-truth videos have no '
-               f'predictions ({_some(missing)})')
+    out.append(
+      f'{len(missing)} of {len(gt_raw)} ground-truth videos have no '
+      f'predictions ({_some(missing)})'
+    )
   gt_labels = {item[0] for items in gt_raw.values() for item in items}
   pred_labels = {item[0] for items in pred_raw.values() for item in items}
   unknown = pred_labels - gt_labels
   if unknown:
-    msg = (f'{len(unknown)} of {len(pred_labels)} predicted labels never '
-           f'occur in the ground truth ({_some(unknown)})')
+    msg = (
+      f'{len(unknown)} of {len(pred_labels)} predicted labels never '
+      f'occur in the ground truth ({_some(unknown)})'
+    )
     kinds = lambda labels: {type(x).__name__ for x in labels}
     if gt_labels and kinds(gt_labels) != kinds(pred_labels):
-      msg += (f'; the ground truth labels are {"/".join(kinds(gt_labels))}, '
-              f'the predicted ones {"/".join(kinds(pred_labels))}')
+      msg += (
+        f'; the ground truth labels are {"/".join(kinds(gt_labels))}, '
+        f'the predicted ones {"/".join(kinds(pred_labels))}'
+      )
     out.append(msg)
   return out
 
@@ -226,19 +259,26 @@ def label_vocabulary(gt_raw: dict, pred_raw: dict) -> list:
   """Sorted unique GT labels, then sorted prediction-only labels."""
   gt_labels = {item[0] for items in gt_raw.values() for item in items}
   pred_labels = {item[0] for items in pred_raw.values() for item in items}
-  return (sorted(gt_labels, key=_sort_key) +
-          sorted(pred_labels - gt_labels, key=_sort_key))
+  return sorted(gt_labels, key=_sort_key) + sorted(
+    pred_labels - gt_labels, key=_sort_key
+  )
 
 
 def _index_table(raw: dict, index: dict) -> dict:
-  return {vid: [(index[item[0]],) + tuple(item[1:]) for item in items]
-          for vid, items in raw.items()}
+  return {
+    vid: [(index[item[0]],) + tuple(item[1:]) for item in items]
+    for vid, items in raw.items()
+  }
 
 
-def evaluate_files(gt_path: str, pred_path: str, metric: str = 'exact',
-                   iou_thresholds=metrics.DEFAULT_IOU_THRESHOLDS,
-                   num_classes: int | None = None,
-                   strict: bool = False) -> dict:
+def evaluate_files(
+  gt_path: str,
+  pred_path: str,
+  metric: str = 'exact',
+  iou_thresholds=metrics.DEFAULT_IOU_THRESHOLDS,
+  num_classes: int | None = None,
+  strict: bool = False,
+) -> dict:
   """Scores a prediction file against a GT file.
 
   Returns:
@@ -254,18 +294,27 @@ def evaluate_files(gt_path: str, pred_path: str, metric: str = 'exact',
     raise ValueError(f'{pred_path}: expected a prediction ("results") file')
   warnings = mismatches(gt_raw, pred_raw)
   if strict and warnings:
-    raise ValueError(f'{pred_path} does not match {gt_path}: '
-                     + '; '.join(warnings) + ' (--strict)')
+    raise ValueError(
+      f'{pred_path} does not match {gt_path}: '
+      + '; '.join(warnings)
+      + ' (--strict)'
+    )
   vocab = label_vocabulary(gt_raw, pred_raw)
   if num_classes is not None and len(vocab) > num_classes:
-    raise ValueError(f'{len(vocab)} distinct labels > num_classes '
-                     f'{num_classes}.')
+    raise ValueError(
+      f'{len(vocab)} distinct labels > num_classes {num_classes}.'
+    )
   index = {label: i for i, label in enumerate(vocab)}
   result = metrics.compute_map(
-      _index_table(gt_raw, index), _index_table(pred_raw, index),
-      iou_thresholds=iou_thresholds, metric=metric, num_classes=num_classes)
-  result['per_class'] = {vocab[c]: aps for c, aps in result['per_class'].items()
-                         if c < len(vocab)}
+    _index_table(gt_raw, index),
+    _index_table(pred_raw, index),
+    iou_thresholds=iou_thresholds,
+    metric=metric,
+    num_classes=num_classes,
+  )
+  result['per_class'] = {
+    vocab[c]: aps for c, aps in result['per_class'].items() if c < len(vocab)
+  }
   result['warnings'] = warnings
   return result
 
@@ -275,14 +324,20 @@ def format_table(result: dict) -> str:
   thresholds = list(result['iou'])
   names = [str(label) for label in result['per_class']]
   width = max([len('mAP'), len('class')] + [len(n) for n in names])
-  header = (f'{"class":<{width}}' +
-            ''.join(f'  {f"@{t:g}":>7}' for t in thresholds) + '     mean')
+  header = (
+    f'{"class":<{width}}'
+    + ''.join(f'  {f"@{t:g}":>7}' for t in thresholds)
+    + '     mean'
+  )
   lines = [f'metric: {result["metric"]}', header, '-' * len(header)]
 
   def row(name, values):
     mean = sum(values) / len(values)
-    return (f'{name:<{width}}' + ''.join(f'  {v:7.2f}' for v in values) +
-            f'  {mean:7.2f}')
+    return (
+      f'{name:<{width}}'
+      + ''.join(f'  {v:7.2f}' for v in values)
+      + f'  {mean:7.2f}'
+    )
 
   lines.append(row('mAP', [result['iou'][t] for t in thresholds]))
   lines.append('-' * len(header))
@@ -294,12 +349,14 @@ def format_table(result: dict) -> str:
 def result_to_json(result: dict) -> dict:
   """JSON-ready copy: threshold and label keys become strings."""
   return {
-      'metric': result['metric'],
-      'iou': {str(t): v for t, v in result['iou'].items()},
-      'mean': result['mean'],
-      'per_class': {str(label): {str(t): v for t, v in aps.items()}
-                    for label, aps in result['per_class'].items()},
-      'warnings': list(result.get('warnings', [])),
+    'metric': result['metric'],
+    'iou': {str(t): v for t, v in result['iou'].items()},
+    'mean': result['mean'],
+    'per_class': {
+      str(label): {str(t): v for t, v in aps.items()}
+      for label, aps in result['per_class'].items()
+    },
+    'warnings': list(result.get('warnings', [])),
   }
 
 
@@ -309,23 +366,45 @@ def define_flags(flag_values=flags.FLAGS) -> None:
   Called only when run as a script, so importing this module (e.g. from the
   training code) never defines global flags that could clash.
   """
-  flags.DEFINE_string('gt', None, 'Ground-truth JSON ("database" layout).',
-                      flag_values=flag_values)
-  flags.DEFINE_string('pred', None, 'Prediction JSON ("results" layout).',
-                      flag_values=flag_values)
-  flags.DEFINE_enum('metric', 'exact', list(metrics.METRICS),
-                    'mAP convention.', flag_values=flag_values)
-  flags.DEFINE_list('iou', [str(t) for t in metrics.DEFAULT_IOU_THRESHOLDS],
-                    'Comma-separated temporal IoU thresholds.',
-                    flag_values=flag_values)
-  flags.DEFINE_integer('num_classes', None,
-                       'Number of classes (required for pkummd_official).',
-                       flag_values=flag_values)
-  flags.DEFINE_string('out', None, 'Optional JSON file for the results.',
-                      flag_values=flag_values)
-  flags.DEFINE_bool('strict', False, 'Fail (instead of warning) when '
-                    'prediction videos or labels do not match the ground '
-                    'truth.', flag_values=flag_values)
+  flags.DEFINE_string(
+    'gt',
+    None,
+    'Ground-truth JSON ("database" layout).',
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    'pred', None, 'Prediction JSON ("results" layout).', flag_values=flag_values
+  )
+  flags.DEFINE_enum(
+    'metric',
+    'exact',
+    list(metrics.METRICS),
+    'mAP convention.',
+    flag_values=flag_values,
+  )
+  flags.DEFINE_list(
+    'iou',
+    [str(t) for t in metrics.DEFAULT_IOU_THRESHOLDS],
+    'Comma-separated temporal IoU thresholds.',
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    'num_classes',
+    None,
+    'Number of classes (required for pkummd_official).',
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    'out', None, 'Optional JSON file for the results.', flag_values=flag_values
+  )
+  flags.DEFINE_bool(
+    'strict',
+    False,
+    'Fail (instead of warning) when '
+    'prediction videos or labels do not match the ground '
+    'truth.',
+    flag_values=flag_values,
+  )
   flags.mark_flags_as_required(['gt', 'pred'], flag_values=flag_values)
 
 
@@ -334,9 +413,14 @@ def main(argv) -> None:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
   try:
-    result = evaluate_files(f.gt, f.pred, metric=f.metric,
-                            iou_thresholds=[float(t) for t in f.iou],
-                            num_classes=f.num_classes, strict=f.strict)
+    result = evaluate_files(
+      f.gt,
+      f.pred,
+      metric=f.metric,
+      iou_thresholds=[float(t) for t in f.iou],
+      num_classes=f.num_classes,
+      strict=f.strict,
+    )
   except ValueError as e:  # bad flags or file contents: one line
     print(f'evaluate: error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)

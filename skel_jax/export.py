@@ -12,14 +12,15 @@ Finetuning configs accept an export dir as ``pretrain_workdir``; in Python:
   backbone = export.load_backbone('exports/snipclr')
   features = backbone(x, train=False)   # x: (B, T, 25, 3); persons folded into B
 """
+
 import json
 import os
 
-from absl import app
-from absl import flags
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import app
+from absl import flags
 from flax import nnx
 
 from skel_jax import checkpoint
@@ -33,6 +34,7 @@ def _read_config(workdir):
   """The config the workdir's checkpoints were written under (config.json
   plus the changes a run accepted with --allow_config_change)."""
   from skel_jax import run_record  # pylint: disable=g-import-not-at-top
+
   config = run_record.effective_config(workdir)
   if config is None:
     path = os.path.join(workdir, run_record.CONFIG_FILE)
@@ -46,6 +48,7 @@ def source_problem(path, model_cfg):
   descriptions, the checkpoint listing), so config validation can call it.
   """
   from skel_jax import run_record  # pylint: disable=g-import-not-at-top
+
   try:
     if os.path.exists(os.path.join(path, 'model.json')):
       kind, source = 'export', read_description(path).get('model', {})
@@ -58,30 +61,40 @@ def source_problem(path, model_cfg):
       if config.get('stage') not in ('pretrain', 'finetune'):
         return f'stage {config.get("stage")!r} workdir has no backbone'
       source = config.get('model', {})
-      if not any(d.isdigit() for d in os.listdir(os.path.join(path,
-                                                              'checkpoints'))):
-        return ('no checkpoint in its checkpoints/ yet (did its run save '
-                'one?)')
+      if not any(
+        d.isdigit() for d in os.listdir(os.path.join(path, 'checkpoints'))
+      ):
+        return 'no checkpoint in its checkpoints/ yet (did its run save one?)'
     else:
-      return ('no checkpoints/ or model.json there (expected a pretraining '
-              'workdir or a skel_jax.export folder)')
+      return (
+        'no checkpoints/ or model.json there (expected a pretraining '
+        'workdir or a skel_jax.export folder)'
+      )
   except (OSError, ValueError) as e:  # unreadable JSON or listing
     return f'unreadable ({type(e).__name__}: {e})'
   have, want = source.get('backbone', {}), model_cfg.backbone.to_dict()
   differ = [k for k in ('name', 'width') if have.get(k) != want.get(k)]
-  differ += [k for k in sorted(set(have) & set(want) - {'name', 'width'})
-             if have[k] != want[k]]
+  differ += [
+    k
+    for k in sorted(set(have) & set(want) - {'name', 'width'})
+    if have[k] != want[k]
+  ]
   if differ:
-    return '; '.join(f'backbone {k} {have.get(k)} in the {kind}, '
-                     f'{want.get(k)} in the config' for k in differ) + (
-                         ' (set --config.model.backbone.'
-                         f'{differ[0]}={have.get(differ[0])} to use it)')
+    return '; '.join(
+      f'backbone {k} {have.get(k)} in the {kind}, {want.get(k)} in the config'
+      for k in differ
+    ) + (
+      ' (set --config.model.backbone.'
+      f'{differ[0]}={have.get(differ[0])} to use it)'
+    )
   return None
 
 
 def restore_workdir(workdir):
   """(config, step, params, batch_stats) of a pretraining or finetuning workdir."""
-  from skel_jax import finetune, pretrain  # pylint: disable=g-import-not-at-top
+  from skel_jax import finetune  # pylint: disable=g-import-not-at-top
+  from skel_jax import pretrain  # pylint: disable=g-import-not-at-top
+
   config = _read_config(workdir)
   directory = os.path.join(workdir, 'checkpoints')
   if not os.path.isdir(directory):
@@ -96,16 +109,22 @@ def restore_workdir(workdir):
     abstract = jax.eval_shape(lambda: pretrain.init_state(config, tx)[1])
     # The newest readable step (older ones after a warning naming it).
     step, state, _ = ckpt.restore_readable(
-        checkpoint.abstract_like(abstract, sharding), workdir)
+      checkpoint.abstract_like(abstract, sharding), workdir
+    )
     params, stats = state['params'], state['batch_stats']
   elif config.stage == 'finetune':
     tx = train_utils.make_optimizer(config.optimizer, lambda s: 0.0)
-    abstract = jax.eval_shape(lambda: finetune.initial_state(
-        config, tx, config.model.num_classes, restore_backbone=False)[1])
+    abstract = jax.eval_shape(
+      lambda: finetune.initial_state(
+        config, tx, config.model.num_classes, restore_backbone=False
+      )[1]
+    )
     step, state, _ = ckpt.restore_readable(
-        checkpoint.abstract_like(abstract, sharding), workdir)
-    params = finetune.join_params(state['trainable'], state['frozen'],
-                                  config.protocol)
+      checkpoint.abstract_like(abstract, sharding), workdir
+    )
+    params = finetune.join_params(
+      state['trainable'], state['frozen'], config.protocol
+    )
     stats = state['batch_stats']
   else:
     raise ValueError(f'{workdir}: stage {config.stage!r} has no checkpoint')
@@ -115,28 +134,36 @@ def restore_workdir(workdir):
 
 def export(workdir, out, include_heads=False):
   config, step, params, stats = restore_workdir(workdir)
-  keep = lambda tree: {k: v for k, v in nnx.to_pure_dict(tree).items()
-                       if include_heads or k == 'backbone'}
+  keep = lambda tree: {
+    k: v
+    for k, v in nnx.to_pure_dict(tree).items()
+    if include_heads or k == 'backbone'
+  }
   tree = {'params': keep(params), 'batch_stats': keep(stats)}
   os.makedirs(out, exist_ok=True)
   ckptr = ocp.StandardCheckpointer()
-  ckptr.save(os.path.abspath(os.path.join(out, 'checkpoint')), tree,
-             force=True)
+  ckptr.save(os.path.abspath(os.path.join(out, 'checkpoint')), tree, force=True)
   ckptr.wait_until_finished()
   description = {
-      'format_version': FORMAT_VERSION,
-      'model': config.model.to_dict(),
-      'includes': sorted(tree['params']),
-      'input': {'layout': '(N, M, T, V=25, 3) skeletons; persons folded into '
-                          'the batch for the backbone: (N*M, T, 25, 3)',
-                'joints': 'NTU RGB+D 25 (Kinect v2 order)',
-                'normalization': 'plain: origin = spine-mid of person 0 at '
-                                 'frame 0 (skel_jax.input_pipeline)',
-                'clip_len': config.data.get('clip_len'),
-                'dataset': f'{config.data.name}/{config.data.config}'},
-      'source': {'workdir': os.path.abspath(workdir), 'stage': config.stage,
-                 'step': int(step), 'seed': config.seed},
-      'versions': train_utils.versions(),
+    'format_version': FORMAT_VERSION,
+    'model': config.model.to_dict(),
+    'includes': sorted(tree['params']),
+    'input': {
+      'layout': '(N, M, T, V=25, 3) skeletons; persons folded into '
+      'the batch for the backbone: (N*M, T, 25, 3)',
+      'joints': 'NTU RGB+D 25 (Kinect v2 order)',
+      'normalization': 'plain: origin = spine-mid of person 0 at '
+      'frame 0 (skel_jax.input_pipeline)',
+      'clip_len': config.data.get('clip_len'),
+      'dataset': f'{config.data.name}/{config.data.config}',
+    },
+    'source': {
+      'workdir': os.path.abspath(workdir),
+      'stage': config.stage,
+      'step': int(step),
+      'seed': config.seed,
+    },
+    'versions': train_utils.versions(),
   }
   with open(os.path.join(out, 'model.json'), 'w') as f:
     json.dump(description, f, indent=2)
@@ -152,8 +179,10 @@ def read_description(path):
 def _int_keys(tree):
   """Orbax stores dict keys as strings; NNX list entries are integers."""
   if isinstance(tree, dict):
-    return {int(k) if isinstance(k, str) and k.isdigit() else k: _int_keys(v)
-            for k, v in tree.items()}
+    return {
+      int(k) if isinstance(k, str) and k.isdigit() else k: _int_keys(v)
+      for k, v in tree.items()
+    }
   return tree
 
 
@@ -162,13 +191,15 @@ def load_variables(path):
   desc = read_description(path)
   ckptr = ocp.StandardCheckpointer()
   try:
-    tree = _int_keys(ckptr.restore(
-        os.path.abspath(os.path.join(path, 'checkpoint'))))
+    tree = _int_keys(
+      ckptr.restore(os.path.abspath(os.path.join(path, 'checkpoint')))
+    )
   except Exception as e:  # pylint: disable=broad-except
     # One line instead of a tensorstore dump.
     raise checkpoint.NoReadableCheckpointError(
-        f'export {path} is unreadable ({checkpoint._short(e)}); export it '  # pylint: disable=protected-access
-        'again') from e
+      f'export {path} is unreadable ({checkpoint._short(e)}); export it '  # pylint: disable=protected-access
+      'again'
+    ) from e
   return desc, tree['params'], tree['batch_stats']
 
 
@@ -178,8 +209,7 @@ def load_backbone(path):
   model_cfg = ml_collections.ConfigDict(desc['model'])
   backbone = build_backbone(model_cfg.backbone, nnx.Rngs(0))
   graphdef, p, s = nnx.split(backbone, nnx.Param, nnx.BatchStat)
-  checkpoint.check_same_shapes(path, nnx.to_pure_dict(p),
-                               params['backbone'])
+  checkpoint.check_same_shapes(path, nnx.to_pure_dict(p), params['backbone'])
   checkpoint.check_same_shapes(path, nnx.to_pure_dict(s), stats['backbone'])
   nnx.replace_by_pure_dict(p, params['backbone'])
   nnx.replace_by_pure_dict(s, stats['backbone'])
@@ -196,7 +226,10 @@ if __name__ == '__main__':
   # Flags live here so importing this module never clashes with main.py's.
   flags.DEFINE_string('workdir', None, 'Pretraining/finetuning workdir.')
   flags.DEFINE_string('out', None, 'Output directory of the export.')
-  flags.DEFINE_bool('include_heads', False,
-                    'Also export the heads (MoCo/snippet or localization).')
+  flags.DEFINE_bool(
+    'include_heads',
+    False,
+    'Also export the heads (MoCo/snippet or localization).',
+  )
   flags.mark_flags_as_required(['workdir', 'out'])
   app.run(main)

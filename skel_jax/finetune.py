@@ -12,6 +12,7 @@ heads start from scratch. Protocols (``PROTOCOLS``):
 Frozen parameters are not in the trainable tree: they get no gradients and no
 optimizer state.
 """
+
 import functools
 import json
 import os
@@ -43,20 +44,24 @@ def build_model(config, num_classes):
   # picks the labelled subset and the data order): the study varies a random
   # init's weights while every method sees the same labels.
   seed = config.get('init_seed', -1)
-  return Localizer(config.model, num_classes,
-                   rngs=nnx.Rngs(seed if seed >= 0 else config.seed))
+  return Localizer(
+    config.model, num_classes, rngs=nnx.Rngs(seed if seed >= 0 else config.seed)
+  )
 
 
 def load_pretrained_backbone(path):
   """Backbone params and BN statistics (nested dicts) from a pretraining
   workdir (query encoder) or from an export directory (``skel_jax.export``)."""
   from skel_jax import export  # pylint: disable=g-import-not-at-top
+
   if os.path.exists(os.path.join(path, 'model.json')):
     _, params, stats = export.load_variables(path)
     return params['backbone'], stats['backbone']
   _, _, params, stats = export.restore_workdir(path)
-  return (nnx.to_pure_dict(params['backbone']),
-          nnx.to_pure_dict(stats['backbone']))
+  return (
+    nnx.to_pure_dict(params['backbone']),
+    nnx.to_pure_dict(stats['backbone']),
+  )
 
 
 def initial_state(config, tx, num_classes, restore_backbone=True):
@@ -66,20 +71,28 @@ def initial_state(config, tx, num_classes, restore_backbone=True):
   if restore_backbone and config.init == 'pretrained':
     bb_params, bb_stats = load_pretrained_backbone(config.pretrain_workdir)
     src = config.pretrain_workdir
-    checkpoint.check_same_shapes(src, nnx.to_pure_dict(params['backbone']),
-                                 bb_params)
-    checkpoint.check_same_shapes(src, nnx.to_pure_dict(stats['backbone']),
-                                 bb_stats)
-    nnx.replace_by_pure_dict(params['backbone'],
-                             jax.tree.map(jnp.asarray, bb_params))
-    nnx.replace_by_pure_dict(stats['backbone'],
-                             jax.tree.map(jnp.asarray, bb_stats))
+    checkpoint.check_same_shapes(
+      src, nnx.to_pure_dict(params['backbone']), bb_params
+    )
+    checkpoint.check_same_shapes(
+      src, nnx.to_pure_dict(stats['backbone']), bb_stats
+    )
+    nnx.replace_by_pure_dict(
+      params['backbone'], jax.tree.map(jnp.asarray, bb_params)
+    )
+    nnx.replace_by_pure_dict(
+      stats['backbone'], jax.tree.map(jnp.asarray, bb_stats)
+    )
   trainable, frozen = split_trainable(params, config.protocol)
-  state = {'step': jnp.zeros((), jnp.int32), 'trainable': trainable,
-           'frozen': frozen, 'batch_stats': stats,
-           'opt_state': tx.init(trainable),
-           'rng': jax.random.PRNGKey(config.seed),
-           **train_utils.nonfinite_fields()}
+  state = {
+    'step': jnp.zeros((), jnp.int32),
+    'trainable': trainable,
+    'frozen': frozen,
+    'batch_stats': stats,
+    'opt_state': tx.init(trainable),
+    'rng': jax.random.PRNGKey(config.seed),
+    **train_utils.nonfinite_fields(),
+  }
   return graphdef, state
 
 
@@ -87,7 +100,8 @@ def _trainable_prefix(protocol):
   """Path prefix of the trained parameters ((): all). The KNN probe trains
   nothing but keeps the linear probe's state layout."""
   return {'finetune': (), 'linear_fusion': ('head',)}.get(
-      protocol, ('head', 'classifier'))
+    protocol, ('head', 'classifier')
+  )
 
 
 def split_trainable(params, protocol):
@@ -96,7 +110,8 @@ def split_trainable(params, protocol):
   if not prefix:
     return params, None
   return nnx.split_state(
-      params, lambda path, _: tuple(path[:len(prefix)]) == prefix, ...)
+    params, lambda path, _: tuple(path[: len(prefix)]) == prefix, ...
+  )
 
 
 def join_params(trainable, frozen, protocol):
@@ -113,15 +128,17 @@ def forward(model, x, train, protocol, dropout_key=None):
   # Probes: the frozen backbone runs with its BN in inference mode.
   taps = [jax.lax.stop_gradient(t) for t in model.taps_of(x, train=False)]
   # Under `linear` the frozen fusion module's BN is in inference mode too.
-  return model.head(taps, train and protocol == 'linear_fusion',
-                    length=x.shape[2])
+  return model.head(
+    taps, train and protocol == 'linear_fusion', length=x.shape[2]
+  )
 
 
 def frame_cross_entropy(logits, labels):
   """Mean softmax CE over non-padded frames (label -1 = padding)."""
   mask = labels >= 0
   ce = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), jnp.maximum(labels, 0))
+    logits.astype(jnp.float32), jnp.maximum(labels, 0)
+  )
   return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
 
 
@@ -129,22 +146,36 @@ def train_step(state, batch, *, graphdef, tx, protocol, schedule):
   def loss_fn(trainable, batch_stats):
     params = join_params(trainable, state['frozen'], protocol)
     model = nnx.merge(graphdef, params, batch_stats, copy=True)
-    logits = forward(model, batch['x'], True, protocol,
-                     jax.random.fold_in(state['rng'], state['step']))
+    logits = forward(
+      model,
+      batch['x'],
+      True,
+      protocol,
+      jax.random.fold_in(state['rng'], state['step']),
+    )
     loss = frame_cross_entropy(logits, batch['labels'])
     mask = batch['labels'] >= 0
     acc = jnp.sum((jnp.argmax(logits, -1) == batch['labels']) * mask) / (
-        jnp.maximum(jnp.sum(mask), 1))
-    return loss, ({'loss': loss, 'frame_acc': acc},
-                  nnx.state(model, nnx.BatchStat))
+      jnp.maximum(jnp.sum(mask), 1)
+    )
+    return loss, (
+      {'loss': loss, 'frame_acc': acc},
+      nnx.state(model, nnx.BatchStat),
+    )
 
   grads, (metrics, stats) = jax.grad(loss_fn, has_aux=True)(
-      state['trainable'], state['batch_stats'])
+    state['trainable'], state['batch_stats']
+  )
   updates, opt_state = tx.update(grads, state['opt_state'], state['trainable'])
   trainable = optax.apply_updates(state['trainable'], updates)
   metrics['lr'] = schedule(state['step'])
-  new_state = dict(state, step=state['step'] + 1, trainable=trainable,
-                   batch_stats=stats, opt_state=opt_state)
+  new_state = dict(
+    state,
+    step=state['step'] + 1,
+    trainable=trainable,
+    batch_stats=stats,
+    opt_state=opt_state,
+  )
   new_state = train_utils.guard_nonfinite(new_state, state, [metrics['loss']])
   metrics['skipped_steps'] = new_state['skipped_steps']
   return new_state, metrics
@@ -164,27 +195,36 @@ def decode_config(eval_cfg):
   before a field existed gets its default)."""
   get = lambda key: eval_cfg.get(key, getattr(postprocess.DecodeConfig, key))
   return postprocess.DecodeConfig(
-      thresholds=tuple(eval_cfg.thresholds), min_length=eval_cfg.min_length,
-      outer_ratio=eval_cfg.outer_ratio, outer_weight=eval_cfg.outer_weight,
-      nms_threshold=eval_cfg.nms_threshold, method=eval_cfg.decoder,
-      line_quirks=bool(get('line_quirks')),
-      smooth_kernel=int(get('smooth_kernel')),
-      activity_threshold=float(get('activity_threshold')))
+    thresholds=tuple(eval_cfg.thresholds),
+    min_length=eval_cfg.min_length,
+    outer_ratio=eval_cfg.outer_ratio,
+    outer_weight=eval_cfg.outer_weight,
+    nms_threshold=eval_cfg.nms_threshold,
+    method=eval_cfg.decoder,
+    line_quirks=bool(get('line_quirks')),
+    smooth_kernel=int(get('smooth_kernel')),
+    activity_threshold=float(get('activity_threshold')),
+  )
 
 
 def predict_split(config, state, predict_fn, dsh, split, limit=None):
   """Per-sequence frame probabilities and labels of a whole split (host NumPy)."""
   out = []
   for batch in input_pipeline.eval_batches(
-      config.data, split, global_batch=config.eval.batch_size, limit=limit):
-    probs = input_pipeline.gather_to_host(predict_fn(
-        state, input_pipeline.global_eval_input(batch['x'], dsh)))
+    config.data, split, global_batch=config.eval.batch_size, limit=limit
+  ):
+    probs = input_pipeline.gather_to_host(
+      predict_fn(state, input_pipeline.global_eval_input(batch['x'], dsh))
+    )
     for i in np.flatnonzero(batch['valid']):
       t = int(batch['length'][i])
       sid = batch['sequence_id'][i]
       sid = sid.decode() if isinstance(sid, bytes) else str(sid)
-      item = {'id': sid, 'probs': probs[i, :t],
-              'labels': batch['labels'][i, :t]}
+      item = {
+        'id': sid,
+        'probs': probs[i, :t],
+        'labels': batch['labels'][i, :t],
+      }
       if len(out) < config.eval.num_plot_sequences:  # kept for the GIF
         item['skeleton'] = np.transpose(batch['x'][i, :, :t], (1, 0, 2, 3))
       out.append(item)
@@ -201,8 +241,12 @@ def evaluate_predictions(predictions, num_classes, eval_cfg):
     pred[p['id']] = postprocess.decode_segments(p['probs'], dcfg, num_classes)
     np.add.at(confusion, (p['labels'], np.argmax(p['probs'], -1)), 1)
   result = metrics_lib.compute_map(
-      gt, pred, iou_thresholds=tuple(eval_cfg.iou_thresholds),
-      metric=eval_cfg.metric, num_classes=num_classes)
+    gt,
+    pred,
+    iou_thresholds=tuple(eval_cfg.iou_thresholds),
+    metric=eval_cfg.metric,
+    num_classes=num_classes,
+  )
   result['frame_accuracy'] = float(np.trace(confusion) / confusion.sum())
   result['confusion'] = confusion.tolist()
   return result, gt, pred
@@ -223,13 +267,21 @@ def train_and_evaluate(config, workdir):
   names = list(info.metadata['class_names'])
   num_classes = len(names) - 1  # background is the last name
   ds, labeled = input_pipeline.finetune_dataset(
-      config.data, config.data.train_split, global_batch=config.batch_size,
-      label_fraction=config.label_fraction, seed=config.seed)
+    config.data,
+    config.data.train_split,
+    global_batch=config.batch_size,
+    label_fraction=config.label_fraction,
+    seed=config.seed,
+  )
   steps_per_epoch = max(1, -(-len(labeled) // config.batch_size))
-  total_steps = config.get('num_steps', 0) or config.num_epochs * steps_per_epoch
+  total_steps = (
+    config.get('num_steps', 0) or config.num_epochs * steps_per_epoch
+  )
   schedule = train_utils.warmup_step_schedule(
-      config.optimizer.lr, int(config.warmup_epochs * steps_per_epoch),
-      [int(e * steps_per_epoch) for e in config.lr_decay_epochs])
+    config.optimizer.lr,
+    int(config.warmup_epochs * steps_per_epoch),
+    [int(e * steps_per_epoch) for e in config.lr_decay_epochs],
+  )
   tx = train_utils.make_optimizer(config.optimizer, schedule)
 
   config.model.num_classes = num_classes  # recorded for exports
@@ -238,118 +290,185 @@ def train_and_evaluate(config, workdir):
   train_utils.write_run_record(workdir, config)
   state = jax.device_put(state, rep)
   ckpt, start, state = checkpoint.open_and_restore(
-      workdir, config.checkpoint, state, rep, config.protocol)
+    workdir, config.checkpoint, state, rep, config.protocol
+  )
 
   if config.protocol == 'knn':
     total_steps = 0
     ckpt.close()  # nothing is trained
-    predict_fn = knn_predictor(config, graphdef, state, labeled, num_classes,
-                               rep, dsh)
+    predict_fn = knn_predictor(
+      config, graphdef, state, labeled, num_classes, rep, dsh
+    )
   else:
     step_fn = jax.jit(
-        functools.partial(train_step, graphdef=graphdef, tx=tx,
-                          protocol=config.protocol, schedule=schedule),
-        in_shardings=(rep, dsh), out_shardings=(rep, rep), donate_argnums=0)
+      functools.partial(
+        train_step,
+        graphdef=graphdef,
+        tx=tx,
+        protocol=config.protocol,
+        schedule=schedule,
+      ),
+      in_shardings=(rep, dsh),
+      out_shardings=(rep, rep),
+      donate_argnums=0,
+    )
     state = loop.run(
-        step_fn=step_fn, state=state, ds=ds, data_sharding=dsh, ckpt=ckpt,
-        log=train_utils.MetricLog(workdir), start=start,
-        total_steps=total_steps, log_every=config.log_every,
-        loss_terms=('loss',), nonfinite_policy=config.nonfinite,
-        desc=config.protocol)
+      step_fn=step_fn,
+      state=state,
+      ds=ds,
+      data_sharding=dsh,
+      ckpt=ckpt,
+      log=train_utils.MetricLog(workdir),
+      start=start,
+      total_steps=total_steps,
+      log_every=config.log_every,
+      loss_terms=('loss',),
+      nonfinite_policy=config.nonfinite,
+      desc=config.protocol,
+    )
     predict_fn = jax.jit(
-        functools.partial(predict_step, graphdef=graphdef,
-                          protocol=config.protocol),
-        in_shardings=(rep, dsh), out_shardings=dsh)
-  predictions = predict_split(config, state, predict_fn, dsh,
-                              config.data.eval_split)
-  result, gt, pred = evaluate_predictions(predictions, num_classes,
-                                          config.eval)
-  result.update({'protocol': config.protocol, 'init': config.init,
-                 'label_fraction': config.label_fraction,
-                 'num_labeled_sequences': int(len(labeled)),
-                 'seed': config.seed, 'split': config.data.eval_split,
-                 'class_names': names, 'steps': int(total_steps)})
+      functools.partial(
+        predict_step, graphdef=graphdef, protocol=config.protocol
+      ),
+      in_shardings=(rep, dsh),
+      out_shardings=dsh,
+    )
+  predictions = predict_split(
+    config, state, predict_fn, dsh, config.data.eval_split
+  )
+  result, gt, pred = evaluate_predictions(predictions, num_classes, config.eval)
+  result.update(
+    {
+      'protocol': config.protocol,
+      'init': config.init,
+      'label_fraction': config.label_fraction,
+      'num_labeled_sequences': int(len(labeled)),
+      'seed': config.seed,
+      'split': config.data.eval_split,
+      'class_names': names,
+      'steps': int(total_steps),
+    }
+  )
   if train_utils.is_chief():
-    write_results(workdir, result, gt, pred, predictions, names, num_classes,
-                  config)
+    write_results(
+      workdir, result, gt, pred, predictions, names, num_classes, config
+    )
   return result
 
 
 def knn_predictor(config, graphdef, state, labeled, num_classes, rep, dsh):
   """Builds the bank of labeled training frames; returns predict_fn(state, x)."""
   from skel_jax import knn  # pylint: disable=g-import-not-at-top
+
   kcfg = config.knn
 
   @jax.jit
   def features(state, x):
     params = join_params(state['trainable'], state['frozen'], 'knn')
-    return knn.frame_features(nnx.merge(graphdef, params, state['batch_stats']),
-                              x)
+    return knn.frame_features(
+      nnx.merge(graphdef, params, state['batch_stats']), x
+    )
 
   feats, labels = [], []
   for batch in input_pipeline.eval_batches(
-      config.data, config.data.train_split,
-      global_batch=config.eval.batch_size, indices=labeled):
-    f = input_pipeline.gather_to_host(features(
-        state, input_pipeline.global_eval_input(batch['x'], dsh)))
+    config.data,
+    config.data.train_split,
+    global_batch=config.eval.batch_size,
+    indices=labeled,
+  ):
+    f = input_pipeline.gather_to_host(
+      features(state, input_pipeline.global_eval_input(batch['x'], dsh))
+    )
     keep = (batch['labels'] >= 0) & batch['valid'][:, None]
     feats.append(f[keep])
     labels.append(batch['labels'][keep])
   bank, bank_labels = knn.subsample_bank(
-      np.concatenate(feats), np.concatenate(labels), kcfg.max_bank_frames,
-      config.seed)
+    np.concatenate(feats),
+    np.concatenate(labels),
+    kcfg.max_bank_frames,
+    config.seed,
+  )
   bank = jax.device_put(bank, rep)
   bank_labels = jax.device_put(bank_labels.astype(np.int32), rep)
-  print(f'[knn] bank of {bank.shape[0]} labeled frames, k={kcfg.k}',
-        flush=True)
+  print(f'[knn] bank of {bank.shape[0]} labeled frames, k={kcfg.k}', flush=True)
 
   @jax.jit
   def predict(state, x):
     f = features(state, x)
     n, t, d = f.shape
     probs = knn.knn_probabilities(
-        f.reshape(n * t, d), bank, bank_labels, num_classes + 1, kcfg.k,
-        kcfg.temperature, kcfg.chunk)
+      f.reshape(n * t, d),
+      bank,
+      bank_labels,
+      num_classes + 1,
+      kcfg.k,
+      kcfg.temperature,
+      kcfg.chunk,
+    )
     return probs.reshape(n, t, -1)
+
   return predict
 
 
-def write_results(workdir, result, gt, pred, predictions, names, num_classes,
-                  config):
+def write_results(
+  workdir, result, gt, pred, predictions, names, num_classes, config
+):
   from skel_jax import evaluate as evaluate_cli
   from skel_jax import plotting
+
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(result, f, indent=2)
   class_names = names[:num_classes]
-  evaluate_cli.save_activitynet(os.path.join(workdir, 'gt.json'), gt,
-                                 class_names, kind='gt')
-  evaluate_cli.save_activitynet(os.path.join(workdir, 'predictions.json'),
-                                 pred, class_names, kind='pred')
+  evaluate_cli.save_activitynet(
+    os.path.join(workdir, 'gt.json'), gt, class_names, kind='gt'
+  )
+  evaluate_cli.save_activitynet(
+    os.path.join(workdir, 'predictions.json'), pred, class_names, kind='pred'
+  )
   # Frame probabilities of the first sequences, for plots and later analysis.
-  keep = predictions[:max(config.eval.num_plot_sequences, 8)]
+  keep = predictions[: max(config.eval.num_plot_sequences, 8)]
   np.savez_compressed(
-      os.path.join(workdir, 'frame_predictions.npz'),
-      **{f'{p["id"]}/{k}': p[k] for p in keep for k in ('labels', 'probs')})
-  rows = [{'name': p['id'], 'gt': p['labels'],
-           'pred': np.argmax(p['probs'], -1), 'segments': pred[p['id']]}
-          for p in predictions[:config.eval.num_plot_sequences]]
+    os.path.join(workdir, 'frame_predictions.npz'),
+    **{f'{p["id"]}/{k}': p[k] for p in keep for k in ('labels', 'probs')},
+  )
+  rows = [
+    {
+      'name': p['id'],
+      'gt': p['labels'],
+      'pred': np.argmax(p['probs'], -1),
+      'segments': pred[p['id']],
+    }
+    for p in predictions[: config.eval.num_plot_sequences]
+  ]
   if rows:
-    plotting.plot_timelines(os.path.join(workdir, 'timelines.png'), rows,
-                            names, num_classes)
+    plotting.plot_timelines(
+      os.path.join(workdir, 'timelines.png'), rows, names, num_classes
+    )
   if config.eval.animate and predictions:
     p = predictions[0]
     plotting.animate_skeleton(
-        os.path.join(workdir, 'skeleton.gif'), p['skeleton'],
-        labels=p['labels'], pred=np.argmax(p['probs'], -1), class_names=names,
-        title=p['id'])
-  named = dict(result, per_class={names[int(c)]: v
-                                  for c, v in result['per_class'].items()})
+      os.path.join(workdir, 'skeleton.gif'),
+      p['skeleton'],
+      labels=p['labels'],
+      pred=np.argmax(p['probs'], -1),
+      class_names=names,
+      title=p['id'],
+    )
+  named = dict(
+    result, per_class={names[int(c)]: v for c, v in result['per_class'].items()}
+  )
   print(evaluate_cli.format_table(named), flush=True)
-  print('frame confusion (% of true frames):\n' +
-        plotting.confusion_text(result['confusion'], names), flush=True)
-  plotting.plot_confusion(os.path.join(workdir, 'confusion.png'),
-                          result['confusion'], names)
-  print(f'[{config.protocol}] mAP ' + ' '.join(
-      f'@{k}={v:.1f}' for k, v in result['iou'].items()) +
-        f' mean={result["mean"]:.1f} frame_acc={result["frame_accuracy"]:.3f}',
-        flush=True)
+  print(
+    'frame confusion (% of true frames):\n'
+    + plotting.confusion_text(result['confusion'], names),
+    flush=True,
+  )
+  plotting.plot_confusion(
+    os.path.join(workdir, 'confusion.png'), result['confusion'], names
+  )
+  print(
+    f'[{config.protocol}] mAP '
+    + ' '.join(f'@{k}={v:.1f}' for k, v in result['iou'].items())
+    + f' mean={result["mean"]:.1f} frame_acc={result["frame_accuracy"]:.3f}',
+    flush=True,
+  )

@@ -4,6 +4,7 @@ Joint order is Kinect v2 / NTU RGB+D (0-based here; the docs use 1-based ids).
 Bones are the ST-GCN ``ntu-rgb+d`` / 2s-AGCN "inward" list (child -> parent,
 pointing towards the graph centre, joint 21 = index 20).
 """
+
 import functools
 
 import numpy as np
@@ -12,28 +13,91 @@ NUM_JOINTS = 25
 CENTER = 20  # joint 21, "spine at the shoulders"
 
 JOINT_NAMES = (
-    'spine_base', 'spine_mid', 'neck', 'head',
-    'left_shoulder', 'left_elbow', 'left_wrist', 'left_hand',
-    'right_shoulder', 'right_elbow', 'right_wrist', 'right_hand',
-    'left_hip', 'left_knee', 'left_ankle', 'left_foot',
-    'right_hip', 'right_knee', 'right_ankle', 'right_foot',
-    'spine_shoulder', 'left_hand_tip', 'left_thumb', 'right_hand_tip',
-    'right_thumb',
+  'spine_base',
+  'spine_mid',
+  'neck',
+  'head',
+  'left_shoulder',
+  'left_elbow',
+  'left_wrist',
+  'left_hand',
+  'right_shoulder',
+  'right_elbow',
+  'right_wrist',
+  'right_hand',
+  'left_hip',
+  'left_knee',
+  'left_ankle',
+  'left_foot',
+  'right_hip',
+  'right_knee',
+  'right_ankle',
+  'right_foot',
+  'spine_shoulder',
+  'left_hand_tip',
+  'left_thumb',
+  'right_hand_tip',
+  'right_thumb',
 )
 
 # 1-based (child, parent) pairs exactly as listed by ST-GCN / 2s-AGCN.
 _INWARD_1BASED = (
-    (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7),
-    (9, 21), (10, 9), (11, 10), (12, 11), (13, 1), (14, 13), (15, 14),
-    (16, 15), (17, 1), (18, 17), (19, 18), (20, 19), (22, 23), (23, 8),
-    (24, 25), (25, 12),
+  (1, 2),
+  (2, 21),
+  (3, 21),
+  (4, 3),
+  (5, 21),
+  (6, 5),
+  (7, 6),
+  (8, 7),
+  (9, 21),
+  (10, 9),
+  (11, 10),
+  (12, 11),
+  (13, 1),
+  (14, 13),
+  (15, 14),
+  (16, 15),
+  (17, 1),
+  (18, 17),
+  (19, 18),
+  (20, 19),
+  (22, 23),
+  (23, 8),
+  (24, 25),
+  (25, 12),
 )
 INWARD = tuple((a - 1, b - 1) for a, b in _INWARD_1BASED)
 OUTWARD = tuple((b, a) for a, b in INWARD)
 
 # Left/right mirror permutation (AimCLR ``transform_order['ntu']``).
-FLIP_PERMUTATION = (0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 16, 17, 18, 19,
-                    12, 13, 14, 15, 20, 23, 24, 21, 22)
+FLIP_PERMUTATION = (
+  0,
+  1,
+  2,
+  3,
+  8,
+  9,
+  10,
+  11,
+  4,
+  5,
+  6,
+  7,
+  16,
+  17,
+  18,
+  19,
+  12,
+  13,
+  14,
+  15,
+  20,
+  23,
+  24,
+  21,
+  22,
+)
 
 
 def _edge_matrix(links, num_nodes=NUM_JOINTS):
@@ -99,8 +163,7 @@ def _hop_distance(max_hop):
 
 
 @functools.lru_cache(maxsize=None)
-def stgcn_partition(strategy='spatial', max_hop=1, corrected=False,
-                    dilation=1):
+def stgcn_partition(strategy='spatial', max_hop=1, corrected=False, dilation=1):
   """ST-GCN ``Graph(layout='ntu-rgb+d', strategy, max_hop, dilation)``.A.
 
   Returns a read-only float32 array (K, 25, 25) with the orientation used by
@@ -131,8 +194,9 @@ def stgcn_partition(strategy='spatial', max_hop=1, corrected=False,
   neighbour pair is equidistant, so the merged root part of A1 is empty.
   """
   if strategy not in STGCN_STRATEGIES:
-    raise ValueError(f'strategy={strategy!r}: expected one of '
-                     f'{list(STGCN_STRATEGIES)}')
+    raise ValueError(
+      f'strategy={strategy!r}: expected one of {list(STGCN_STRATEGIES)}'
+    )
   hop_dis = _hop_distance(max_hop)
   valid_hop = range(0, max_hop + 1, dilation)
   adjacency = np.isin(hop_dis, list(valid_hop)).astype(np.float64)
@@ -144,8 +208,8 @@ def stgcn_partition(strategy='spatial', max_hop=1, corrected=False,
     subsets = [np.where(hop_dis == hop, norm, 0.0) for hop in valid_hop]
   else:
     centre_hops = _hop_distance(NUM_JOINTS - 1) if corrected else hop_dis
-    d_in = centre_hops[:, CENTER][:, None]    # row v: the input joint
-    d_out = centre_hops[:, CENTER][None, :]   # column w: the receiver
+    d_in = centre_hops[:, CENTER][:, None]  # row v: the input joint
+    d_out = centre_hops[:, CENTER][None, :]  # column w: the receiver
     subsets = []
     for hop in valid_hop:
       at_hop = hop_dis == hop

@@ -5,6 +5,7 @@ function of (seed, global sample index), and batch ``s`` is simply element
 ``s`` of a grain ``MapDataset``. Resuming at step s therefore replays exactly
 the data an uninterrupted run would have seen, on any number of devices.
 """
+
 import dataclasses
 import os
 
@@ -21,14 +22,18 @@ from skel_jax import preprocess
 def builder_for(data_cfg):
   """The TFDS builder named by ``data.name`` / ``data.config`` (registry in build_data)."""
   from skel_jax import build_data  # local import: keeps builders optional
-  return build_data.make_builder(data_cfg.name, data_cfg.config,
-                                 data_dir=data_cfg.dir)
+
+  return build_data.make_builder(
+    data_cfg.name, data_cfg.config, data_dir=data_cfg.dir
+  )
 
 
 def build_command(data_cfg, manual=True):
   """The build_data command line that creates this dataset."""
-  cmd = (f'python -m skel_jax.build_data --dataset={data_cfg.name}/'
-         f'{data_cfg.config} --data_dir={data_cfg.dir}')
+  cmd = (
+    f'python -m skel_jax.build_data --dataset={data_cfg.name}/'
+    f'{data_cfg.config} --data_dir={data_cfg.dir}'
+  )
   if manual:
     cmd += ' --manual_dir=<folder with the raw downloaded files>'
   if data_cfg.name == 'babel':
@@ -43,23 +48,26 @@ def ensure_built(data_cfg):
   are the user's): a missing one is a ``ConfigError`` giving the command.
   """
   from skel_jax import config_validation  # pylint: disable=g-import-not-at-top
+
   builder = builder_for(data_cfg)
   if not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json')):
     manual = bool(builder.MANUAL_DOWNLOAD_INSTRUCTIONS)
     if manual or not data_cfg.get('build_if_missing', True):
       raise config_validation.ConfigError(
-          f'config.data.dir={data_cfg.dir!r}: dataset {data_cfg.name}/'
-          f'{data_cfg.config} not found ({builder.data_dir}); build it first: '
-          + build_command(data_cfg, manual) +
-          (f' (see data_builders/{data_cfg.name}/README.md)' if manual
-           else ''))
+        f'config.data.dir={data_cfg.dir!r}: dataset {data_cfg.name}/'
+        f'{data_cfg.config} not found ({builder.data_dir}); build it first: '
+        + build_command(data_cfg, manual)
+        + (f' (see data_builders/{data_cfg.name}/README.md)' if manual else '')
+      )
     from skel_jax import build_data
+
     build_data.build(builder)
   return builder.info
 
 
 def _fail(key, value, expected):
   from skel_jax import config_validation  # pylint: disable=g-import-not-at-top
+
   raise config_validation.ConfigError(f'config.{key}={value!r}: {expected}')
 
 
@@ -79,8 +87,11 @@ def split_stats(data_cfg, info, split, indices=None):
     if t > longest:
       sid = ex.get('sequence_id', str(i))
       longest, longest_id = t, sid.decode() if isinstance(sid, bytes) else sid
-  return {'num_examples': len(order), 'max_frames': longest,
-          'longest': longest_id}
+  return {
+    'num_examples': len(order),
+    'max_frames': longest,
+    'longest': longest_id,
+  }
 
 
 def check_localization_data(config, info):
@@ -92,19 +103,27 @@ def check_localization_data(config, info):
   for key in ('train_split', 'eval_split'):
     split = data[key]
     if split not in splits:
-      _fail(f'data.{key}', split,
-            f'{data.name}/{data.config} has the splits {sorted(splits)}')
+      _fail(
+        f'data.{key}',
+        split,
+        f'{data.name}/{data.config} has the splits {sorted(splits)}',
+      )
     if not splits[split].num_examples:
       _fail(f'data.{key}', split, 'this split holds no sequence')
   if 'labels' not in info.features.keys():
-    _fail('data.name', data.name, f'{data.name}/{data.config} has no '
-          'per-frame labels to localize')
+    _fail(
+      'data.name',
+      data.name,
+      f'{data.name}/{data.config} has no per-frame labels to localize',
+    )
   n_train = splits[data.train_split].num_examples
   labeled = labeled_subset(n_train, config.label_fraction, config.seed)
   if not len(labeled):
-    _fail('label_fraction', config.label_fraction,
-          f'leaves no labelled sequence of the {n_train} in '
-          f'{data.train_split!r}')
+    _fail(
+      'label_fraction',
+      config.label_fraction,
+      f'leaves no labelled sequence of the {n_train} in {data.train_split!r}',
+    )
   pad = data.pad_length
   # Eval sequences are always padded whole; training ones unless cropped to
   # data.train_window (the KNN bank embeds whole labelled sequences).
@@ -113,16 +132,25 @@ def check_localization_data(config, info):
     whole.append((data.train_split, labeled))
   for split, indices in whole:
     stats = split_stats(data, info, split)
-    if stats['max_frames'] > pad and indices is not None and (
-        len(indices) < stats['num_examples']):
+    if (
+      stats['max_frames'] > pad
+      and indices is not None
+      and (len(indices) < stats['num_examples'])
+    ):
       stats = split_stats(data, info, split, indices)  # the labelled ones
     if stats['max_frames'] > pad:
-      crop = (' or train on crops with --config.data.train_window'
-              if split == data.train_split else '')
-      _fail('data.pad_length', pad,
-            f'split {split!r} has a {stats["max_frames"]}-frame sequence '
-            f'({stats["longest"]}); set --config.data.pad_length='
-            f'{stats["max_frames"]} or more{crop}')
+      crop = (
+        ' or train on crops with --config.data.train_window'
+        if split == data.train_split
+        else ''
+      )
+      _fail(
+        'data.pad_length',
+        pad,
+        f'split {split!r} has a {stats["max_frames"]}-frame sequence '
+        f'({stats["longest"]}); set --config.data.pad_length='
+        f'{stats["max_frames"]} or more{crop}',
+      )
   return labeled
 
 
@@ -146,8 +174,9 @@ FAMILIES = ('plain', 'aimclr', 'aimclr_raw', 'agcn')
 
 def to_model_layout(skeleton):
   """Stored (T, M, V, 3) -> model (M, T, V, 3), float32."""
-  return np.ascontiguousarray(np.transpose(skeleton, (1, 0, 2, 3)),
-                              dtype=np.float32)
+  return np.ascontiguousarray(
+    np.transpose(skeleton, (1, 0, 2, 3)), dtype=np.float32
+  )
 
 
 def fit_persons(x, num_persons):
@@ -183,8 +212,7 @@ def example_to_array(ex, data_cfg):
 
 
 def normalize(x, data_cfg):
-  return (preprocess.normalize_plain(x) if data_cfg.preprocess == 'plain'
-          else x)
+  return preprocess.normalize_plain(x) if data_cfg.preprocess == 'plain' else x
 
 
 def loop_pad(x, length):
@@ -199,7 +227,7 @@ def loop_pad(x, length):
 def random_window(x, length, rng):
   x = loop_pad(x, length)
   start = rng.integers(0, x.shape[1] - length + 1)
-  return x[:, start:start + length]
+  return x[:, start : start + length]
 
 
 # ---------------------------------------------------------------------------
@@ -209,8 +237,9 @@ def process_rows(global_batch):
   """The rows of each global batch that this process loads (multi-host input)."""
   n, pid = jax.process_count(), jax.process_index()
   if global_batch % n:
-    raise ValueError(f'batch_size={global_batch} must be divisible by the '
-                     f'process count {n}')
+    raise ValueError(
+      f'batch_size={global_batch} must be divisible by the process count {n}'
+    )
   local = global_batch // n
   return slice(pid * local, (pid + 1) * local)
 
@@ -221,8 +250,13 @@ def _tag(index, record):
 
 def _index_batches(num_records, global_batch, seed):
   """Infinite MapDataset: element s = {index, record} arrays of step s's batch."""
-  return (grain.MapDataset.range(num_records).shuffle(seed=seed).repeat()
-          .map_with_index(_tag).batch(global_batch, drop_remainder=True))
+  return (
+    grain.MapDataset.range(num_records)
+    .shuffle(seed=seed)
+    .repeat()
+    .map_with_index(_tag)
+    .batch(global_batch, drop_remainder=True)
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -241,8 +275,9 @@ class _PretrainBatch:
     for i, r in zip(index, tags['record'][self.rows]):
       x = example_to_array(self.source[int(r)], self.data_cfg)
       rng = np.random.default_rng([self.seed, int(i)])
-      xs.append(normalize(random_window(x, self.data_cfg.clip_len, rng),
-                          self.data_cfg))
+      xs.append(
+        normalize(random_window(x, self.data_cfg.clip_len, rng), self.data_cfg)
+      )
     return {'x': np.stack(xs), 'index': (index % (2**31 - 1)).astype(np.int32)}
 
 
@@ -250,7 +285,8 @@ def pretrain_dataset(data_cfg, split, *, global_batch, seed):
   """Infinite MapDataset: element s = this process's rows of step s's batch."""
   source = open_split(data_cfg, split)
   ds = _index_batches(len(source), global_batch, seed).map(
-      _PretrainBatch(source, data_cfg, seed, process_rows(global_batch)))
+    _PretrainBatch(source, data_cfg, seed, process_rows(global_batch))
+  )
   return ds, len(source)
 
 
@@ -279,11 +315,12 @@ def pad_sequence(ex, data_cfg, pad_length, rng=None, ignore_label=-1):
   if t > pad_length:
     if rng is None:
       raise ValueError(
-          f'sequence {ex.get("sequence_id", b"?")!r} has {t} frames, more '
-          f'than data.pad_length={pad_length}; raise data.pad_length')
+        f'sequence {ex.get("sequence_id", b"?")!r} has {t} frames, more '
+        f'than data.pad_length={pad_length}; raise data.pad_length'
+      )
     start = int(rng.integers(0, t - pad_length + 1))
-    x = x[:, start:start + pad_length]
-    labels = None if labels is None else labels[start:start + pad_length]
+    x = x[:, start : start + pad_length]
+    labels = None if labels is None else labels[start : start + pad_length]
     t = pad_length
   x = normalize(x, data_cfg)
   xp = np.zeros((x.shape[0], pad_length) + x.shape[2:], np.float32)
@@ -324,8 +361,8 @@ def finetune_dataset(data_cfg, split, *, global_batch, label_fraction, seed):
   source = open_split(data_cfg, split)
   indices = labeled_subset(len(source), label_fraction, seed)
   ds = _index_batches(len(indices), global_batch, seed).map(
-      _LabeledBatch(source, indices, data_cfg, seed,
-                    process_rows(global_batch)))
+    _LabeledBatch(source, indices, data_cfg, seed, process_rows(global_batch))
+  )
   return ds, indices
 
 
@@ -339,12 +376,11 @@ def eval_batches(data_cfg, split, *, global_batch, limit=None, indices=None):
     order = order[:limit]
   n = len(order)
   for start in range(0, n, global_batch):
-    idx = order[start:start + global_batch]
+    idx = order[start : start + global_batch]
     valid = np.array([True] * len(idx) + [False] * (global_batch - len(idx)))
     idx += [idx[-1]] * (global_batch - len(idx))
     examples = [source[int(i)] for i in idx]
-    batch = [pad_sequence(ex, data_cfg, data_cfg.pad_length)
-             for ex in examples]
+    batch = [pad_sequence(ex, data_cfg, data_cfg.pad_length) for ex in examples]
     out = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
     out['valid'] = valid
     out['sequence_id'] = [ex['sequence_id'] for ex in examples]
@@ -353,15 +389,17 @@ def eval_batches(data_cfg, split, *, global_batch, limit=None, indices=None):
 
 def iterate(ds, start_step, num_threads=4, prefetch=8):
   """Prefetching iterator over batches ``start_step, start_step + 1, ...``."""
-  opts = grain.ReadOptions(num_threads=num_threads,
-                           prefetch_buffer_size=prefetch)
+  opts = grain.ReadOptions(
+    num_threads=num_threads, prefetch_buffer_size=prefetch
+  )
   return iter(ds[start_step:].to_iter_dataset(opts))
 
 
 def host_to_global(batch, sharding):
   """Process-local NumPy batch -> global jax.Array sharded on the data axis."""
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+    lambda x: jax.make_array_from_process_local_data(sharding, x), batch
+  )
 
 
 def global_eval_input(x, sharding):
@@ -374,5 +412,6 @@ def gather_to_host(x):
   """A global array -> the full NumPy array on every process."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))

@@ -6,11 +6,13 @@ The vote of the k nearest training frames is weighted by exp(cos / tau)
 computed on device in chunks of the memory bank (``lax.scan`` with a running
 top-k), so the bank never meets all queries at once.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skel_jax.models.heads import l2_normalize, upsample_nearest
+from skel_jax.models.heads import l2_normalize
+from skel_jax.models.heads import upsample_nearest
 
 
 def frame_features(model, x):
@@ -44,12 +46,14 @@ def topk_cosine(queries, bank, k, chunk):
     return (top_s, jnp.take_along_axis(all_i, pos, axis=1)), None
 
   (s, i), _ = jax.lax.scan(
-      body, init, (jnp.arange(chunks.shape[0]), chunks, valid))
+    body, init, (jnp.arange(chunks.shape[0]), chunks, valid)
+  )
   return s, i
 
 
-def knn_probabilities(queries, bank, bank_labels, num_outputs, k, temperature,
-                      chunk):
+def knn_probabilities(
+  queries, bank, bank_labels, num_outputs, k, temperature, chunk
+):
   """Weighted k-NN vote per query frame -> (Q, num_outputs), rows sum to 1."""
   sims, idx = topk_cosine(queries, bank, k, chunk)
   weights = jnp.exp(sims / temperature)
@@ -63,6 +67,7 @@ def subsample_bank(features, labels, max_frames, seed):
   n = features.shape[0]
   if n <= max_frames:
     return features, labels
-  keep = np.sort(np.random.default_rng(seed).choice(n, max_frames,
-                                                    replace=False))
+  keep = np.sort(
+    np.random.default_rng(seed).choice(n, max_frames, replace=False)
+  )
   return features[keep], labels[keep]

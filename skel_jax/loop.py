@@ -6,6 +6,7 @@ point, the two-scalar non-finite record). SIGTERM and SIGINT (Ctrl-C) trigger
 a final checkpoint and exit 143 / 130; a resumed run first drops the metric
 records past its restored step, so ``metrics.jsonl`` never repeats a step.
 """
+
 import sys
 
 from tqdm import tqdm
@@ -14,15 +15,36 @@ from skel_jax import input_pipeline
 from skel_jax import train_utils
 
 
-def run(*, step_fn, state, ds, data_sharding, ckpt, log, start, total_steps,
-        log_every, loss_terms, nonfinite_policy, desc, log_extra=None):
+def run(
+  *,
+  step_fn,
+  state,
+  ds,
+  data_sharding,
+  ckpt,
+  log,
+  start,
+  total_steps,
+  log_every,
+  loss_terms,
+  nonfinite_policy,
+  desc,
+  log_extra=None,
+):
   """Runs steps [start, total_steps); returns the final state."""
   log.truncate(start)  # records of steps the restored state has not seen
   batches = input_pipeline.iterate(ds, start)
   try:
-    with train_utils.PreemptionGuard() as guard, tqdm(
-        total=total_steps, initial=start, desc=desc, dynamic_ncols=True,
-        mininterval=2.0) as bar:
+    with (
+      train_utils.PreemptionGuard() as guard,
+      tqdm(
+        total=total_steps,
+        initial=start,
+        desc=desc,
+        dynamic_ncols=True,
+        mininterval=2.0,
+      ) as bar,
+    ):
       for step in range(start, total_steps):
         batch = input_pipeline.host_to_global(next(batches), data_sharding)
         state, metrics = step_fn(state, batch)
@@ -40,9 +62,12 @@ def run(*, step_fn, state, ds, data_sharding, ckpt, log, start, total_steps,
           ckpt.save(done, state, force=True)
           ckpt.close()
           log.close()
-          print(f'[{desc}] {guard.signal_name}: saved step {done} to '
-                f'{ckpt.directory}; rerun the same command to resume',
-                file=sys.stderr, flush=True)
+          print(
+            f'[{desc}] {guard.signal_name}: saved step {done} to '
+            f'{ckpt.directory}; rerun the same command to resume',
+            file=sys.stderr,
+            flush=True,
+          )
           raise SystemExit(guard.exit_code)
         ckpt.save(done, state, force=last)
         bar.update(1)

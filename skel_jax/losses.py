@@ -4,6 +4,7 @@ Written on global arrays: under ``jit`` with the batch sharded over the
 ``data`` mesh axis, every reduction is global, so the result is the same on 1
 or 8 devices. Queues are replicated; ``enqueue`` writes the all-gathered keys.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -23,13 +24,15 @@ def info_nce(pos, neg, temperature, extra_pos=None, valid=None):
     per_query = lse - logits[..., 0]
   else:
     mask = jnp.concatenate([jnp.ones(pos.shape + (1,), bool), extra_pos], -1)
-    pos_mean = (jnp.sum(jnp.where(mask, logits, 0.0), -1) /
-                jnp.sum(mask, -1).astype(jnp.float32))
+    pos_mean = jnp.sum(jnp.where(mask, logits, 0.0), -1) / jnp.sum(
+      mask, -1
+    ).astype(jnp.float32)
     per_query = lse - pos_mean
   if valid is None:
     return jnp.mean(per_query)
-  return (jnp.sum(jnp.where(valid, per_query, 0.0)) /
-          jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32))
+  return jnp.sum(jnp.where(valid, per_query, 0.0)) / jnp.maximum(
+    jnp.sum(valid), 1
+  ).astype(jnp.float32)
 
 
 def _mask_own_video(neg, per_video):
@@ -60,9 +63,11 @@ def snippet_correspondence(feats_q, feats_k):
   alignment of index i with i after augmentation is assumed.
   """
   fq = feats_q * jax.lax.rsqrt(
-      jnp.maximum(jnp.sum(feats_q**2, -1, keepdims=True), 1e-24))
+    jnp.maximum(jnp.sum(feats_q**2, -1, keepdims=True), 1e-24)
+  )
   fk = feats_k * jax.lax.rsqrt(
-      jnp.maximum(jnp.sum(feats_k**2, -1, keepdims=True), 1e-24))
+    jnp.maximum(jnp.sum(feats_k**2, -1, keepdims=True), 1e-24)
+  )
   sim = jnp.einsum('nsc,ntc->nst', fq, fk)
   return jnp.argmax(sim, axis=-1)
 
@@ -100,11 +105,15 @@ def soft_target_loss(pos, neg, target_pos, target_neg, temperature):
   over [positive, bank] against the (stopped) distribution of the normal
   query view. log_softmax replaces the release's log(softmax) (same value,
   no underflow to -inf)."""
+
   def logits(p, n):
-    return (jnp.concatenate([p[..., None], n], -1) /
-            temperature).astype(jnp.float32)
-  target = jax.nn.softmax(jax.lax.stop_gradient(logits(target_pos,
-                                                        target_neg)), -1)
+    return (jnp.concatenate([p[..., None], n], -1) / temperature).astype(
+      jnp.float32
+    )
+
+  target = jax.nn.softmax(
+    jax.lax.stop_gradient(logits(target_pos, target_neg)), -1
+  )
   logp = jax.nn.log_softmax(logits(pos, neg), -1)
   return jnp.mean(-jnp.sum(jnp.where(target > 0, target * logp, 0.0), -1))
 
@@ -120,8 +129,7 @@ def global_moco_loss(q, k, queue, temperature):
   return info_nce(*global_logits(q, k, queue), temperature)
 
 
-def snippet_loss(q_snip, k_snip, feats_q, feats_k, snippet_queue,
-                 temperature):
+def snippet_loss(q_snip, k_snip, feats_q, feats_k, snippet_queue, temperature):
   """Dense snippet InfoNCE over all N x S query snippets (queue negatives)."""
   match = snippet_correspondence(feats_q, feats_k)
   pos, neg = snippet_logits(q_snip, k_snip, match, snippet_queue)
@@ -131,8 +139,9 @@ def snippet_loss(q_snip, k_snip, feats_q, feats_k, snippet_queue,
 def video_snippet_embedding(k_snip):
   """Per-video mean of the key snippet embeddings, re-normalised (queue entry)."""
   m = jnp.mean(k_snip, axis=1)
-  return m * jax.lax.rsqrt(jnp.maximum(jnp.sum(m * m, -1, keepdims=True),
-                                       1e-24))
+  return m * jax.lax.rsqrt(
+    jnp.maximum(jnp.sum(m * m, -1, keepdims=True), 1e-24)
+  )
 
 
 def enqueue(queue, ptr, keys):
@@ -141,8 +150,9 @@ def enqueue(queue, ptr, keys):
   The released code never advances the snippet queue's pointer (a bug); both
   queues advance here. Validation guarantees K % B == 0, so no wrap-around.
   """
-  queue = jax.lax.dynamic_update_slice(queue, keys.astype(queue.dtype),
-                                       (ptr, 0))
+  queue = jax.lax.dynamic_update_slice(
+    queue, keys.astype(queue.dtype), (ptr, 0)
+  )
   return queue, (ptr + keys.shape[0]) % queue.shape[0]
 
 
@@ -174,8 +184,14 @@ def in_batch_snippet_loss(q_snip, k_snip, feats_q, feats_k, temperature):
 # collectives. They are the test oracle for the global-array versions (and
 # document exactly which arrays cross devices).
 # ---------------------------------------------------------------------------
-def sharded_losses(mesh, negatives, temperature, axis='data', mining_topk=0,
-                   snippet_mining_topk=0):
+def sharded_losses(
+  mesh,
+  negatives,
+  temperature,
+  axis='data',
+  mining_topk=0,
+  snippet_mining_topk=0,
+):
   """Returns f(q, k, q_snip, k_snip, feats_q, feats_k, queue, snippet_queue)
   -> (global loss, snippet loss), computed per device with shard_map.
 
@@ -204,20 +220,27 @@ def sharded_losses(mesh, negatives, temperature, axis='data', mining_topk=0,
       own = jax.lax.axis_index(axis) * n + jnp.arange(n)
       k_all = jax.lax.all_gather(k, axis, tiled=True)
       ks_all = jax.lax.all_gather(k_snip, axis, tiled=True)
-      neg = jnp.where(jnp.arange(k_all.shape[0])[None] == own[:, None],
-                      -jnp.inf, q @ k_all.T)
-      sims = jnp.einsum('nsd,md->nsm', q_snip,
-                        ks_all.reshape(-1, ks_all.shape[-1]))
+      neg = jnp.where(
+        jnp.arange(k_all.shape[0])[None] == own[:, None], -jnp.inf, q @ k_all.T
+      )
+      sims = jnp.einsum(
+        'nsd,md->nsm', q_snip, ks_all.reshape(-1, ks_all.shape[-1])
+      )
       owner = jnp.arange(sims.shape[-1]) // s
-      s_neg = jnp.where(owner[None, None, :] == own[:, None, None], -jnp.inf,
-                        sims)
+      s_neg = jnp.where(
+        owner[None, None, :] == own[:, None, None], -jnp.inf, sims
+      )
     lg = info_nce(pos, neg, temperature, mined(neg, mining_topk))
     ls = info_nce(s_pos, s_neg, temperature, mined(s_neg, snippet_mining_topk))
     # Equal per-device batches: the mean of the means is the global mean.
     return jax.lax.pmean(lg, axis), jax.lax.pmean(ls, axis)
 
   data, rep = P(axis), P()
-  return jax.jit(jax.shard_map(
-      per_device, mesh=mesh,
+  return jax.jit(
+    jax.shard_map(
+      per_device,
+      mesh=mesh,
       in_specs=(data, data, data, data, data, data, rep, rep),
-      out_specs=(rep, rep)))
+      out_specs=(rep, rep),
+    )
+  )

@@ -3,36 +3,50 @@ r"""Entry point for every stage: ``python -m skel_jax.main --config=... --workdi
 The config's ``stage`` field picks pretraining, localization finetuning or the
 demo pipeline. Each config file carries its own run command in its docstring.
 """
+
 import difflib
 import os
 import re
 import sys
 
-from absl import app
-from absl import logging
-from absl import flags
 import jax
+from absl import app
+from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file (configs/*.py[:variant]).',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None,
-                               'Directory for checkpoints, logs and results.')
+  'config',
+  None,
+  'Experiment config file (configs/*.py[:variant]).',
+  lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+  'workdir', None, 'Directory for checkpoints, logs and results.'
+)
 _MULTIHOST = flags.DEFINE_bool(
-    'multihost', False, 'Call jax.distributed.initialize() first (auto-detects '
-    'SLURM, TPU pods and Kubernetes; or pass the three flags below).')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0 (multihost).')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
-                                      'Total processes (multihost).')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None,
-                                   'This process (multihost).')
+  'multihost',
+  False,
+  'Call jax.distributed.initialize() first (auto-detects '
+  'SLURM, TPU pods and Kubernetes; or pass the three flags below).',
+)
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address', None, 'host:port of process 0 (multihost).'
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  'num_processes', None, 'Total processes (multihost).'
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  'process_id', None, 'This process (multihost).'
+)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
-    'allow_config_change', False, 'Continue a workdir whose recorded config '
-    'differs from this one (beyond run length, log/checkpoint intervals, '
-    'devices and data location); the change is appended to '
-    'WORKDIR/config_history.jsonl.')
+  'allow_config_change',
+  False,
+  'Continue a workdir whose recorded config '
+  'differs from this one (beyond run length, log/checkpoint intervals, '
+  'devices and data location); the change is appended to '
+  'WORKDIR/config_history.jsonl.',
+)
 
 
 def enable_compilation_cache():
@@ -57,14 +71,17 @@ def closest_key(key, valid):
   """The valid dotted key nearest to ``key``: whole path and last part both
   count, so ``lr`` finds ``optimizer.lr`` and ``pretrain.snipet_weight`` its
   sibling."""
+
   def ratio(a, b):
     return difflib.SequenceMatcher(None, a, b).ratio()
+
   last = key.rsplit('.', 1)[-1]
   for alias, target in KEY_ALIASES.items():
     if target in valid and ratio(last, alias) >= 0.8:
       return target
-  return max(valid, key=lambda k: ratio(key, k) + ratio(last,
-                                                         k.rsplit('.', 1)[-1]))
+  return max(
+    valid, key=lambda k: ratio(key, k) + ratio(last, k.rsplit('.', 1)[-1])
+  )
 
 
 def unknown_override(argv, config_flag='config'):
@@ -74,8 +91,11 @@ def unknown_override(argv, config_flag='config'):
   for i, arg in enumerate(argv):
     m = re.match(rf'^--?{config_flag}(=(.*))?$', arg)
     if m:
-      spec = m.group(2) if m.group(1) else (argv[i + 1] if i + 1 < len(argv)
-                                            else None)
+      spec = (
+        m.group(2)
+        if m.group(1)
+        else (argv[i + 1] if i + 1 < len(argv) else None)
+      )
   if spec is None:
     return None
   try:
@@ -89,8 +109,10 @@ def unknown_override(argv, config_flag='config'):
       continue
     key = m.group(1)
     leaves = sorted(k for k in valid if k.count('.') >= key.count('.') - 1)
-    return (f'unknown key --{config_flag}.{key}; the closest valid key is '
-            f'{config_flag}.{closest_key(key, leaves or sorted(valid))}')
+    return (
+      f'unknown key --{config_flag}.{key}; the closest valid key is '
+      f'{config_flag}.{closest_key(key, leaves or sorted(valid))}'
+    )
   return None
 
 
@@ -111,19 +133,24 @@ def run(config, workdir):
   stage = config.stage
   if stage == 'pretrain':
     from skel_jax import pretrain
+
     return pretrain.train(config, workdir)
   elif stage == 'finetune':
     from skel_jax import finetune
+
     return finetune.train_and_evaluate(config, workdir)
   elif stage == 'demo':
     from skel_jax import demo
+
     return demo.run(config, workdir)
   elif stage == 'study':
     from skel_jax import study
+
     return study.run(config, workdir)
   else:
-    raise ValueError(f'config.stage={stage!r}: expected pretrain, finetune, '
-                     'demo or study')
+    raise ValueError(
+      f'config.stage={stage!r}: expected pretrain, finetune, demo or study'
+    )
 
 
 def main(argv):
@@ -132,21 +159,26 @@ def main(argv):
   # Orbax logs every save at INFO; keep the console for progress and results.
   logging.set_verbosity(logging.WARNING)
   if _MULTIHOST.value:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+    jax.distributed.initialize(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+    )
   enable_compilation_cache()
   from skel_jax import checkpoint
   from skel_jax import config_validation
   from skel_jax import run_record
+
   try:
     with run_record.allow_config_change(_ALLOW_CONFIG_CHANGE.value):
       run(_CONFIG.value, _WORKDIR.value)
   except config_validation.ConfigError as e:
     print(f'config error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
-  except (checkpoint.CheckpointMismatchError,
-          checkpoint.NoReadableCheckpointError) as e:
+  except (
+    checkpoint.CheckpointMismatchError,
+    checkpoint.NoReadableCheckpointError,
+  ) as e:
     print(f'checkpoint error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
 

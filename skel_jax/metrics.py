@@ -49,16 +49,17 @@ Inputs always use the skel_jax convention: ground truth is
 
 All results are percentages.
 """
+
 import numpy as np
 
 METRICS = ('exact', 'line', 'pkummd_official', 'voc_inclusive')
 DEFAULT_IOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 _IOU_CONVENTION = {
-    'exact': 'exact',
-    'line': 'line',
-    'pkummd_official': 'continuous',
-    'voc_inclusive': 'inclusive',
+  'exact': 'exact',
+  'line': 'line',
+  'pkummd_official': 'continuous',
+  'voc_inclusive': 'inclusive',
 }
 
 
@@ -131,15 +132,23 @@ class _Tables:
         vid.append(videos[v])
         lab.append(int(item[0]))
         rest.append([float(x) for x in item[1:]])
-    return (np.asarray(vid, np.int64), np.asarray(lab, np.int64),
-            np.asarray(rest, np.float64).reshape(-1, width - 1))
+    return (
+      np.asarray(vid, np.int64),
+      np.asarray(lab, np.int64),
+      np.asarray(rest, np.float64).reshape(-1, width - 1),
+    )
 
   def class_view(self, c: int):
     """GT and prediction arrays restricted to class ``c``."""
     gi = np.flatnonzero(self.g_lab == c)
     pi = np.flatnonzero(self.p_lab == c)
-    return (self.g_vid[gi], self.g_seg[gi], self.p_vid[pi], self.p_seg[pi],
-            self.p_score[pi])
+    return (
+      self.g_vid[gi],
+      self.g_seg[gi],
+      self.p_vid[pi],
+      self.p_seg[pi],
+      self.p_score[pi],
+    )
 
 
 def _video_blocks(g_vid, g_seg, p_vid, p_seg, convention):
@@ -163,8 +172,9 @@ def _voc_class_ap(view, thresholds, metric) -> list[float]:
   if p_vid.size == 0 or num_gt == 0:
     return [0.0] * len(thresholds)
   order = np.argsort(-p_score, kind='stable')
-  rows = _video_blocks(g_vid, g_seg, p_vid[order], p_seg[order],
-                       _IOU_CONVENTION[metric])
+  rows = _video_blocks(
+    g_vid, g_seg, p_vid[order], p_seg[order], _IOU_CONVENTION[metric]
+  )
   # The best IoU and first-max GT of every prediction over ALL same-video
   # GTs; predictions below theta here can never match.
   best = np.full(order.size, -np.inf)
@@ -248,10 +258,13 @@ def _pkummd_class_ap(view, thresholds) -> list[float]:
   return aps
 
 
-def compute_map(gt: dict, pred: dict,
-                iou_thresholds=DEFAULT_IOU_THRESHOLDS,
-                metric: str = 'exact',
-                num_classes: int | None = None) -> dict:
+def compute_map(
+  gt: dict,
+  pred: dict,
+  iou_thresholds=DEFAULT_IOU_THRESHOLDS,
+  metric: str = 'exact',
+  num_classes: int | None = None,
+) -> dict:
   """Localisation mAP (percent) under one of ``METRICS``.
 
   Args:
@@ -300,8 +313,8 @@ def compute_map(gt: dict, pred: dict,
     total = sum(per_class[c][t] for c in classes)
     by_iou[t] = float(total / denominator) if denominator else 0.0
   return {
-      'metric': metric,
-      'iou': by_iou,
-      'mean': float(np.mean(list(by_iou.values()))),
-      'per_class': per_class,
+    'metric': metric,
+    'iou': by_iou,
+    'mean': float(np.mean(list(by_iou.values()))),
+    'per_class': per_class,
   }

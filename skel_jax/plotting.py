@@ -3,6 +3,7 @@
 Uses the object-oriented Matplotlib API with the Agg canvas, so it never
 touches pyplot's global backend state and works on headless machines.
 """
+
 import numpy as np
 from matplotlib import animation
 from matplotlib import colormaps
@@ -24,17 +25,23 @@ def _class_colors(num_classes: int) -> list:
 
 def _draw_bar(ax, y, segments, num_frames, colors, height=0.8, alphas=None):
   """One horizontal bar: grey background, a coloured span per segment."""
-  ax.broken_barh([(0, num_frames)], (y - height / 2, height),
-                 facecolors=_BACKGROUND_COLOR)
+  ax.broken_barh(
+    [(0, num_frames)], (y - height / 2, height), facecolors=_BACKGROUND_COLOR
+  )
   for i, seg in enumerate(segments):
     label, start, end = int(seg[0]), seg[1], seg[2]
     alpha = 1.0 if alphas is None else alphas[i]
-    ax.broken_barh([(start, end - start)], (y - height / 2, height),
-                   facecolors=colors[label % len(colors)], alpha=alpha)
+    ax.broken_barh(
+      [(start, end - start)],
+      (y - height / 2, height),
+      facecolors=colors[label % len(colors)],
+      alpha=alpha,
+    )
 
 
-def plot_timelines(path: str, rows: list, class_names, background: int,
-                   dpi: int = 100) -> str:
+def plot_timelines(
+  path: str, rows: list, class_names, background: int, dpi: int = 100
+) -> str:
   """Saves a PNG with one GT bar and one predicted bar per sequence.
 
   Args:
@@ -59,19 +66,32 @@ def plot_timelines(path: str, rows: list, class_names, background: int,
   for row in rows:
     gt = np.asarray(row['gt']).reshape(-1)
     num_frames = gt.size
-    bars.append((f'{row["name"]} GT', labels_to_segments(gt, background),
-                 num_frames, None))
+    bars.append(
+      (
+        f'{row["name"]} GT',
+        labels_to_segments(gt, background),
+        num_frames,
+        None,
+      )
+    )
     if row.get('pred') is not None:
       pred = np.asarray(row['pred']).reshape(-1)
-      bars.append((f'{row["name"]} pred',
-                   labels_to_segments(pred, background), num_frames, None))
+      bars.append(
+        (
+          f'{row["name"]} pred',
+          labels_to_segments(pred, background),
+          num_frames,
+          None,
+        )
+      )
     segments = row.get('segments')
     if segments:
       scores = np.asarray([s[3] for s in segments], np.float64)
       ranks = np.argsort(np.argsort(scores))  # 0 = lowest score
       alphas = 0.35 + 0.65 * (ranks + 1) / len(scores)
-      bars.append((f'{row["name"]} segments', list(segments), num_frames,
-                   alphas))
+      bars.append(
+        (f'{row["name"]} segments', list(segments), num_frames, alphas)
+      )
 
   fig = Figure(figsize=(10, 0.45 * len(bars) + 1.6))
   FigureCanvasAgg(fig)
@@ -85,12 +105,20 @@ def plot_timelines(path: str, rows: list, class_names, background: int,
   ax.set_xlabel('frame')
 
   # Every class gets a legend entry so colours read the same across plots.
-  handles = [Patch(facecolor=colors[c],
-                   label=names[c] if c < len(names) else str(c))
-             for c in range(num_classes) if c != background]
+  handles = [
+    Patch(facecolor=colors[c], label=names[c] if c < len(names) else str(c))
+    for c in range(num_classes)
+    if c != background
+  ]
   handles.append(Patch(facecolor=_BACKGROUND_COLOR, label='background'))
-  ax.legend(handles=handles, loc='upper center', bbox_to_anchor=(0.5, -0.18),
-            ncol=min(len(handles), 6), frameon=False, fontsize='small')
+  ax.legend(
+    handles=handles,
+    loc='upper center',
+    bbox_to_anchor=(0.5, -0.18),
+    ncol=min(len(handles), 6),
+    frameon=False,
+    fontsize='small',
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=dpi)
   return path
@@ -139,9 +167,17 @@ def _label_name(label, class_names, background):
   return str(label)
 
 
-def animate_skeleton(path: str, skeleton, labels=None, pred=None,
-                     class_names=None, fps: int = 15, stride: int = 2,
-                     title=None, background=None) -> str:
+def animate_skeleton(
+  path: str,
+  skeleton,
+  labels=None,
+  pred=None,
+  class_names=None,
+  fps: int = 15,
+  stride: int = 2,
+  title=None,
+  background=None,
+) -> str:
   """Writes a GIF of a skeleton sequence with per-frame label captions.
 
   Args:
@@ -173,8 +209,9 @@ def animate_skeleton(path: str, skeleton, labels=None, pred=None,
   if background is None and class_names is not None:
     names = list(class_names)
     last = len(names) - 1
-    background = (last if names and str(names[-1]).lower() == 'background'
-                  else len(names))
+    background = (
+      last if names and str(names[-1]).lower() == 'background' else len(names)
+    )
   labels = None if labels is None else np.asarray(labels).reshape(-1)
   pred = None if pred is None else np.asarray(pred).reshape(-1)
 
@@ -202,14 +239,22 @@ def animate_skeleton(path: str, skeleton, labels=None, pred=None,
   ax.set_yticks([])
   collections = []
   for m in range(num_persons):
-    lc = LineCollection([], colors=_PERSON_COLORS[m % len(_PERSON_COLORS)],
-                        linewidths=2.0)
+    lc = LineCollection(
+      [], colors=_PERSON_COLORS[m % len(_PERSON_COLORS)], linewidths=2.0
+    )
     ax.add_collection(lc)
     collections.append(lc)
   if title:
     fig.text(0.5, 0.97, str(title), ha='center', va='top', fontsize=9)
-  caption = fig.text(0.5, 0.90 if title else 0.95, '', ha='center', va='top',
-                     fontsize=8, family='monospace')
+  caption = fig.text(
+    0.5,
+    0.90 if title else 0.95,
+    '',
+    ha='center',
+    va='top',
+    fontsize=8,
+    family='monospace',
+  )
 
   def draw(t):
     for m, lc in enumerate(collections):
@@ -225,8 +270,9 @@ def animate_skeleton(path: str, skeleton, labels=None, pred=None,
     return collections + [caption]
 
   frames = range(0, num_frames, max(int(stride), 1))
-  anim = animation.FuncAnimation(fig, draw, frames=frames, blit=False,
-                                 cache_frame_data=False, repeat=False)
+  anim = animation.FuncAnimation(
+    fig, draw, frames=frames, blit=False, cache_frame_data=False, repeat=False
+  )
   anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=fig.dpi)
   return path
 
@@ -259,8 +305,15 @@ def plot_confusion(path, confusion, class_names):
   for i in range(k):
     for j in range(k):
       if rows[i, j] >= 0.05:
-        ax.text(j, i, f'{rows[i, j]:.2f}', ha='center', va='center',
-                fontsize=6, color='white' if rows[i, j] > 0.5 else 'black')
+        ax.text(
+          j,
+          i,
+          f'{rows[i, j]:.2f}',
+          ha='center',
+          va='center',
+          fontsize=6,
+          color='white' if rows[i, j] > 0.5 else 'black',
+        )
   fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
   fig.tight_layout()
   fig.savefig(path, dpi=100)

@@ -49,6 +49,7 @@ Two decoders are provided (``DecodeConfig.method``):
   argmax of the run-mean smoothed probabilities over non-background columns,
   scored by that mean. No minimum length and no NMS (runs are disjoint).
 """
+
 import dataclasses
 
 import numpy as np
@@ -64,8 +65,7 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
-def labels_to_segments(labels: np.ndarray,
-                       background: int) -> list[Segment]:
+def labels_to_segments(labels: np.ndarray, background: int) -> list[Segment]:
   """Run-length encodes frame labels into ``(label, start, end)`` segments.
 
   Args:
@@ -84,8 +84,10 @@ def labels_to_segments(labels: np.ndarray,
   ends = np.concatenate([change, [labels.size]])
   values = labels[starts]
   keep = values != background
-  return [(int(v), int(s), int(e))
-          for v, s, e in zip(values[keep], starts[keep], ends[keep])]
+  return [
+    (int(v), int(s), int(e))
+    for v, s, e in zip(values[keep], starts[keep], ends[keep])
+  ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +106,7 @@ class DecodeConfig:
     smooth_kernel: jhang: half-width k of the temporal mean filter.
     activity_threshold: jhang: keep frames with ``1 - p_bg >=`` this.
   """
+
   thresholds: tuple[float, ...] = (0.03, 0.035, 0.04, 0.045, 0.05)
   min_length: int = 3
   outer_ratio: float = 0.25
@@ -119,8 +122,9 @@ class DecodeConfig:
       raise ValueError(f'Unknown decode method {self.method!r}.')
 
 
-def nms(segments, threshold: float,
-        line_quirks: bool = False) -> list[Prediction]:
+def nms(
+  segments, threshold: float, line_quirks: bool = False
+) -> list[Prediction]:
   """Greedy per-label NMS with the LINE overlap rule.
 
   Segments are visited by descending score (stable: ties keep input order);
@@ -155,18 +159,28 @@ def nms(segments, threshold: float,
         continue
       kept.append(idx[i])
       inter = np.maximum(
-          0.0, np.minimum(ends[i], ends[i + 1:]) -
-          np.maximum(starts[i], starts[i + 1:]) + pad)
+        0.0,
+        np.minimum(ends[i], ends[i + 1 :])
+        - np.maximum(starts[i], starts[i + 1 :])
+        + pad,
+      )
       # A zero-length segment has no overlap and is never suppressed.
-      ratio = np.divide(inter, length[i + 1:],
-                        out=np.zeros_like(inter), where=length[i + 1:] > 0)
-      alive[i + 1:] &= ratio <= threshold
-  return [(int(seg[k, 0]), int(seg[k, 1]), int(seg[k, 2]), float(seg[k, 3]))
-          for k in kept]
+      ratio = np.divide(
+        inter,
+        length[i + 1 :],
+        out=np.zeros_like(inter),
+        where=length[i + 1 :] > 0,
+      )
+      alive[i + 1 :] &= ratio <= threshold
+  return [
+    (int(seg[k, 0]), int(seg[k, 1]), int(seg[k, 2]), float(seg[k, 3]))
+    for k in kept
+  ]
 
 
-def _outer_inner_class(p: np.ndarray, label: int,
-                       cfg: DecodeConfig) -> list[Prediction]:
+def _outer_inner_class(
+  p: np.ndarray, label: int, cfg: DecodeConfig
+) -> list[Prediction]:
   """Pooled, NMS-reduced proposals of one class probability track (T,)."""
   num_frames = p.shape[0]
   # Cumulative sums make every interval mean O(1): sum[a, b) = cs[b] - cs[a].
@@ -187,8 +201,9 @@ def _outer_inner_class(p: np.ndarray, label: int,
   if cfg.line_quirks:
     inner_b = np.minimum(e + 1, num_frames)
     right_a = e + 1
-    right_b = np.minimum(num_frames - 1,
-                         np.trunc(e + margin + 1).astype(np.int64))
+    right_b = np.minimum(
+      num_frames - 1, np.trunc(e + margin + 1).astype(np.int64)
+    )
   else:
     inner_b = e
     right_a = e
@@ -197,21 +212,27 @@ def _outer_inner_class(p: np.ndarray, label: int,
   inner = (cs[inner_b] - cs[s]) / (inner_b - s)
   outer_sum = (cs[s] - cs[left_a]) + (cs[right_b] - cs[right_a])
   outer_count = (s - left_a) + (right_b - right_a)
-  outer = np.divide(outer_sum, outer_count, out=np.zeros_like(outer_sum),
-                    where=outer_count > 0)
+  outer = np.divide(
+    outer_sum, outer_count, out=np.zeros_like(outer_sum), where=outer_count > 0
+  )
   score = inner - cfg.outer_weight * outer
   proposals = zip(np.full_like(s, label), s, e, score)
   return nms(proposals, cfg.nms_threshold, line_quirks=cfg.line_quirks)
 
 
-def _jhang(probs: np.ndarray, background: int,
-           cfg: DecodeConfig) -> list[Prediction]:
+def _jhang(
+  probs: np.ndarray, background: int, cfg: DecodeConfig
+) -> list[Prediction]:
   """The JHang-det mean-filter + activity-threshold baseline decoder."""
   num_frames = probs.shape[0]
   k = int(cfg.smooth_kernel)
   if k > 0:
-    cs = np.concatenate([np.zeros((1, probs.shape[1])),
-                         np.cumsum(probs, axis=0, dtype=np.float64)])
+    cs = np.concatenate(
+      [
+        np.zeros((1, probs.shape[1])),
+        np.cumsum(probs, axis=0, dtype=np.float64),
+      ]
+    )
     t = np.arange(num_frames)
     a = np.maximum(t - k, 0)
     b = np.minimum(t + k, num_frames)
@@ -221,18 +242,23 @@ def _jhang(probs: np.ndarray, background: int,
   s, e = _runs(1.0 - smooth[:, background] >= cfg.activity_threshold)
   if s.size == 0:
     return []
-  cs = np.concatenate([np.zeros((1, smooth.shape[1])),
-                       np.cumsum(smooth, axis=0)])
+  cs = np.concatenate(
+    [np.zeros((1, smooth.shape[1])), np.cumsum(smooth, axis=0)]
+  )
   means = (cs[e] - cs[s]) / (e - s)[:, None]
   means[:, background] = -np.inf
   label = np.argmax(means, axis=1)
   score = means[np.arange(label.size), label]
-  return [(int(c), int(a), int(b), float(v))
-          for c, a, b, v in zip(label, s, e, score)]
+  return [
+    (int(c), int(a), int(b), float(v)) for c, a, b, v in zip(label, s, e, score)
+  ]
 
 
-def decode_segments(probs: np.ndarray, cfg: DecodeConfig = DecodeConfig(),
-                    background: int | None = None) -> list[Prediction]:
+def decode_segments(
+  probs: np.ndarray,
+  cfg: DecodeConfig = DecodeConfig(),
+  background: int | None = None,
+) -> list[Prediction]:
   """Decodes one video's frame probabilities into scored segments.
 
   Args:
@@ -264,7 +290,8 @@ def decode_segments(probs: np.ndarray, cfg: DecodeConfig = DecodeConfig(),
   return out
 
 
-def decode_videos(probs: dict, cfg: DecodeConfig = DecodeConfig(),
-                  background: int | None = None) -> dict:
+def decode_videos(
+  probs: dict, cfg: DecodeConfig = DecodeConfig(), background: int | None = None
+) -> dict:
   """``decode_segments`` over ``{video_id: (T, K + 1) probs}``."""
   return {vid: decode_segments(p, cfg, background) for vid, p in probs.items()}

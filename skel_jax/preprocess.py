@@ -25,8 +25,9 @@ float32 and float64 in ways that are not worth copying bit for bit). Where the
 reference crashes or is nondeterministic, the rule chosen is documented on the
 function.
 """
-from collections.abc import Mapping
+
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -104,8 +105,9 @@ def _opencv_linear_time_resize(x, length, t_length):
   ``frac``. The width (joints) has scale 1, so joints and xyz are not mixed.
   """
   scale = 1.0 / (t_length / length)
-  src = ((np.arange(t_length, dtype=np.float64) + 0.5) * scale -
-         0.5).astype(np.float32)
+  src = ((np.arange(t_length, dtype=np.float64) + 0.5) * scale - 0.5).astype(
+    np.float32
+  )
   lo = np.floor(src)
   frac = (src - lo).astype(np.float32)
   lo = lo.astype(np.int64)
@@ -141,7 +143,8 @@ def _aimclr_y_rotation(person):
   rot[:, 1, 1] = 1
   rot[:, 2, 0], rot[:, 2, 2] = s, c
   return np.einsum('tij,tvj->tvi', rot, person.astype(np.float64)).astype(
-      np.float32)
+    np.float32
+  )
 
 
 def aimclr_valid_length(x) -> int:
@@ -188,10 +191,12 @@ def aimclr_frame50(x, t_length=50, y_rotation=True, with_motion=False):
     zeros = np.zeros(out_shape, np.float32)
     return (zeros, zeros.copy()) if with_motion else zeros
   relative = x - x[:, :, 20:21]
-  position = np.stack([_opencv_linear_time_resize(p[:length], length, t_length)
-                       for p in relative])
-  motion = np.stack([_opencv_linear_time_resize(p[:length], length, t_length)
-                     for p in motion])
+  position = np.stack(
+    [_opencv_linear_time_resize(p[:length], length, t_length) for p in relative]
+  )
+  motion = np.stack(
+    [_opencv_linear_time_resize(p[:length], length, t_length) for p in motion]
+  )
   if y_rotation:
     position = np.stack([_aimclr_y_rotation(p) for p in position])
   return (position, motion) if with_motion else position
@@ -214,8 +219,9 @@ def _agcn_energy(body):
   return float(sum(body[..., c].std() for c in range(3)))
 
 
-def agcn_select_bodies(example, max_body_kinect=4, keep=2,
-                       max_frames=MAX_FRAMES):
+def agcn_select_bodies(
+  example, max_body_kinect=4, keep=2, max_frames=MAX_FRAMES
+):
   """B1 (2s-AGCN ``read_xyz``): the ``keep`` most energetic of the first
   ``max_body_kinect`` body slots, as ``(keep, 300, 25, 3)`` float32.
 
@@ -261,8 +267,11 @@ def _rotation_matrix(axis, theta):
     return np.eye(3)
   u = axis / math.sqrt(np.dot(axis, axis))
   cross = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
-  return (math.cos(theta) * np.eye(3) + math.sin(theta) * cross +
-          (1 - math.cos(theta)) * np.outer(u, u))
+  return (
+    math.cos(theta) * np.eye(3)
+    + math.sin(theta) * cross
+    + (1 - math.cos(theta)) * np.outer(u, u)
+  )
 
 
 def _agcn_align(s, joint_from, joint_to, target):
@@ -310,12 +319,12 @@ def agcn_pre_normalization(x, zaxis=(0, 1), xaxis=(8, 4)) -> np.ndarray:
       valid = person.sum(axis=(1, 2)) != 0
       kept = person[valid].copy()
       person[:] = 0
-      person[:len(kept)] = kept
+      person[: len(kept)] = kept
     for f in range(num_frames):
       if person[f].sum() == 0 and person[f:].sum() == 0:
         if f > 0:
           reps = -(-(num_frames - f) // f)
-          person[f:] = np.concatenate([person[:f]] * reps)[:num_frames - f]
+          person[f:] = np.concatenate([person[:f]] * reps)[: num_frames - f]
         break
   if s.sum() == 0:
     return s
@@ -377,19 +386,24 @@ def preprocess(x_or_example, family: str, **kwargs) -> np.ndarray:
     ValueError: unknown family.
   """
   if family not in FAMILIES:
-    raise ValueError(f'unknown preprocessing family {family!r}; expected one '
-                     f'of {list(FAMILIES)}')
+    raise ValueError(
+      f'unknown preprocessing family {family!r}; expected one '
+      f'of {list(FAMILIES)}'
+    )
   is_example = isinstance(x_or_example, Mapping)
   if family == 'plain':
     max_bodies = kwargs.pop('max_bodies', None)
-    x = (np.transpose(to_dense(x_or_example, max_bodies), (1, 0, 2, 3))
-         if is_example else x_or_example)
+    x = (
+      np.transpose(to_dense(x_or_example, max_bodies), (1, 0, 2, 3))
+      if is_example
+      else x_or_example
+    )
     return normalize_plain(x, **kwargs)
   if family == 'aimclr':
     x = aimclr_select_bodies(x_or_example) if is_example else x_or_example
     return aimclr_frame50(x, **kwargs)
-  select = {k: kwargs.pop(k) for k in ('max_body_kinect', 'keep')
-            if k in kwargs}
-  x = (agcn_select_bodies(x_or_example, **select) if is_example
-       else x_or_example)
+  select = {
+    k: kwargs.pop(k) for k in ('max_body_kinect', 'keep') if k in kwargs
+  }
+  x = agcn_select_bodies(x_or_example, **select) if is_example else x_or_example
   return agcn_pre_normalization(x, **kwargs)

@@ -17,6 +17,7 @@ BatchNorm semantics: statistics are computed over the *global* batch (SyncBN),
 which equals the single-GPU reference (SkeletonCLR/SnipCLR train on one GPU,
 without MoCo's shuffle-BN) and makes losses independent of the device count.
 """
+
 import functools
 import os
 
@@ -41,9 +42,11 @@ from skel_jax.models import MoCoEncoder
 # ---------------------------------------------------------------------------
 def build_model(config):
   # Workdirs written before the base option existed are SkeletonCLR runs.
-  return MoCoEncoder(config.model,
-                     base=config.pretrain.get('base', 'skeletonclr'),
-                     rngs=nnx.Rngs(config.seed))
+  return MoCoEncoder(
+    config.model,
+    base=config.pretrain.get('base', 'skeletonclr'),
+    rngs=nnx.Rngs(config.seed),
+  )
 
 
 def init_state(config, tx):
@@ -54,20 +57,20 @@ def init_state(config, tx):
   k_aug, k_q1, k_q2 = jax.random.split(key, 3)
   pcfg = config.pretrain
   state = {
-      'step': jnp.zeros((), jnp.int32),
-      'params': params,
-      'batch_stats': stats,
-      'key_params': jax.tree.map(jnp.copy, params),
-      'key_batch_stats': jax.tree.map(jnp.copy, stats),
-      'opt_state': tx.init(params),
-      'queue': losses.init_queue(k_q1, pcfg.queue_size,
-                                 config.model.feature_dim),
-      'queue_ptr': jnp.zeros((), jnp.int32),
-      'snippet_queue': losses.init_queue(k_q2, pcfg.snippet_queue_size,
-                                         config.model.feature_dim),
-      'snippet_queue_ptr': jnp.zeros((), jnp.int32),
-      'rng': k_aug,
-      **train_utils.nonfinite_fields(),
+    'step': jnp.zeros((), jnp.int32),
+    'params': params,
+    'batch_stats': stats,
+    'key_params': jax.tree.map(jnp.copy, params),
+    'key_batch_stats': jax.tree.map(jnp.copy, stats),
+    'opt_state': tx.init(params),
+    'queue': losses.init_queue(k_q1, pcfg.queue_size, config.model.feature_dim),
+    'queue_ptr': jnp.zeros((), jnp.int32),
+    'snippet_queue': losses.init_queue(
+      k_q2, pcfg.snippet_queue_size, config.model.feature_dim
+    ),
+    'snippet_queue_ptr': jnp.zeros((), jnp.int32),
+    'rng': k_aug,
+    **train_utils.nonfinite_fields(),
   }
   return graphdef, state
 
@@ -78,8 +81,13 @@ def init_state(config, tx):
 BASES = tuple(config_defaults.BASES)
 # Every loss term any base can report (fixed order: the non-finite record
 # stores an index into it).
-LOSS_TERMS = ('loss_global', 'loss_snippet', 'loss_ddm', 'loss_cross_tempo',
-              'loss_tempo_rank')
+LOSS_TERMS = (
+  'loss_global',
+  'loss_snippet',
+  'loss_ddm',
+  'loss_cross_tempo',
+  'loss_tempo_rank',
+)
 
 
 def make_views(batch, keys, config):
@@ -100,9 +108,11 @@ def make_views(batch, keys, config):
     ratio = config.pretrain.tempo_ratio
     views['dc'] = augment.third_view(batch['x'], keys, cfg, 'normal')
     views['q'], views['k'], views['k_other'] = augment.relative_tempo(
-        x_q, x_k, keys, ratio)
-    frames['q'], frames['k'], frames['k_other'] = (
-        augment.relative_tempo_frames(f_q, f_k, keys, ratio))
+      x_q, x_k, keys, ratio
+    )
+    frames['q'], frames['k'], frames['k_other'] = augment.relative_tempo_frames(
+      f_q, f_k, keys, ratio
+    )
   return views, frames
 
 
@@ -151,14 +161,14 @@ def compute_losses(q_out, k_out, state, pcfg, mining, frames):
   q, k = q_out['q'], k_out['k']
 
   def logits(query, key):
-    return losses.global_logits(query['global'], key['global'], bank,
-                                in_batch)
+    return losses.global_logits(query['global'], key['global'], bank, in_batch)
 
   def mined(*negs, topk=pcfg.mining_topk):
     if pcfg.mining_epoch < 0:  # never mines: no top-k work at all
       return None
-    extra = functools.reduce(jnp.logical_or,
-                             [losses.topk_mask(n, topk) for n in negs])
+    extra = functools.reduce(
+      jnp.logical_or, [losses.topk_mask(n, topk) for n in negs]
+    )
     return extra & mining
 
   pos, neg = logits(q, k)
@@ -168,13 +178,16 @@ def compute_losses(q_out, k_out, state, pcfg, mining, frames):
   elif base == 'aimclr':
     e = q_out['extreme']
     pos_e, neg_e = logits(e, k)
-    pos_d, neg_d = losses.global_logits(e['global_drop'], k['global'], bank,
-                                        in_batch)
-    metrics['loss_global'] = losses.info_nce(pos, neg, t,
-                                             mined(neg, neg_e, neg_d))
+    pos_d, neg_d = losses.global_logits(
+      e['global_drop'], k['global'], bank, in_batch
+    )
+    metrics['loss_global'] = losses.info_nce(
+      pos, neg, t, mined(neg, neg_e, neg_d)
+    )
     metrics['loss_ddm'] = 0.5 * (
-        losses.soft_target_loss(pos_e, neg_e, pos, neg, t) +
-        losses.soft_target_loss(pos_d, neg_d, pos, neg, t))
+      losses.soft_target_loss(pos_e, neg_e, pos, neg, t)
+      + losses.soft_target_loss(pos_d, neg_d, pos, neg, t)
+    )
     total = metrics['loss_global'] + metrics['loss_ddm']
   else:  # rvtclr
     other = k_out['k_other']
@@ -184,19 +197,30 @@ def compute_losses(q_out, k_out, state, pcfg, mining, frames):
     pos_x = jnp.sum(q['global'] * other['global'], -1)
     metrics['loss_cross_tempo'] = losses.info_nce(pos_x, neg, t, extra)
     metrics['loss_tempo_rank'] = losses.margin_ranking_loss(
-        jnp.sum(q['tempo'] * k['tempo'], -1),
-        jnp.sum(q['tempo'] * other['tempo'], -1), pcfg.tempo_margin, t)
+      jnp.sum(q['tempo'] * k['tempo'], -1),
+      jnp.sum(q['tempo'] * other['tempo'], -1),
+      pcfg.tempo_margin,
+      t,
+    )
     # The release leaves the DC positive logit undivided by T before the
     # mining epoch (a commented-out line) and divides it after; always here.
     metrics['loss_ddm'] = losses.soft_target_loss(pos_dc, neg_dc, pos, neg, t)
-    total = sum(metrics[name] for name in (
-        'loss_global', 'loss_cross_tempo', 'loss_tempo_rank', 'loss_ddm'))
+    total = sum(
+      metrics[name]
+      for name in (
+        'loss_global',
+        'loss_cross_tempo',
+        'loss_tempo_rank',
+        'loss_ddm',
+      )
+    )
   metrics.update(_global_diagnostics(pos, neg, q, k))
   if pcfg.snippet_weight > 0:
     # Snippets of q against the enqueued key view (RVTCLR's release pairs the
     # query with the other-tempo key: the argmax matching absorbs the shift).
-    l_snip, snip_metrics = _snippet_loss(q, bank_out, state, pcfg, mining,
-                                         frames, mined)
+    l_snip, snip_metrics = _snippet_loss(
+      q, bank_out, state, pcfg, mining, frames, mined
+    )
     total = total + pcfg.snippet_weight * l_snip
     metrics['loss_snippet'] = l_snip
     metrics.update(snip_metrics)
@@ -206,10 +230,13 @@ def compute_losses(q_out, k_out, state, pcfg, mining, frames):
 
 def _global_diagnostics(pos, neg, q, k):
   d = diagnostics.contrast(pos, neg)
-  return {'diag/global_top1': d['top1'], 'diag/global_pos_cos': d['pos_cos'],
-          'diag/global_neg_cos': d['neg_cos'],
-          'diag/align': diagnostics.alignment(q['global'], k['global']),
-          'diag/uniform': diagnostics.uniformity(q['global'])}
+  return {
+    'diag/global_top1': d['top1'],
+    'diag/global_pos_cos': d['pos_cos'],
+    'diag/global_neg_cos': d['neg_cos'],
+    'diag/align': diagnostics.alignment(q['global'], k['global']),
+    'diag/uniform': diagnostics.uniformity(q['global']),
+  }
 
 
 def _snippet_loss(q, bank_out, state, pcfg, mining, frames, mined):
@@ -224,31 +251,41 @@ def _snippet_loss(q, bank_out, state, pcfg, mining, frames, mined):
   """
   in_batch = pcfg.negatives == 'in_batch'
   k_snip, s = bank_out['snippets'], q['snippets'].shape[1]
-  argmax = losses.snippet_correspondence(q['snippet_feats'],
-                                         bank_out['snippet_feats'])
+  argmax = losses.snippet_correspondence(
+    q['snippet_feats'], bank_out['snippet_feats']
+  )
   geo, geo_valid = diagnostics.geometric_match(
-      frames['q'], frames[enqueued_view(pcfg)], s)
+    frames['q'], frames[enqueued_view(pcfg)], s
+  )
   if pcfg.snippet_positive == 'geometry':
     match, valid = geo, geo_valid
   else:
     match, valid = argmax, None
-  s_bank = (snippet_bank_entries(k_snip, pcfg) if in_batch
-            else state['snippet_queue'])
-  s_pos, s_neg = losses.snippet_logits(q['snippets'], k_snip, match, s_bank,
-                                       in_batch)
-  loss = losses.info_nce(s_pos, s_neg, pcfg.temperature,
-                         mined(s_neg, topk=pcfg.snippet_mining_topk), valid)
+  s_bank = (
+    snippet_bank_entries(k_snip, pcfg) if in_batch else state['snippet_queue']
+  )
+  s_pos, s_neg = losses.snippet_logits(
+    q['snippets'], k_snip, match, s_bank, in_batch
+  )
+  loss = losses.info_nce(
+    s_pos,
+    s_neg,
+    pcfg.temperature,
+    mined(s_neg, topk=pcfg.snippet_mining_topk),
+    valid,
+  )
   d = diagnostics.contrast(s_pos, s_neg, valid)
   index = jnp.arange(s)[None]
   metrics = {
-      'diag/snippet_top1': d['top1'], 'diag/snippet_pos_cos': d['pos_cos'],
-      'diag/snippet_neg_cos': d['neg_cos'],
-      # How often the released argmax picks the query's own index, and how
-      # often it picks the snippet that shows the same frames.
-      'diag/snippet_same_index': jnp.mean(argmax == index),
-      'diag/snippet_content_correct': (
-          jnp.sum((argmax == geo) & geo_valid) /
-          jnp.maximum(jnp.sum(geo_valid), 1)),
+    'diag/snippet_top1': d['top1'],
+    'diag/snippet_pos_cos': d['pos_cos'],
+    'diag/snippet_neg_cos': d['neg_cos'],
+    # How often the released argmax picks the query's own index, and how
+    # often it picks the snippet that shows the same frames.
+    'diag/snippet_same_index': jnp.mean(argmax == index),
+    'diag/snippet_content_correct': (
+      jnp.sum((argmax == geo) & geo_valid) / jnp.maximum(jnp.sum(geo_valid), 1)
+    ),
   }
   for name, v in diagnostics.variance_shares(q['snippets']).items():
     metrics[f'diag/snippet_{name}'] = v
@@ -257,12 +294,12 @@ def _snippet_loss(q, bank_out, state, pcfg, mining, frames, mined):
 
 def _cast(tree, dtype):
   return jax.tree.map(
-      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
-      else x, tree)
+    lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+    tree,
+  )
 
 
-def train_step(state, batch, *, graphdef, tx, config, schedule,
-               mining_step=-1):
+def train_step(state, batch, *, graphdef, tx, config, schedule, mining_step=-1):
   """One MoCo step of the configured base. ``mining_step``: first step with
   nearest-neighbour mining (-1 = never); a traced comparison, so switching
   on needs no recompilation."""
@@ -271,78 +308,103 @@ def train_step(state, batch, *, graphdef, tx, config, schedule,
   keys = augment.sample_keys(state['rng'], state['step'], batch['index'])
   # Dropout keys (ST-GCN) per step; AGCN ignores them.
   drop_q, drop_k = jax.random.split(
-      jax.random.fold_in(jax.random.fold_in(state['rng'], 1 << 30),
-                         state['step']))
+    jax.random.fold_in(jax.random.fold_in(state['rng'], 1 << 30), state['step'])
+  )
   views, frames = make_views(batch, keys, config)
   views = {name: v.astype(dtype) for name, v in views.items()}
   mining = (mining_step >= 0) & (state['step'] >= mining_step)
 
   def run(model, names, drop_key, **modes):
     # Outputs leave the model in float32 (losses are computed in float32).
-    return {n: _cast(model(views[n], train=True,
-                           dropout_key=jax.random.fold_in(drop_key, i),
-                           mode=modes.get(n, 'main')), jnp.float32)
-            for i, n in enumerate(names)}
+    return {
+      n: _cast(
+        model(
+          views[n],
+          train=True,
+          dropout_key=jax.random.fold_in(drop_key, i),
+          mode=modes.get(n, 'main'),
+        ),
+        jnp.float32,
+      )
+      for i, n in enumerate(names)
+    }
 
   # Momentum update of the key encoder before computing keys (MoCo order).
   m = pcfg.momentum
-  key_params = jax.tree.map(lambda k, q: m * k + (1.0 - m) * q,
-                            state['key_params'], state['params'])
+  key_params = jax.tree.map(
+    lambda k, q: m * k + (1.0 - m) * q, state['key_params'], state['params']
+  )
   # copy=True: the key encoder's BN updates must not alias
   # state['key_batch_stats'], or a skipped (non-finite) step would keep them.
-  key_model = nnx.merge(graphdef, _cast(key_params, dtype),
-                        state['key_batch_stats'], copy=True)
+  key_model = nnx.merge(
+    graphdef, _cast(key_params, dtype), state['key_batch_stats'], copy=True
+  )
   # RVTCLR's release encodes the other-tempo key first (BN running stats are
   # updated in call order).
   k_names = ('k_other', 'k') if pcfg.base == 'rvtclr' else ('k',)
   k_out = jax.lax.stop_gradient(run(key_model, k_names, drop_k))
   key_batch_stats = nnx.state(key_model, nnx.BatchStat)
   q_names = ('q',) + {'aimclr': ('extreme',), 'rvtclr': ('dc',)}.get(
-      pcfg.base, ())
+    pcfg.base, ()
+  )
 
   # BN statistics go through grad as an argument so that NNX mutates them at
   # the right trace level. Params are cast inside, so grads are float32.
   def loss_fn(params, batch_stats):
     model = nnx.merge(graphdef, _cast(params, dtype), batch_stats, copy=True)
     q_out = run(model, q_names, drop_q, extreme='eadm', dc='dc')
-    total, metrics = compute_losses(q_out, k_out, state, pcfg, mining,
-                                    frames)
+    total, metrics = compute_losses(q_out, k_out, state, pcfg, mining, frames)
     return total, (metrics, nnx.state(model, nnx.BatchStat))
 
   grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
-      state['params'], state['batch_stats'])
+    state['params'], state['batch_stats']
+  )
   updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
   params = jax.tree.map(lambda p, u: p + u, state['params'], updates)
 
   # Keys of the whole global batch enter the queues (replicated arrays).
   queue, queue_ptr = state['queue'], state['queue_ptr']
-  snippet_queue, snippet_ptr = state['snippet_queue'], state['snippet_queue_ptr']
+  snippet_queue, snippet_ptr = (
+    state['snippet_queue'],
+    state['snippet_queue_ptr'],
+  )
   enq = enqueued_keys(k_out, pcfg)
   if pcfg.negatives == 'queue':
     queue, queue_ptr = losses.enqueue(queue, queue_ptr, enq['global'])
   if pcfg.negatives == 'queue' and pcfg.snippet_weight > 0:
     snippet_queue, snippet_ptr = losses.enqueue(
-        snippet_queue, snippet_ptr,
-        snippet_bank_entries(enq['snippets'], pcfg))
+      snippet_queue, snippet_ptr, snippet_bank_entries(enq['snippets'], pcfg)
+    )
   metrics['lr'] = schedule(state['step'])
   metrics['mining'] = mining.astype(jnp.float32)
   if pcfg.negatives == 'queue':
     n = enq['global'].shape[0]
     metrics['diag/queue_fill'] = diagnostics.queue_fill(
-        state['step'], n, queue.shape[0])
+      state['step'], n, queue.shape[0]
+    )
     if pcfg.snippet_weight > 0:
       metrics['diag/snippet_queue_fill'] = diagnostics.queue_fill(
-          state['step'], snippet_bank_entries(enq['snippets'], pcfg).shape[0],
-          snippet_queue.shape[0])
-  new_state = dict(state, step=state['step'] + 1, params=params,
-                   batch_stats=batch_stats, key_params=key_params,
-                   key_batch_stats=key_batch_stats, opt_state=opt_state,
-                   queue=queue, queue_ptr=queue_ptr,
-                   snippet_queue=snippet_queue,
-                   snippet_queue_ptr=snippet_ptr)
+        state['step'],
+        snippet_bank_entries(enq['snippets'], pcfg).shape[0],
+        snippet_queue.shape[0],
+      )
+  new_state = dict(
+    state,
+    step=state['step'] + 1,
+    params=params,
+    batch_stats=batch_stats,
+    key_params=key_params,
+    key_batch_stats=key_batch_stats,
+    opt_state=opt_state,
+    queue=queue,
+    queue_ptr=queue_ptr,
+    snippet_queue=snippet_queue,
+    snippet_queue_ptr=snippet_ptr,
+  )
   # A non-finite loss leaves the state as it was (stop or skip: see loop).
   new_state = train_utils.guard_nonfinite(
-      new_state, state, [metrics.get(k, 0.0) for k in LOSS_TERMS])
+    new_state, state, [metrics.get(k, 0.0) for k in LOSS_TERMS]
+  )
   metrics['skipped_steps'] = new_state['skipped_steps']
   return new_state, metrics
 
@@ -355,8 +417,9 @@ def schedule_and_steps(config, num_sequences):
   total = config.get('num_steps', 0) or config.num_epochs * steps_per_epoch
   warmup = int(config.warmup_epochs * steps_per_epoch)
   decays = [int(e * steps_per_epoch) for e in config.lr_decay_epochs]
-  schedule = train_utils.warmup_step_schedule(config.optimizer.lr, warmup,
-                                              decays)
+  schedule = train_utils.warmup_step_schedule(
+    config.optimizer.lr, warmup, decays
+  )
   return schedule, total, steps_per_epoch
 
 
@@ -378,10 +441,14 @@ def train(config, workdir):
 
   input_pipeline.ensure_built(config.data)
   ds, num_sequences = input_pipeline.pretrain_dataset(
-      config.data, config.data.pretrain_split, global_batch=config.batch_size,
-      seed=config.seed)
-  schedule, total_steps, steps_per_epoch = schedule_and_steps(config,
-                                                              num_sequences)
+    config.data,
+    config.data.pretrain_split,
+    global_batch=config.batch_size,
+    seed=config.seed,
+  )
+  schedule, total_steps, steps_per_epoch = schedule_and_steps(
+    config, num_sequences
+  )
   tx = train_utils.make_optimizer(config.optimizer, schedule)
 
   graphdef, state = init_state(config, tx)
@@ -389,26 +456,48 @@ def train(config, workdir):
   state_sh = train_utils.state_shardings(state, mesh)
   state = jax.device_put(state, state_sh)
   ckpt, start, state = checkpoint.open_and_restore(
-      workdir, config.checkpoint, state, state_sh, 'pretrain')
+    workdir, config.checkpoint, state, state_sh, 'pretrain'
+  )
 
   step_fn = jax.jit(
-      functools.partial(train_step, graphdef=graphdef, tx=tx, config=config,
-                        schedule=schedule,
-                        mining_step=mining_start_step(config.pretrain,
-                                                      steps_per_epoch)),
-      in_shardings=(state_sh, dsh), out_shardings=(state_sh, rep),
-      donate_argnums=0)
+    functools.partial(
+      train_step,
+      graphdef=graphdef,
+      tx=tx,
+      config=config,
+      schedule=schedule,
+      mining_step=mining_start_step(config.pretrain, steps_per_epoch),
+    ),
+    in_shardings=(state_sh, dsh),
+    out_shardings=(state_sh, rep),
+    donate_argnums=0,
+  )
   state = loop.run(
-      step_fn=step_fn, state=state, ds=ds, data_sharding=dsh, ckpt=ckpt,
-      log=train_utils.MetricLog(workdir), start=start, total_steps=total_steps,
-      log_every=config.log_every, loss_terms=LOSS_TERMS,
-      nonfinite_policy=config.nonfinite, desc='pretrain',
-      log_extra=lambda step: {'epoch': step * config.batch_size / num_sequences})
+    step_fn=step_fn,
+    state=state,
+    ds=ds,
+    data_sharding=dsh,
+    ckpt=ckpt,
+    log=train_utils.MetricLog(workdir),
+    start=start,
+    total_steps=total_steps,
+    log_every=config.log_every,
+    loss_terms=LOSS_TERMS,
+    nonfinite_policy=config.nonfinite,
+    desc='pretrain',
+    log_extra=lambda step: {'epoch': step * config.batch_size / num_sequences},
+  )
   if config.probe.enabled:
     from skel_jax import probe  # pylint: disable=g-import-not-at-top
-    result = probe.probe_pretrain_state(config, state,
-                                        os.path.join(workdir, 'probe.json'))
-    print('[pretrain] frozen-feature probe: ' + ', '.join(
-        f'{k}={v:.3f}' for k, v in result.items() if isinstance(v, float)),
-          flush=True)
+
+    result = probe.probe_pretrain_state(
+      config, state, os.path.join(workdir, 'probe.json')
+    )
+    print(
+      '[pretrain] frozen-feature probe: '
+      + ', '.join(
+        f'{k}={v:.3f}' for k, v in result.items() if isinstance(v, float)
+      ),
+      flush=True,
+    )
   return graphdef, state

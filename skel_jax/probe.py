@@ -19,6 +19,7 @@ step):
 Cheap (one forward pass per sequence, a C x C solve), so every pretraining run
 writes ``probe.json`` at its end (``config.probe``) and the study records it.
 """
+
 import json
 import os
 
@@ -38,18 +39,20 @@ def _group_share(x, groups):
   between = 0.0
   for g in np.unique(groups):
     rows = centred[groups == g]
-    between += len(rows) * float(np.sum(rows.mean(0)**2))
+    between += len(rows) * float(np.sum(rows.mean(0) ** 2))
   return between / max(total, 1e-12)
 
 
 def last_unit_fn(backbone):
   """Jitted (N, M, T, V, 3) -> (N, T', C): last unit, joint/person mean."""
+
   @jax.jit
   def forward(x):
     n, m, t, v, c = x.shape
     last = backbone(x.reshape(n * m, t, v, c), False)[-1]
     f = jnp.mean(last, axis=2)
     return jnp.mean(f.reshape(n, m, *f.shape[1:]), axis=1)
+
   return forward
 
 
@@ -61,14 +64,15 @@ def step_features(forward, data_cfg, split, batch_size=16, limit=None):
   centre frame (n,)). Steps whose centre frame is padding are dropped.
   """
   feats, times, labels = [], [], []
-  for batch in input_pipeline.eval_batches(data_cfg, split,
-                                           global_batch=batch_size,
-                                           limit=limit):
+  for batch in input_pipeline.eval_batches(
+    data_cfg, split, global_batch=batch_size, limit=limit
+  ):
     out = np.asarray(forward(jnp.asarray(batch['x'])), np.float64)
     t_frames, t_steps = batch['x'].shape[2], out.shape[1]
     stride = t_frames / t_steps
-    centre = np.minimum((np.arange(t_steps) * stride + stride / 2).astype(int),
-                        t_frames - 1)
+    centre = np.minimum(
+      (np.arange(t_steps) * stride + stride / 2).astype(int), t_frames - 1
+    )
     for i in np.flatnonzero(batch['valid']):
       keep = centre < int(batch['length'][i])
       feats.append(out[i][keep])
@@ -81,8 +85,7 @@ def ridge_fit(x, y, num_outputs, l2=1e-3):
   """Closed-form ridge regression to one-hot targets on standardised
   features with a bias; returns a predict function (n, C) -> labels."""
   mean, std = x.mean(0), x.std(0) + 1e-8
-  design = lambda z: np.concatenate([(z - mean) / std,
-                                     np.ones((len(z), 1))], 1)
+  design = lambda z: np.concatenate([(z - mean) / std, np.ones((len(z), 1))], 1)
   a = design(x)
   targets = np.eye(num_outputs)[y]
   reg = l2 * len(a) * np.eye(a.shape[1])
@@ -91,21 +94,33 @@ def ridge_fit(x, y, num_outputs, l2=1e-3):
   return lambda z: np.argmax(design(z) @ w, axis=1)
 
 
-def probe_backbone(backbone, data_cfg, num_outputs, train_split, eval_split,
-                   batch_size=16, limit=None):
+def probe_backbone(
+  backbone,
+  data_cfg,
+  num_outputs,
+  train_split,
+  eval_split,
+  batch_size=16,
+  limit=None,
+):
   """The probe's numbers (see the module docstring) for one backbone."""
   forward = last_unit_fn(backbone)
-  x_tr, _, y_tr = step_features(forward, data_cfg, train_split, batch_size,
-                                limit)
-  x_ev, t_ev, y_ev = step_features(forward, data_cfg, eval_split, batch_size,
-                                   limit)
+  x_tr, _, y_tr = step_features(
+    forward, data_cfg, train_split, batch_size, limit
+  )
+  x_ev, t_ev, y_ev = step_features(
+    forward, data_cfg, eval_split, batch_size, limit
+  )
   pred = ridge_fit(x_tr, y_tr, num_outputs)(x_ev)
   recalls = [np.mean(pred[y_ev == c] == c) for c in np.unique(y_ev)]
-  return {'ridge_frame_acc': float(np.mean(pred == y_ev)),
-          'ridge_class_acc': float(np.mean(recalls)),
-          'var_time': _group_share(x_ev, t_ev),
-          'var_label': _group_share(x_ev, y_ev),
-          'train_steps': int(len(x_tr)), 'eval_steps': int(len(x_ev))}
+  return {
+    'ridge_frame_acc': float(np.mean(pred == y_ev)),
+    'ridge_class_acc': float(np.mean(recalls)),
+    'var_time': _group_share(x_ev, t_ev),
+    'var_label': _group_share(x_ev, y_ev),
+    'train_steps': int(len(x_tr)),
+    'eval_steps': int(len(x_ev)),
+  }
 
 
 def backbone_from_params(model_cfg, params, batch_stats):
@@ -113,8 +128,7 @@ def backbone_from_params(model_cfg, params, batch_stats):
   nnx states of the backbone subtree)."""
   backbone = build_backbone(model_cfg.backbone, nnx.Rngs(0))
   graphdef, p, s = nnx.split(backbone, nnx.Param, nnx.BatchStat)
-  nnx.replace_by_pure_dict(p, jax.tree.map(jnp.asarray,
-                                           _pure(params)))
+  nnx.replace_by_pure_dict(p, jax.tree.map(jnp.asarray, _pure(params)))
   nnx.replace_by_pure_dict(s, jax.tree.map(jnp.asarray, _pure(batch_stats)))
   return nnx.merge(graphdef, p, s)
 
@@ -129,11 +143,18 @@ def probe_pretrain_state(config, state, out_path=None):
   data_cfg = config.data
   num_outputs = len(input_pipeline.class_names(data_cfg))
   backbone = backbone_from_params(
-      config.model, jax.device_get(state['params']['backbone']),
-      jax.device_get(state['batch_stats']['backbone']))
-  result = probe_backbone(backbone, data_cfg, num_outputs,
-                          data_cfg.train_split, data_cfg.eval_split,
-                          limit=limit or None)
+    config.model,
+    jax.device_get(state['params']['backbone']),
+    jax.device_get(state['batch_stats']['backbone']),
+  )
+  result = probe_backbone(
+    backbone,
+    data_cfg,
+    num_outputs,
+    data_cfg.train_split,
+    data_cfg.eval_split,
+    limit=limit or None,
+  )
   if out_path and jax.process_index() == 0:
     with open(out_path, 'w') as f:
       json.dump(result, f, indent=2)
@@ -142,21 +163,27 @@ def probe_pretrain_state(config, state, out_path=None):
 
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from skel_jax import export  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
+
+  from skel_jax import export  # pylint: disable=g-import-not-at-top
+
   del argv
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
   config, _, params, stats = export.restore_workdir(f.workdir)
-  state = {'params': {'backbone': params['backbone']},
-           'batch_stats': {'backbone': stats['backbone']}}
+  state = {
+    'params': {'backbone': params['backbone']},
+    'batch_stats': {'backbone': stats['backbone']},
+  }
   out = f.out or os.path.join(f.workdir, 'probe.json')
   result = probe_pretrain_state(config, state, out)
   print(json.dumps(result, indent=2))
 
 
 if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
   flags.DEFINE_string('workdir', None, 'Pretraining workdir to probe.')
   flags.DEFINE_string('out', '', 'Output JSON (default WORKDIR/probe.json).')
   flags.mark_flags_as_required(['workdir'])

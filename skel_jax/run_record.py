@@ -9,6 +9,7 @@ stops the run naming each key with its old and new value, unless the CLI's
 ``--allow_config_change`` is given, which continues with the new values.
 Every accepted change is one line of ``WORKDIR/config_history.jsonl``.
 """
+
 import contextlib
 import datetime
 import json
@@ -23,8 +24,15 @@ HISTORY_FILE = 'config_history.jsonl'
 # Keys (last dotted parts) that may change between runs of one workdir: run
 # length, logging and checkpoint cadence, the devices used (fsdp only
 # re-lays the same state out) and where the data lives.
-ALLOWED_CHANGES = ('num_steps', 'num_epochs', 'log_every', 'num_devices',
-                   'fsdp', 'data.dir', 'data.build_if_missing')
+ALLOWED_CHANGES = (
+  'num_steps',
+  'num_epochs',
+  'log_every',
+  'num_devices',
+  'fsdp',
+  'data.dir',
+  'data.build_if_missing',
+)
 ALLOWED_SECTIONS = ('checkpoint',)  # any key under config.checkpoint
 
 # Set by ``skel_jax.main --allow_config_change`` (a CLI decision, so library
@@ -65,8 +73,9 @@ def config_dict(config):
 
 def is_allowed(key):
   parts = key.split('.')
-  return (any(key == a or key.endswith('.' + a) for a in ALLOWED_CHANGES) or
-          any(s in parts[:-1] for s in ALLOWED_SECTIONS))
+  return any(key == a or key.endswith('.' + a) for a in ALLOWED_CHANGES) or any(
+    s in parts[:-1] for s in ALLOWED_SECTIONS
+  )
 
 
 def has_checkpoints(workdir):
@@ -105,8 +114,9 @@ def recorded_config(workdir):
 def differences(old, new):
   """{key: (old, new)} over keys both configs have (a key only one side has
   comes from a code change that added or removed a setting, not the user)."""
-  return {k: (old[k], new[k]) for k in sorted(set(old) & set(new))
-          if old[k] != new[k]}
+  return {
+    k: (old[k], new[k]) for k in sorted(set(old) & set(new)) if old[k] != new[k]
+  }
 
 
 def _show(value):
@@ -128,14 +138,17 @@ def check(workdir, config):
   changes = differences(old, new)
   blocking = {k: v for k, v in changes.items() if not is_allowed(k)}
   if blocking and not _ALLOW_CHANGE:
-    lines = '\n'.join(f'  {k}: {_show(a)} (recorded) -> {_show(b)} (now)'
-                      for k, (a, b) in blocking.items())
+    lines = '\n'.join(
+      f'  {k}: {_show(a)} (recorded) -> {_show(b)} (now)'
+      for k, (a, b) in blocking.items()
+    )
     raise ConfigChangedError(
-        f'{workdir} holds a run started with another config '
-        f'({os.path.join(workdir, CONFIG_FILE)}); {len(blocking)} key(s) '
-        f'differ:\n{lines}\nUse a new --workdir, or pass '
-        '--allow_config_change to continue this run with the new values '
-        f'(recorded in {os.path.join(workdir, HISTORY_FILE)}).')
+      f'{workdir} holds a run started with another config '
+      f'({os.path.join(workdir, CONFIG_FILE)}); {len(blocking)} key(s) '
+      f'differ:\n{lines}\nUse a new --workdir, or pass '
+      '--allow_config_change to continue this run with the new values '
+      f'(recorded in {os.path.join(workdir, HISTORY_FILE)}).'
+    )
   return False, changes
 
 
@@ -148,13 +161,18 @@ def write(workdir, config, fresh, changes):
   if not changes:
     return
   forced = sorted(k for k in changes if not is_allowed(k))
-  record = {'time': datetime.datetime.now().isoformat(timespec='seconds'),
-            'argv': sys.argv, 'forced': forced,
-            'changes': {k: {'old': a, 'new': b}
-                        for k, (a, b) in changes.items()}}
+  record = {
+    'time': datetime.datetime.now().isoformat(timespec='seconds'),
+    'argv': sys.argv,
+    'forced': forced,
+    'changes': {k: {'old': a, 'new': b} for k, (a, b) in changes.items()},
+  }
   with open(os.path.join(workdir, HISTORY_FILE), 'a') as f:
     f.write(json.dumps(record) + '\n')
   if forced:
-    print(f'[skel_jax] warning: continuing {workdir} with a changed config '
-          f'({", ".join(forced)}); recorded in {HISTORY_FILE}',
-          file=sys.stderr, flush=True)
+    print(
+      f'[skel_jax] warning: continuing {workdir} with a changed config '
+      f'({", ".join(forced)}); recorded in {HISTORY_FILE}',
+      file=sys.stderr,
+      flush=True,
+    )

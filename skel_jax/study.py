@@ -20,6 +20,7 @@ Writes ``WORKDIR/results.json``::
 (mAP in percent; ``vs_video_moco`` is the paired difference of mean mAP to
 video-level MoCo over matching seeds), ``results.md`` and ``results.png``.
 """
+
 import json
 import math
 import os
@@ -32,17 +33,46 @@ from skel_jax import finetune
 from skel_jax import input_pipeline
 from skel_jax import pretrain
 
-CI_METHOD = ('Student-t 95% interval over the runs of a row (pretraining seed '
-             'x localization seed cells, treated as independent draws); '
-             'vs_video_moco: the same interval over paired differences with '
-             'the video-level MoCo run of the same seeds and protocol')
+CI_METHOD = (
+  'Student-t 95% interval over the runs of a row (pretraining seed '
+  'x localization seed cells, treated as independent draws); '
+  'vs_video_moco: the same interval over paired differences with '
+  'the video-level MoCo run of the same seeds and protocol'
+)
 
 # Two-sided 97.5% quantiles of Student's t by degrees of freedom.
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447,
-         7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179,
-         13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101,
-         19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064,
-         25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042}
+_T975 = {
+  1: 12.706,
+  2: 4.303,
+  3: 3.182,
+  4: 2.776,
+  5: 2.571,
+  6: 2.447,
+  7: 2.365,
+  8: 2.306,
+  9: 2.262,
+  10: 2.228,
+  11: 2.201,
+  12: 2.179,
+  13: 2.160,
+  14: 2.145,
+  15: 2.131,
+  16: 2.120,
+  17: 2.110,
+  18: 2.101,
+  19: 2.093,
+  20: 2.086,
+  21: 2.080,
+  22: 2.074,
+  23: 2.069,
+  24: 2.064,
+  25: 2.060,
+  26: 2.056,
+  27: 2.052,
+  28: 2.048,
+  29: 2.045,
+  30: 2.042,
+}
 
 
 def t_quantile(df):
@@ -69,8 +99,9 @@ def pretrain_dir(workdir, method, seed):
 
 
 def localize_dir(workdir, method, p_seed, l_seed, protocol):
-  return os.path.join(workdir, 'localize', method, f'p{p_seed}_l{l_seed}',
-                      protocol)
+  return os.path.join(
+    workdir, 'localize', method, f'p{p_seed}_l{l_seed}', protocol
+  )
 
 
 def pretrain_config(config, method, seed):
@@ -146,22 +177,33 @@ def _run_localize(config, workdir, method, p_seed, l_seed, protocol):
 # ---------------------------------------------------------------------------
 def aggregate(cells, methods, protocols, label_fraction):
   """Rows of results.json from the per-cell mean mAPs."""
-  by_key = {(c['method'], c['protocol'], c['pretrain_seed'],
-             c['localization_seed']): c['map_mean'] for c in cells}
+  by_key = {
+    (c['method'], c['protocol'], c['pretrain_seed'], c['localization_seed']): c[
+      'map_mean'
+    ]
+    for c in cells
+  }
   rows = []
   for protocol in protocols:
     for method in methods:
-      seeds = sorted((p, l) for (m, pr, p, l) in by_key
-                     if m == method and pr == protocol)
+      seeds = sorted(
+        (p, l) for (m, pr, p, l) in by_key if m == method and pr == protocol
+      )
       if not seeds:
         continue
       values = [by_key[(method, protocol) + s] for s in seeds]
-      row = {'method': method, 'protocol': protocol,
-             'label_fraction': label_fraction, 'runs': len(values),
-             'map_mean': mean_ci(values)}
-      paired = [by_key[(method, protocol) + s] -
-                by_key[('video_moco', protocol) + s]
-                for s in seeds if ('video_moco', protocol) + s in by_key]
+      row = {
+        'method': method,
+        'protocol': protocol,
+        'label_fraction': label_fraction,
+        'runs': len(values),
+        'map_mean': mean_ci(values),
+      }
+      paired = [
+        by_key[(method, protocol) + s] - by_key[('video_moco', protocol) + s]
+        for s in seeds
+        if ('video_moco', protocol) + s in by_key
+      ]
       if method != 'video_moco' and paired:
         row['vs_video_moco'] = mean_ci(paired)
         row['vs_video_moco']['pairs'] = len(paired)
@@ -176,21 +218,32 @@ def _fmt_ci(stat, signed=False):
 
 
 def format_table(rows):
-  lines = ['| protocol | method | runs | mean mAP [95% CI] | vs video MoCo '
-           '[95% CI] |', '|---|---|---|---|---|']
+  lines = [
+    '| protocol | method | runs | mean mAP [95% CI] | vs video MoCo [95% CI] |',
+    '|---|---|---|---|---|',
+  ]
   for r in rows:
     vs = _fmt_ci(r['vs_video_moco'], True) if 'vs_video_moco' in r else '-'
-    lines.append(f'| {r["protocol"]} | {r["method"]} | {r["runs"]} | '
-                 f'{_fmt_ci(r["map_mean"])} | {vs} |')
+    lines.append(
+      f'| {r["protocol"]} | {r["method"]} | {r["runs"]} | '
+      f'{_fmt_ci(r["map_mean"])} | {vs} |'
+    )
   return '\n'.join(lines)
 
 
 def format_diagnostics(pretrain_summaries):
   """Per method: final pretraining diagnostics and probe, mean over seeds."""
-  keys = ('loss_global', 'loss_snippet', 'diag/global_top1',
-          'diag/snippet_top1', 'diag/snippet_same_index',
-          'diag/snippet_content_correct', 'diag/snippet_var_index',
-          'diag/snippet_var_video', 'diag/uniform')
+  keys = (
+    'loss_global',
+    'loss_snippet',
+    'diag/global_top1',
+    'diag/snippet_top1',
+    'diag/snippet_same_index',
+    'diag/snippet_content_correct',
+    'diag/snippet_var_index',
+    'diag/snippet_var_video',
+    'diag/uniform',
+  )
   probe_keys = ('ridge_frame_acc', 'ridge_class_acc', 'var_time', 'var_label')
   head = ['method'] + [k.split('/')[-1] for k in keys] + list(probe_keys)
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
@@ -209,18 +262,27 @@ def format_diagnostics(pretrain_summaries):
 def plot_rows(path, rows):
   """Means with 95% intervals, one panel per protocol."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   protocols = list(dict.fromkeys(r['protocol'] for r in rows))
-  fig, axes = plt.subplots(1, len(protocols),
-                           figsize=(3.6 * len(protocols), 3.4), sharey=True,
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    1,
+    len(protocols),
+    figsize=(3.6 * len(protocols), 3.4),
+    sharey=True,
+    squeeze=False,
+  )
   for ax, protocol in zip(axes[0], protocols):
     sub = [r for r in rows if r['protocol'] == protocol]
     means = [r['map_mean']['mean'] for r in sub]
-    err = np.array([[m - r['map_mean']['ci95'][0],
-                     r['map_mean']['ci95'][1] - m]
-                    for m, r in zip(means, sub)]).T
+    err = np.array(
+      [
+        [m - r['map_mean']['ci95'][0], r['map_mean']['ci95'][1] - m]
+        for m, r in zip(means, sub)
+      ]
+    ).T
     ax.errorbar(range(len(sub)), means, yerr=err, fmt='o', capsize=4)
     ax.set_xticks(range(len(sub)))
     ax.set_xticklabels([r['method'] for r in sub], rotation=30, ha='right')
@@ -233,19 +295,29 @@ def plot_rows(path, rows):
 
 
 def _write_report(config, workdir, cells, summaries, wall, plot=False):
-  rows = aggregate(cells, list(config.methods), config.protocols,
-                   config.label_fraction)
+  rows = aggregate(
+    cells, list(config.methods), config.protocols, config.label_fraction
+  )
   table, diag = format_table(rows), format_diagnostics(summaries)
-  out = {'ci_method': CI_METHOD, 'rows': rows, 'cells': cells,
-         'pretraining': summaries, 'wall_seconds': round(wall, 1),
-         'seeds': {'pretrain': list(config.pretrain_seeds),
-                   'localization': list(config.localization_seeds)}}
+  out = {
+    'ci_method': CI_METHOD,
+    'rows': rows,
+    'cells': cells,
+    'pretraining': summaries,
+    'wall_seconds': round(wall, 1),
+    'seeds': {
+      'pretrain': list(config.pretrain_seeds),
+      'localization': list(config.localization_seeds),
+    },
+  }
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(out, f, indent=2)
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(f'{table}\n\n{CI_METHOD}.\n\nPretraining diagnostics at the '
-            f'last logged step and frozen-feature probe (mean over seeds):'
-            f'\n\n{diag}\n\nwall time: {wall:.0f} s\n')
+    f.write(
+      f'{table}\n\n{CI_METHOD}.\n\nPretraining diagnostics at the '
+      f'last logged step and frozen-feature probe (mean over seeds):'
+      f'\n\n{diag}\n\nwall time: {wall:.0f} s\n'
+    )
   if plot and rows:
     plot_rows(os.path.join(workdir, 'results.png'), rows)
   return dict(out, table=table, diagnostics_table=diag)
@@ -262,16 +334,23 @@ def run(config, workdir):
   methods = list(config.methods)
   pretrained = [m for m in methods if m != 'random_init']
   n_pre = len(pretrained) * len(config.pretrain_seeds)
-  n_loc = (len(methods) * len(config.pretrain_seeds) *
-           len(config.localization_seeds) * len(config.protocols))
+  n_loc = (
+    len(methods)
+    * len(config.pretrain_seeds)
+    * len(config.localization_seeds)
+    * len(config.protocols)
+  )
   done = 0
 
   def progress(kind, name, seconds, reused, extra=''):
     nonlocal done
     done += 1
     state = 'reused' if reused else f'{seconds:.0f} s'
-    print(f'[study {done}/{n_pre + n_loc}] {kind} {name}: {state}{extra} '
-          f'(elapsed {time.time() - t_start:.0f} s)', flush=True)
+    print(
+      f'[study {done}/{n_pre + n_loc}] {kind} {name}: {state}{extra} '
+      f'(elapsed {time.time() - t_start:.0f} s)',
+      flush=True,
+    )
 
   summaries = {m: [] for m in pretrained}
   for method in pretrained:
@@ -280,10 +359,15 @@ def run(config, workdir):
       summary, reused = _run_pretrain(config, workdir, method, seed)
       summaries[method].append(summary)
       probe = summary.get('probe', {})
-      extra = (f'; probe var_time={probe["var_time"]:.2f} ridge_class_acc='
-               f'{probe["ridge_class_acc"]:.2f}' if probe else '')
-      progress('pretrain', f'{method} seed {seed}', time.time() - t0, reused,
-               extra)
+      extra = (
+        f'; probe var_time={probe["var_time"]:.2f} ridge_class_acc='
+        f'{probe["ridge_class_acc"]:.2f}'
+        if probe
+        else ''
+      )
+      progress(
+        'pretrain', f'{method} seed {seed}', time.time() - t0, reused, extra
+      )
 
   cells = []
   for p_seed in config.pretrain_seeds:
@@ -291,31 +375,49 @@ def run(config, workdir):
       for method in methods:
         for protocol in config.protocols:
           t0 = time.time()
-          result, reused = _run_localize(config, workdir, method, p_seed,
-                                         l_seed, protocol)
-          cells.append({'method': method, 'protocol': protocol,
-                        'pretrain_seed': p_seed, 'localization_seed': l_seed,
-                        'map_mean': result['mean'],
-                        'map': {str(k): v for k, v in result['iou'].items()},
-                        'frame_accuracy': result['frame_accuracy']})
-          progress('localize', f'{method} {protocol} p{p_seed} l{l_seed}',
-                   time.time() - t0, reused,
-                   f'; mean mAP {result["mean"]:.1f}')
+          result, reused = _run_localize(
+            config, workdir, method, p_seed, l_seed, protocol
+          )
+          cells.append(
+            {
+              'method': method,
+              'protocol': protocol,
+              'pretrain_seed': p_seed,
+              'localization_seed': l_seed,
+              'map_mean': result['mean'],
+              'map': {str(k): v for k, v in result['iou'].items()},
+              'frame_accuracy': result['frame_accuracy'],
+            }
+          )
+          progress(
+            'localize',
+            f'{method} {protocol} p{p_seed} l{l_seed}',
+            time.time() - t0,
+            reused,
+            f'; mean mAP {result["mean"]:.1f}',
+          )
           # Results so far after every cell: an interrupted study still
           # leaves a readable report.
-          out = _write_report(config, workdir, cells, summaries,
-                              time.time() - t_start)
-  out = _write_report(config, workdir, cells, summaries,
-                      time.time() - t_start, plot=True)
-  print(f'\n{out["table"]}\n\n{out["diagnostics_table"]}\n\n[study] wall '
-        f'time {out["wall_seconds"]:.0f} s; results in {workdir}/results.json,'
-        ' results.md, results.png', flush=True)
+          out = _write_report(
+            config, workdir, cells, summaries, time.time() - t_start
+          )
+  out = _write_report(
+    config, workdir, cells, summaries, time.time() - t_start, plot=True
+  )
+  print(
+    f'\n{out["table"]}\n\n{out["diagnostics_table"]}\n\n[study] wall '
+    f'time {out["wall_seconds"]:.0f} s; results in {workdir}/results.json,'
+    ' results.md, results.png',
+    flush=True,
+  )
   return out
 
 
 if __name__ == '__main__':
   from absl import app  # pylint: disable=g-import-not-at-top
-  from skel_jax import main as main_lib  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
+
+  from skel_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+
   flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main_lib.main)

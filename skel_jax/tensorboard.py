@@ -4,6 +4,7 @@ tensorboardX writes event files without TensorFlow. It is an optional
 dependency: without it ``ScalarWriter`` warns once and does nothing, so
 training never fails for want of a logger.
 """
+
 import atexit
 import itertools
 import numbers
@@ -33,8 +34,11 @@ def _warn_unavailable():
   global _warned
   if not _warned:
     _warned = True
-    warnings.warn('tensorboardX is not installed; TensorBoard logging is '
-                  'disabled (pip install tensorboardX).', stacklevel=3)
+    warnings.warn(
+      'tensorboardX is not installed; TensorBoard logging is '
+      'disabled (pip install tensorboardX).',
+      stacklevel=3,
+    )
 
 
 def available() -> bool:
@@ -78,8 +82,12 @@ class ScalarWriter:
       suffix = f'.{os.getpid()}.{next(_file_ids):06d}'
       # flush_secs bounds how stale a live TensorBoard view can get.
       self._writer = _SummaryWriter(
-          logdir=self.logdir, flush_secs=30, max_queue=100,
-          purge_step=self._purge_step, filename_suffix=suffix)
+        logdir=self.logdir,
+        flush_secs=30,
+        max_queue=100,
+        purge_step=self._purge_step,
+        filename_suffix=suffix,
+      )
       self._purge_step = None  # only the first file purges
     return self._writer
 

@@ -1,4 +1,5 @@
 """Shared training plumbing: mesh and shardings, schedules, run banners, metric logs."""
+
 import json
 import os
 import platform
@@ -32,15 +33,22 @@ def make_mesh(devices=None, fsdp=1):
   n = len(devices)
   fsdp = int(fsdp)
   if fsdp < 1 or n % fsdp:
-    raise ValueError(f'fsdp={fsdp} must be >= 1 and divide the {n} devices '
-                     'of the mesh')
+    raise ValueError(
+      f'fsdp={fsdp} must be >= 1 and divide the {n} devices of the mesh'
+    )
   if fsdp == 1:
-    return jax.make_mesh((n,), (DATA_AXIS,),
-                         axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=devices)
-  return jax.make_mesh((n // fsdp, fsdp), (DATA_AXIS, FSDP_AXIS),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2,
-                       devices=devices)
+    return jax.make_mesh(
+      (n,),
+      (DATA_AXIS,),
+      axis_types=(jax.sharding.AxisType.Auto,),
+      devices=devices,
+    )
+  return jax.make_mesh(
+    (n // fsdp, fsdp),
+    (DATA_AXIS, FSDP_AXIS),
+    axis_types=(jax.sharding.AxisType.Auto,) * 2,
+    devices=devices,
+  )
 
 
 def data_sharding(mesh):
@@ -90,6 +98,7 @@ def state_shardings(state, mesh, min_size=2**14):
     if name in FSDP_STATE_KEYS and int(np.prod(shape)) >= min_size:
       return NamedSharding(mesh, _fsdp_spec(shape, size))
     return rep
+
   return jax.tree_util.tree_map_with_path(pick, state)
 
 
@@ -97,22 +106,31 @@ def state_shardings(state, mesh, min_size=2**14):
 # Versions and run records.
 # ---------------------------------------------------------------------------
 def versions():
-  import orbax.checkpoint as ocp
   import optax as _optax
-  return {'python': platform.python_version(), 'jax': jax.__version__,
-          'jaxlib': jax.lib.__version__ if hasattr(jax.lib, '__version__')
-                    else None,
-          'flax': flax.__version__, 'optax': _optax.__version__,
-          'orbax': getattr(ocp, '__version__', None), 'numpy': np.__version__,
-          'backend': jax.default_backend(), 'devices': jax.device_count(),
-          'processes': jax.process_count()}
+  import orbax.checkpoint as ocp
+
+  return {
+    'python': platform.python_version(),
+    'jax': jax.__version__,
+    'jaxlib': jax.lib.__version__ if hasattr(jax.lib, '__version__') else None,
+    'flax': flax.__version__,
+    'optax': _optax.__version__,
+    'orbax': getattr(ocp, '__version__', None),
+    'numpy': np.__version__,
+    'backend': jax.default_backend(),
+    'devices': jax.device_count(),
+    'processes': jax.process_count(),
+  }
 
 
 def print_banner(title):
   v = versions()
-  print(f'[skel_jax] {title} | python {v["python"]} jax {v["jax"]} '
-        f'flax {v["flax"]} optax {v["optax"]} | {v["backend"]} x '
-        f'{v["devices"]} device(s), {v["processes"]} process(es)', flush=True)
+  print(
+    f'[skel_jax] {title} | python {v["python"]} jax {v["jax"]} '
+    f'flax {v["flax"]} optax {v["optax"]} | {v["backend"]} x '
+    f'{v["devices"]} device(s), {v["processes"]} process(es)',
+    flush=True,
+  )
 
 
 def is_chief():
@@ -127,6 +145,7 @@ def write_run_record(workdir, config):
   (``run_record``): a different run stops here, before anything is written.
   """
   from skel_jax import run_record  # pylint: disable=g-import-not-at-top
+
   fresh, changes = run_record.check(workdir, config)
   os.makedirs(workdir, exist_ok=True)
   if not is_chief():
@@ -145,13 +164,17 @@ class MetricLog:
 
   def __init__(self, workdir, filename='metrics.jsonl'):
     from skel_jax import tensorboard  # pylint: disable=g-import-not-at-top
+
     self.path = os.path.join(workdir, filename)
     self._pending = None
     self._t0 = time.time()
     self.last = None
     # The same scalars as TensorBoard events (no TensorFlow needed).
-    self.tb = (tensorboard.ScalarWriter(os.path.join(workdir, 'tb'))
-               if is_chief() else None)
+    self.tb = (
+      tensorboard.ScalarWriter(os.path.join(workdir, 'tb'))
+      if is_chief()
+      else None
+    )
 
   def truncate(self, step):
     """Drops records after ``step`` (the step a resumed run restarts from),
@@ -190,8 +213,9 @@ class MetricLog:
       return
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
-    self.tb.scalars(record['step'],
-                    {k: v for k, v in record.items() if k != 'step'})
+    self.tb.scalars(
+      record['step'], {k: v for k, v in record.items() if k != 'step'}
+    )
 
   def close(self):
     self.flush()
@@ -212,6 +236,7 @@ def warmup_step_schedule(base_lr, warmup_steps, decay_steps, decay_factor=0.1):
   def schedule(step):
     warm = base_lr * (step + 1) / warmup_steps
     return jnp.where(step < warmup_steps, warm, step_fn(step))
+
   return schedule
 
 
@@ -230,8 +255,11 @@ def make_optimizer(opt_cfg, schedule):
   if opt_cfg.name == 'adamw':
     chain.append(optax.adamw(schedule, weight_decay=wd))
   elif opt_cfg.name == 'lars':
-    chain.append(optax.lars(schedule, weight_decay=wd,
-                            momentum=opt_cfg.get('momentum', 0.9)))
+    chain.append(
+      optax.lars(
+        schedule, weight_decay=wd, momentum=opt_cfg.get('momentum', 0.9)
+      )
+    )
   else:
     if wd:
       chain.append(optax.add_decayed_weights(wd))
@@ -240,8 +268,9 @@ def make_optimizer(opt_cfg, schedule):
     elif opt_cfg.name == 'adam':
       chain.append(optax.adam(schedule))
     else:
-      raise ValueError(f'optimizer.name={opt_cfg.name!r}: expected sgd, adam, '
-                       'adamw or lars')
+      raise ValueError(
+        f'optimizer.name={opt_cfg.name!r}: expected sgd, adam, adamw or lars'
+      )
   return optax.chain(*chain)
 
 
@@ -265,8 +294,9 @@ def guard_nonfinite(new_state, old_state, loss_terms):
   finite = jnp.stack([jnp.all(jnp.isfinite(v)) for v in loss_terms])
   ok = jnp.all(finite)
   kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, old_state)
-  first_bad = jnp.stack([old_state['step'],
-                         jnp.argmin(finite).astype(jnp.int32)])
+  first_bad = jnp.stack(
+    [old_state['step'], jnp.argmin(finite).astype(jnp.int32)]
+  )
   record = old_state['nonfinite']
   kept['nonfinite'] = jnp.where((record[0] < 0) & ~ok, first_bad, record)
   kept['skipped_steps'] = old_state['skipped_steps'] + (~ok).astype(jnp.int32)
@@ -275,8 +305,10 @@ def guard_nonfinite(new_state, old_state, loss_terms):
 
 
 def nonfinite_fields():
-  return {'nonfinite': jnp.full((2,), -1, jnp.int32),
-          'skipped_steps': jnp.zeros((), jnp.int32)}
+  return {
+    'nonfinite': jnp.full((2,), -1, jnp.int32),
+    'skipped_steps': jnp.zeros((), jnp.int32),
+  }
 
 
 def check_nonfinite(state, term_names, policy, ckpt):
@@ -286,9 +318,10 @@ def check_nonfinite(state, term_names, policy, ckpt):
     return
   last = ckpt.latest_step()
   raise NonFiniteLossError(
-      f'non-finite {term_names[term]} at step {step + 1}; training stopped '
-      f'and the last good checkpoint (step {last}) is kept in '
-      f'{ckpt.directory}. Set --config.nonfinite=skip to skip such steps.')
+    f'non-finite {term_names[term]} at step {step + 1}; training stopped '
+    f'and the last good checkpoint (step {last}) is kept in '
+    f'{ckpt.directory}. Set --config.nonfinite=skip to skip such steps.'
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -309,6 +342,7 @@ class PreemptionGuard:
   def _handler(self, signum, frame):
     del frame
     import signal
+
     if self.requested and signum == signal.SIGINT:
       # A second Ctrl-C: stop now (the last saved checkpoint is kept).
       raise KeyboardInterrupt
@@ -318,6 +352,7 @@ class PreemptionGuard:
   @property
   def signal_name(self):
     import signal
+
     return signal.Signals(self.signum).name if self.signum else 'signal'
 
   @property
@@ -327,6 +362,7 @@ class PreemptionGuard:
   def __enter__(self):
     import signal
     import threading
+
     if threading.current_thread() is threading.main_thread():
       for name in self.SIGNALS:
         sig = getattr(signal, name)
@@ -335,6 +371,7 @@ class PreemptionGuard:
 
   def __exit__(self, *exc):
     import signal
+
     for sig, previous in self._previous.items():
       signal.signal(sig, previous)
     self._previous = {}
@@ -348,7 +385,8 @@ def mesh_for(config):
   fsdp = config.get('fsdp', 1)
   if n:
     if n > jax.device_count():
-      raise ValueError(f'num_devices={n} but only {jax.device_count()} '
-                       'devices exist')
+      raise ValueError(
+        f'num_devices={n} but only {jax.device_count()} devices exist'
+      )
     return make_mesh(jax.devices()[:n], fsdp=fsdp)
   return make_mesh(fsdp=fsdp)

@@ -1,4 +1,5 @@
 """Test set-up: 8 simulated CPU devices so every sharded code path runs in CI."""
+
 import os
 
 os.environ.setdefault('XLA_FLAGS', '')

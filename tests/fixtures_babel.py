@@ -8,6 +8,7 @@ as the root's parent, weights (V, 52), posedirs (V, 3, 459), hands_mean{l,r}
 also carries ``smplh.VERTEX_IDS_KEY``: the 21 vertex-joint ids inside the
 small mesh (each placed on the joint the real vertex belongs to).
 """
+
 import json
 import os
 import pickle
@@ -25,13 +26,31 @@ NUM_VERTICES = smplh.NUM_JOINTS * NUM_LAYERS  # 260
 # Joint each vertex joint rides on (smplx VertexJointSelector order) and the
 # vertex layer used for it (distinct per joint so ids never collide).
 _VERTEX_JOINT_HOMES = (
-    (15, 1), (15, 2), (15, 3), (15, 4), (15, 0),  # nose, eyes, ears: head
-    (10, 1), (10, 2), (7, 1), (11, 1), (11, 2), (8, 1),  # toes, heels
-    (36, 1), (24, 1), (27, 1), (33, 1), (30, 1),  # left thumb..pinky tips
-    (51, 1), (39, 1), (42, 1), (48, 1), (45, 1),  # right thumb..pinky tips
+  (15, 1),
+  (15, 2),
+  (15, 3),
+  (15, 4),
+  (15, 0),  # nose, eyes, ears: head
+  (10, 1),
+  (10, 2),
+  (7, 1),
+  (11, 1),
+  (11, 2),
+  (8, 1),  # toes, heels
+  (36, 1),
+  (24, 1),
+  (27, 1),
+  (33, 1),
+  (30, 1),  # left thumb..pinky tips
+  (51, 1),
+  (39, 1),
+  (42, 1),
+  (48, 1),
+  (45, 1),  # right thumb..pinky tips
 )
-VERTEX_IDS = tuple(layer * smplh.NUM_JOINTS + j
-                   for j, layer in _VERTEX_JOINT_HOMES)
+VERTEX_IDS = tuple(
+  layer * smplh.NUM_JOINTS + j for j, layer in _VERTEX_JOINT_HOMES
+)
 
 
 def model_arrays(seed=0, num_layers=NUM_LAYERS, vertex_ids=True):
@@ -58,24 +77,25 @@ def model_arrays(seed=0, num_layers=NUM_LAYERS, vertex_ids=True):
       weights[v, 0] = 1.0
     else:
       weights[v, j], weights[v, smplh.PARENTS[j]] = 0.7, 0.3
-  kintree = np.stack([np.array(smplh.PARENTS, np.int64),
-                      np.arange(nj, dtype=np.int64)])
+  kintree = np.stack(
+    [np.array(smplh.PARENTS, np.int64), np.arange(nj, dtype=np.int64)]
+  )
   kintree[0, 0] = 2**32 - 1
   arrays = {
-      'v_template': v_template,
-      'f': rng.integers(0, nv, (2 * nv, 3)).astype(np.uint32),
-      'J_regressor': regressor,
-      'J': regressor @ v_template,
-      'kintree_table': kintree,
-      'weights': weights,
-      'posedirs': rng.normal(0.0, 0.01, (nv, 3, smplh.NUM_POSE_BASIS)),
-      'shapedirs': rng.normal(0.0, 0.01, (nv, 3, 10)),
-      'hands_componentsl': np.eye(45),
-      'hands_componentsr': np.eye(45),
-      'hands_meanl': rng.normal(0.0, 0.15, 45),
-      'hands_meanr': rng.normal(0.0, 0.15, 45),
-      'bs_style': 'lbs',
-      'bs_type': 'lrotmin',
+    'v_template': v_template,
+    'f': rng.integers(0, nv, (2 * nv, 3)).astype(np.uint32),
+    'J_regressor': regressor,
+    'J': regressor @ v_template,
+    'kintree_table': kintree,
+    'weights': weights,
+    'posedirs': rng.normal(0.0, 0.01, (nv, 3, smplh.NUM_POSE_BASIS)),
+    'shapedirs': rng.normal(0.0, 0.01, (nv, 3, 10)),
+    'hands_componentsl': np.eye(45),
+    'hands_componentsr': np.eye(45),
+    'hands_meanl': rng.normal(0.0, 0.15, 45),
+    'hands_meanr': rng.normal(0.0, 0.15, 45),
+    'bs_style': 'lbs',
+    'bs_type': 'lrotmin',
   }
   if vertex_ids:
     arrays[smplh.VERTEX_IDS_KEY] = np.array(VERTEX_IDS, np.int64)
@@ -87,6 +107,7 @@ def write_model(path, arrays=None, *, sparse_regressor=False):
   arrays = dict(model_arrays() if arrays is None else arrays)
   if sparse_regressor:  # as in the MANO-merged pickles
     import scipy.sparse  # pylint: disable=g-import-not-at-top
+
     arrays['J_regressor'] = scipy.sparse.csc_matrix(arrays['J_regressor'])
   os.makedirs(os.path.dirname(os.fspath(path)) or '.', exist_ok=True)
   if os.fspath(path).endswith('.npz'):
@@ -110,8 +131,10 @@ def write_chumpy_pickle(path, arrays=None, chumpy_keys=('shapedirs',)):
   arrays = dict(model_arrays() if arrays is None else arrays)
   for key in chumpy_keys:
     arrays[key] = _FakeCh(np.asarray(arrays[key]))
-  modules = {'chumpy': types.ModuleType('chumpy'),
-             'chumpy.ch': types.ModuleType('chumpy.ch')}
+  modules = {
+    'chumpy': types.ModuleType('chumpy'),
+    'chumpy.ch': types.ModuleType('chumpy.ch'),
+  }
   _FakeCh.__module__, _FakeCh.__qualname__ = 'chumpy.ch', 'Ch'
   modules['chumpy.ch'].Ch = _FakeCh
   saved = {k: sys.modules.get(k) for k in modules}
@@ -133,8 +156,9 @@ def random_poses(num_frames, seed=0, scale=0.3):
   """Smooth-ish random SMPL-H poses (T, 156)."""
   rng = np.random.default_rng(seed)
   base = rng.normal(0.0, scale, (1, smplh.POSE_WIDTH))
-  drift = np.cumsum(rng.normal(0.0, 0.02, (num_frames, smplh.POSE_WIDTH)),
-                    axis=0)
+  drift = np.cumsum(
+    rng.normal(0.0, 0.02, (num_frames, smplh.POSE_WIDTH)), axis=0
+  )
   return base + drift
 
 
@@ -142,12 +166,12 @@ def write_amass(path, poses, fps, *, drop=(), **overrides):
   """Writes an AMASS SMPL+H "G" npz (keys: docs/data_and_eval.md §3.2)."""
   t = len(poses)
   arrays = {
-      'poses': np.asarray(poses),
-      'trans': np.zeros((t, 3)),
-      'betas': np.zeros(16),
-      'dmpls': np.zeros((t, 8)),
-      'gender': np.array('male'),
-      'mocap_framerate': np.array(fps),
+    'poses': np.asarray(poses),
+    'trans': np.zeros((t, 3)),
+    'betas': np.zeros(16),
+    'dmpls': np.zeros((t, 8)),
+    'gender': np.array('male'),
+    'mocap_framerate': np.array(fps),
   }
   arrays.update(overrides)
   for key in drop:
@@ -159,28 +183,43 @@ def write_amass(path, poses, fps, *, drop=(), **overrides):
 
 def entry(sid, feat_p, dur, segments, *, frame_ann=True):
   """One BABEL release entry; segments = [(act_cat list|None, start, end)]."""
-  labels = [{
+  labels = [
+    {
       'seg_id': str(uuid.UUID(int=sid * 1000 + i)),
       'raw_label': ' '.join(cats or ['?']),
       'proc_label': ' '.join(cats or ['?']),
       'act_cat': cats,
       'start_t': start,
       'end_t': end,
-  } for i, (cats, start, end) in enumerate(segments)]
-  ann = {'babel_lid': str(uuid.UUID(int=sid)), 'anntr_id': 'a' * 32,
-         'mul_act': len(segments) > 1, 'labels': labels}
-  seq_ann = {'babel_lid': str(uuid.UUID(int=sid + 7)), 'anntr_id': 'b' * 32,
-             'mul_act': False,
-             'labels': [{'seg_id': str(uuid.UUID(int=sid + 9)),
-                         'raw_label': 'x', 'proc_label': 'x',
-                         'act_cat': ['walk']}]}
+    }
+    for i, (cats, start, end) in enumerate(segments)
+  ]
+  ann = {
+    'babel_lid': str(uuid.UUID(int=sid)),
+    'anntr_id': 'a' * 32,
+    'mul_act': len(segments) > 1,
+    'labels': labels,
+  }
+  seq_ann = {
+    'babel_lid': str(uuid.UUID(int=sid + 7)),
+    'anntr_id': 'b' * 32,
+    'mul_act': False,
+    'labels': [
+      {
+        'seg_id': str(uuid.UUID(int=sid + 9)),
+        'raw_label': 'x',
+        'proc_label': 'x',
+        'act_cat': ['walk'],
+      }
+    ],
+  }
   return {
-      'babel_sid': sid,
-      'url': f'https://example.org/babel-renders/{sid:06d}.mp4',
-      'feat_p': feat_p,
-      'dur': dur,
-      'seq_ann': seq_ann,
-      'frame_ann': ann if frame_ann else None,
+    'babel_sid': sid,
+    'url': f'https://example.org/babel-renders/{sid:06d}.mp4',
+    'feat_p': feat_p,
+    'dur': dur,
+    'seq_ann': seq_ann,
+    'frame_ann': ann if frame_ann else None,
   }
 
 
@@ -203,8 +242,19 @@ def make_tiny_release(root):
   amass_root = os.path.join(root, 'amass')
   seqs = {}
 
-  def add(split, sid, feat_p, stored, fps, dur, segments, *, poses=None,
-          frame_ann=True, **npz):
+  def add(
+    split,
+    sid,
+    feat_p,
+    stored,
+    fps,
+    dur,
+    segments,
+    *,
+    poses=None,
+    frame_ann=True,
+    **npz,
+  ):
     if poses is None:
       poses = random_poses(int(round(fps * dur)), seed=sid)
     if stored is not None:
@@ -214,37 +264,119 @@ def make_tiny_release(root):
 
   # train: the first three convert for subset1 (literal path, BMLrub mapping,
   # first component dropped), then protocol drops and bad files.
-  add('train', 1, 'CMU/CMU/01/01_01_poses.npz', 'CMU/CMU/01/01_01_poses.npz',
-      120.0, 4.0, [(['walk'], 0.0, 2.0), (['turn', 'hand movements'], 1.5, 3.0),
-                   (['stand'], 2.5, 4.1)])
-  add('train', 2, 'BMLrub/BioMotionLab_NTroje/rub001/0001_poses.npz',
-      'BMLrub/rub001/0001_poses.npz', 100.0, 3.0,
-      [(['jump'], 1, 2), (['dance'], 0.0, 3.0)])
-  add('train', 3, 'KIT/KIT/3/walk03_poses.npz', 'KIT/3/walk03_poses.npz',
-      59.9999885559082, 2.5, [(['stand', 'turn'], 0.0, 2.5)])
-  add('train', 4, 'CMU/CMU/02/02_01_poses.npz', 'CMU/CMU/02/02_01_poses.npz',
-      120.0, 2.0, [(['dance'], 0.0, 2.0)])  # no subset1 class
-  add('train', 5, 'CMU/CMU/03/03_01_poses.npz', 'CMU/CMU/03/03_01_poses.npz',
-      60.0, 34.0, [(['walk'], 0.0, 34.0)])  # 1020 frames > 1000
-  add('train', 6, 'CMU/CMU/04/04_01_poses.npz', None, 120.0, 2.0,
-      [(['walk'], 0.0, 2.0)])  # npz missing
-  add('train', 7, 'CMU/CMU/05/05_01_poses.npz', 'CMU/CMU/05/05_01_poses.npz',
-      120.0, 2.0, [], frame_ann=False)  # sequence-level labels only
+  add(
+    'train',
+    1,
+    'CMU/CMU/01/01_01_poses.npz',
+    'CMU/CMU/01/01_01_poses.npz',
+    120.0,
+    4.0,
+    [
+      (['walk'], 0.0, 2.0),
+      (['turn', 'hand movements'], 1.5, 3.0),
+      (['stand'], 2.5, 4.1),
+    ],
+  )
+  add(
+    'train',
+    2,
+    'BMLrub/BioMotionLab_NTroje/rub001/0001_poses.npz',
+    'BMLrub/rub001/0001_poses.npz',
+    100.0,
+    3.0,
+    [(['jump'], 1, 2), (['dance'], 0.0, 3.0)],
+  )
+  add(
+    'train',
+    3,
+    'KIT/KIT/3/walk03_poses.npz',
+    'KIT/3/walk03_poses.npz',
+    59.9999885559082,
+    2.5,
+    [(['stand', 'turn'], 0.0, 2.5)],
+  )
+  add(
+    'train',
+    4,
+    'CMU/CMU/02/02_01_poses.npz',
+    'CMU/CMU/02/02_01_poses.npz',
+    120.0,
+    2.0,
+    [(['dance'], 0.0, 2.0)],
+  )  # no subset1 class
+  add(
+    'train',
+    5,
+    'CMU/CMU/03/03_01_poses.npz',
+    'CMU/CMU/03/03_01_poses.npz',
+    60.0,
+    34.0,
+    [(['walk'], 0.0, 34.0)],
+  )  # 1020 frames > 1000
+  add(
+    'train',
+    6,
+    'CMU/CMU/04/04_01_poses.npz',
+    None,
+    120.0,
+    2.0,
+    [(['walk'], 0.0, 2.0)],
+  )  # npz missing
+  add(
+    'train',
+    7,
+    'CMU/CMU/05/05_01_poses.npz',
+    'CMU/CMU/05/05_01_poses.npz',
+    120.0,
+    2.0,
+    [],
+    frame_ann=False,
+  )  # sequence-level labels only
   bad = random_poses(240, seed=8)
   bad[17, 5] = np.nan
-  add('train', 8, 'CMU/CMU/06/06_01_poses.npz', 'CMU/CMU/06/06_01_poses.npz',
-      120.0, 2.0, [(['walk'], 0.0, 2.0)], poses=bad)
+  add(
+    'train',
+    8,
+    'CMU/CMU/06/06_01_poses.npz',
+    'CMU/CMU/06/06_01_poses.npz',
+    120.0,
+    2.0,
+    [(['walk'], 0.0, 2.0)],
+    poses=bad,
+  )
   # val: DFaust mapping, 120.00004 and 250 fps, gaps, end_t > dur, bad fps.
-  add('val', 101, 'DFaust/DFaust_67/50002/50002_poses.npz',
-      'DFaust_67/50002/50002_poses.npz', 120.00004577636719, 3.0,
-      [(['jump'], 0, 1), (['walk', 'jump'], 2.0, 3.2)])
-  add('val', 102, 'EKUT/EKUT/7/x_poses.npz', 'EKUT/EKUT/7/x_poses.npz',
-      250.0, 1.5, [(['stand'], 0.25, 1.5), (None, 0.0, 1.5)])
-  add('val', 103, 'CMU/CMU/07/07_01_poses.npz', 'CMU/CMU/07/07_01_poses.npz',
-      120.0, 2.0, [(['walk'], 0.0, 2.0)], mocap_framerate=np.array(0.0))
+  add(
+    'val',
+    101,
+    'DFaust/DFaust_67/50002/50002_poses.npz',
+    'DFaust_67/50002/50002_poses.npz',
+    120.00004577636719,
+    3.0,
+    [(['jump'], 0, 1), (['walk', 'jump'], 2.0, 3.2)],
+  )
+  add(
+    'val',
+    102,
+    'EKUT/EKUT/7/x_poses.npz',
+    'EKUT/EKUT/7/x_poses.npz',
+    250.0,
+    1.5,
+    [(['stand'], 0.25, 1.5), (None, 0.0, 1.5)],
+  )
+  add(
+    'val',
+    103,
+    'CMU/CMU/07/07_01_poses.npz',
+    'CMU/CMU/07/07_01_poses.npz',
+    120.0,
+    2.0,
+    [(['walk'], 0.0, 2.0)],
+    mocap_framerate=np.array(0.0),
+  )
   for split in ('train', 'val'):
-    write_release(root, split, [s['entry'] for s in seqs.values()
-                                if s['split'] == split])
+    write_release(
+      root, split, [s['entry'] for s in seqs.values() if s['split'] == split]
+    )
   # A malformed segment (end_t < start_t) in val.
   path = os.path.join(root, 'babel_v1.0_release', 'val.json')
   with open(path) as f:
@@ -253,6 +385,7 @@ def make_tiny_release(root):
   data['104'] = e
   with open(path, 'w') as f:
     json.dump(data, f)
-  write_amass(os.path.join(amass_root, e['feat_p']), random_poses(240, 104),
-              120.0)
+  write_amass(
+    os.path.join(amass_root, e['feat_p']), random_poses(240, 104), 120.0
+  )
   return seqs

@@ -11,6 +11,7 @@ and numbers printed with 7 significant digits like the real files.
 parser must return, computed from the printed tokens with Python's ``float``
 (independent of the parser under test).
 """
+
 import dataclasses
 import os
 
@@ -21,16 +22,35 @@ BASE_BODY_ID = 72057594037927936  # 2**56: real ids are 7205759403793xxxx
 
 # A standing pose in the NTU joint order (metres, y up, facing the camera;
 # the subject's right side at larger x). Only needs to look plausible.
-BASE_POSE = np.array([
-    [0.00, 0.00, 0.00], [0.00, 0.30, -0.02], [0.00, 0.58, -0.04],
-    [0.00, 0.70, -0.04], [-0.17, 0.48, -0.04], [-0.22, 0.22, -0.03],
-    [-0.24, -0.02, -0.02], [-0.25, -0.10, -0.02], [0.17, 0.48, -0.04],
-    [0.22, 0.22, -0.03], [0.24, -0.02, -0.02], [0.25, -0.10, -0.02],
-    [-0.09, -0.02, 0.00], [-0.10, -0.42, 0.02], [-0.10, -0.80, 0.04],
-    [-0.10, -0.86, -0.04], [0.09, -0.02, 0.00], [0.10, -0.42, 0.02],
-    [0.10, -0.80, 0.04], [0.10, -0.86, -0.04], [0.00, 0.50, -0.04],
-    [-0.26, -0.16, -0.02], [-0.22, -0.09, -0.04], [0.26, -0.16, -0.02],
-    [0.22, -0.09, -0.04]])
+BASE_POSE = np.array(
+  [
+    [0.00, 0.00, 0.00],
+    [0.00, 0.30, -0.02],
+    [0.00, 0.58, -0.04],
+    [0.00, 0.70, -0.04],
+    [-0.17, 0.48, -0.04],
+    [-0.22, 0.22, -0.03],
+    [-0.24, -0.02, -0.02],
+    [-0.25, -0.10, -0.02],
+    [0.17, 0.48, -0.04],
+    [0.22, 0.22, -0.03],
+    [0.24, -0.02, -0.02],
+    [0.25, -0.10, -0.02],
+    [-0.09, -0.02, 0.00],
+    [-0.10, -0.42, 0.02],
+    [-0.10, -0.80, 0.04],
+    [-0.10, -0.86, -0.04],
+    [0.09, -0.02, 0.00],
+    [0.10, -0.42, 0.02],
+    [0.10, -0.80, 0.04],
+    [0.10, -0.86, -0.04],
+    [0.00, 0.50, -0.04],
+    [-0.26, -0.16, -0.02],
+    [-0.22, -0.09, -0.04],
+    [0.26, -0.16, -0.02],
+    [0.22, -0.09, -0.04],
+  ]
+)
 
 
 @dataclasses.dataclass
@@ -40,6 +60,7 @@ class Body:
   ``joints`` columns: x y z depthX depthY colorX colorY orientationW X Y Z
   trackingState (the last one an integer).
   """
+
   body_id: int
   info: tuple  # clipedEdges, handLeftConfidence, handLeftState,
   #              handRightConfidence, handRightState, isResticted
@@ -58,22 +79,34 @@ def make_body(rng, body_id, t, offset=(0.0, 0.1, 3.0), amplitude=0.05):
   xyz = xyz + rng.normal(scale=0.005, size=xyz.shape)
   z = xyz[:, 2]
   depth = np.stack([256 + 365 * xyz[:, 0] / z, 212 - 365 * xyz[:, 1] / z], 1)
-  color = np.stack([960 + 1060 * xyz[:, 0] / z, 540 - 1060 * xyz[:, 1] / z],
-                   1)
+  color = np.stack([960 + 1060 * xyz[:, 0] / z, 540 - 1060 * xyz[:, 1] / z], 1)
   quat = rng.normal(size=(NUM_JOINTS, 4))
   quat /= np.linalg.norm(quat, axis=1, keepdims=True)
   quat[[15, 19, 21, 22, 23, 24]] = 0  # leaf joints carry no orientation
   state = rng.choice([2, 2, 2, 2, 1, 0], size=(NUM_JOINTS, 1))
   joints = np.concatenate([xyz, depth, color, quat, state], axis=1)
-  info = (int(rng.integers(0, 2)), int(rng.integers(0, 2)),
-          int(rng.integers(0, 4)), int(rng.integers(0, 2)),
-          int(rng.integers(0, 4)), 0)
+  info = (
+    int(rng.integers(0, 2)),
+    int(rng.integers(0, 2)),
+    int(rng.integers(0, 4)),
+    int(rng.integers(0, 2)),
+    int(rng.integers(0, 4)),
+    0,
+  )
   lean = tuple(rng.normal(scale=0.1, size=2))
   return Body(int(body_id), info, lean, 2, joints)
 
 
-def random_frames(rng, num_frames, num_bodies=1, *, zero_body_frames=(),
-                  extra_body_frames=(), swapped_frames=(), first_id=None):
+def random_frames(
+  rng,
+  num_frames,
+  num_bodies=1,
+  *,
+  zero_body_frames=(),
+  extra_body_frames=(),
+  swapped_frames=(),
+  first_id=None,
+):
   """Frames (lists of ``Body``) of a sample with persistent body ids.
 
   Args:
@@ -86,20 +119,31 @@ def random_frames(rng, num_frames, num_bodies=1, *, zero_body_frames=(),
     swapped_frames: Frames whose persons are listed in reverse order.
     first_id: Body id of person 0 (others are +1, +2, ...).
   """
-  first_id = (BASE_BODY_ID + 3165 + int(rng.integers(0, 1000))
-              if first_id is None else first_id)
+  first_id = (
+    BASE_BODY_ID + 3165 + int(rng.integers(0, 1000))
+    if first_id is None
+    else first_id
+  )
   frames = []
   for t in range(num_frames):
     if t in zero_body_frames:
       frames.append([])
       continue
-    bodies = [make_body(rng, first_id + m, t, offset=(0.8 * m - 0.4 * (
-        num_bodies - 1), 0.1, 3.0 + 0.3 * m)) for m in range(num_bodies)]
+    bodies = [
+      make_body(
+        rng,
+        first_id + m,
+        t,
+        offset=(0.8 * m - 0.4 * (num_bodies - 1), 0.1, 3.0 + 0.3 * m),
+      )
+      for m in range(num_bodies)
+    ]
     if t in swapped_frames:
       bodies = bodies[::-1]
     if t in extra_body_frames:
-      noise = make_body(rng, first_id + 7, t, offset=(1.5, -0.3, 4.2),
-                        amplitude=0.0)
+      noise = make_body(
+        rng, first_id + 7, t, offset=(1.5, -0.3, 4.2), amplitude=0.0
+      )
       bodies.append(noise)
     frames.append(bodies)
   return frames
@@ -111,10 +155,16 @@ def _fmt(value):
 
 def body_lines(body):
   """The 27 lines (body line, joint count, 25 joint lines) of one body."""
-  head = ' '.join([str(body.body_id)] + [str(v) for v in body.info] +
-                  [_fmt(v) for v in body.lean] + [str(body.tracking_state)])
-  rows = [' '.join([_fmt(v) for v in row[:11]] + [str(int(row[11]))])
-          for row in body.joints]
+  head = ' '.join(
+    [str(body.body_id)]
+    + [str(v) for v in body.info]
+    + [_fmt(v) for v in body.lean]
+    + [str(body.tracking_state)]
+  )
+  rows = [
+    ' '.join([_fmt(v) for v in row[:11]] + [str(int(row[11]))])
+    for row in body.joints
+  ]
   return [head, str(NUM_JOINTS)] + rows
 
 
@@ -136,30 +186,37 @@ def render_sample(frames, newline='\n'):
   num_records = len(records)
 
   def table(rows, cols, dtype):
-    return np.array([[float(tok) for tok in row.split()[cols]] for row in rows],
-                    np.float64).astype(dtype)
+    return np.array(
+      [[float(tok) for tok in row.split()[cols]] for row in rows], np.float64
+    ).astype(dtype)
 
   joint_rows = [row for _, _, chunk in records for row in chunk[2:]]
-  joints = (table(joint_rows, slice(0, 12), np.float64)
-            if joint_rows else np.zeros((0, 12)))
+  joints = (
+    table(joint_rows, slice(0, 12), np.float64)
+    if joint_rows
+    else np.zeros((0, 12))
+  )
   joints = joints.reshape(num_records, NUM_JOINTS, 12)
   heads = [chunk[0].split() for _, _, chunk in records]
   expected = {
-      'num_frames': len(frames),
-      'body_frame': np.array([t for t, _, _ in records], np.int32),
-      'body_slot': np.array([s for _, s, _ in records], np.int32),
-      'body_id': np.array([int(h[0]) for h in heads], np.int64),
-      'body_info': np.array([[int(v) for v in h[1:7]] for h in heads],
-                            np.int32).reshape(num_records, 6),
-      'body_lean': np.array([[float(v) for v in h[7:9]] for h in heads],
-                            np.float64).astype(np.float32).reshape(
-                                num_records, 2),
-      'body_tracking_state': np.array([int(h[9]) for h in heads], np.int32),
-      'bodies_xyz': joints[..., 0:3].astype(np.float32),
-      'bodies_depth_xy': joints[..., 3:5].astype(np.float32),
-      'bodies_color_xy': joints[..., 5:7].astype(np.float32),
-      'bodies_orientation': joints[..., 7:11].astype(np.float32),
-      'bodies_joint_tracking': joints[..., 11].astype(np.int32),
+    'num_frames': len(frames),
+    'body_frame': np.array([t for t, _, _ in records], np.int32),
+    'body_slot': np.array([s for _, s, _ in records], np.int32),
+    'body_id': np.array([int(h[0]) for h in heads], np.int64),
+    'body_info': np.array(
+      [[int(v) for v in h[1:7]] for h in heads], np.int32
+    ).reshape(num_records, 6),
+    'body_lean': np.array(
+      [[float(v) for v in h[7:9]] for h in heads], np.float64
+    )
+    .astype(np.float32)
+    .reshape(num_records, 2),
+    'body_tracking_state': np.array([int(h[9]) for h in heads], np.int32),
+    'bodies_xyz': joints[..., 0:3].astype(np.float32),
+    'bodies_depth_xy': joints[..., 3:5].astype(np.float32),
+    'bodies_color_xy': joints[..., 5:7].astype(np.float32),
+    'bodies_orientation': joints[..., 7:11].astype(np.float32),
+    'bodies_joint_tracking': joints[..., 11].astype(np.int32),
   }
   return text, expected
 
@@ -180,35 +237,63 @@ EXTRA = os.path.join('more', 'nturgbd_skeletons_s018_to_s032')
 # stem -> expected split per config; None = not in that dataset,
 # 'dropped' = in the config's missing-skeleton list.
 GOOD_SPLITS = {
-    # 1 body, frame 2 has no body.
-    'S001C001P001R001A001': dict(ntu60_xsub='train', ntu60_xview='test',
-                                 ntu120_xsub='train', ntu120_xset='test'),
-    # 2 persons, a third (noise) body in frames 1-2, order swapped in 3-4.
-    'S002C002P003R002A013': dict(ntu60_xsub='test', ntu60_xview='train',
-                                 ntu120_xsub='test', ntu120_xset='train'),
-    # In both official missing-skeleton lists.
-    'S001C002P005R002A008': dict(ntu60_xsub='dropped', ntu60_xview='dropped',
-                                 ntu120_xsub='dropped',
-                                 ntu120_xset='dropped'),
-    # 305 frames (> 300).
-    'S005C003P008R001A030': dict(ntu60_xsub='train', ntu60_xview='train',
-                                 ntu120_xsub='train', ntu120_xset='test'),
-    # CRLF line endings, 2 persons.
-    'S010C001P010R001A055': dict(ntu60_xsub='test', ntu60_xview='test',
-                                 ntu120_xsub='test', ntu120_xset='train'),
-    # Every frame has zero bodies.
-    'S003C001P002R001A002': dict(ntu60_xsub='train', ntu60_xview='test',
-                                 ntu120_xsub='train', ntu120_xset='test'),
-    # NTU-120 only (setup 18), second folder.
-    'S018C002P045R001A061': dict(ntu60_xsub=None, ntu60_xview=None,
-                                 ntu120_xsub='train', ntu120_xset='train'),
-    # NTU-120 only and in the NTU-120 missing list.
-    'S019C001P046R001A075': dict(ntu60_xsub=None, ntu60_xview=None,
-                                 ntu120_xsub='dropped',
-                                 ntu120_xset='dropped'),
-    # Setup 17 but action 120: NTU-120 only.
-    'S017C003P040R002A120': dict(ntu60_xsub=None, ntu60_xview=None,
-                                 ntu120_xsub='test', ntu120_xset='test'),
+  # 1 body, frame 2 has no body.
+  'S001C001P001R001A001': dict(
+    ntu60_xsub='train',
+    ntu60_xview='test',
+    ntu120_xsub='train',
+    ntu120_xset='test',
+  ),
+  # 2 persons, a third (noise) body in frames 1-2, order swapped in 3-4.
+  'S002C002P003R002A013': dict(
+    ntu60_xsub='test',
+    ntu60_xview='train',
+    ntu120_xsub='test',
+    ntu120_xset='train',
+  ),
+  # In both official missing-skeleton lists.
+  'S001C002P005R002A008': dict(
+    ntu60_xsub='dropped',
+    ntu60_xview='dropped',
+    ntu120_xsub='dropped',
+    ntu120_xset='dropped',
+  ),
+  # 305 frames (> 300).
+  'S005C003P008R001A030': dict(
+    ntu60_xsub='train',
+    ntu60_xview='train',
+    ntu120_xsub='train',
+    ntu120_xset='test',
+  ),
+  # CRLF line endings, 2 persons.
+  'S010C001P010R001A055': dict(
+    ntu60_xsub='test',
+    ntu60_xview='test',
+    ntu120_xsub='test',
+    ntu120_xset='train',
+  ),
+  # Every frame has zero bodies.
+  'S003C001P002R001A002': dict(
+    ntu60_xsub='train',
+    ntu60_xview='test',
+    ntu120_xsub='train',
+    ntu120_xset='test',
+  ),
+  # NTU-120 only (setup 18), second folder.
+  'S018C002P045R001A061': dict(
+    ntu60_xsub=None, ntu60_xview=None, ntu120_xsub='train', ntu120_xset='train'
+  ),
+  # NTU-120 only and in the NTU-120 missing list.
+  'S019C001P046R001A075': dict(
+    ntu60_xsub=None,
+    ntu60_xview=None,
+    ntu120_xsub='dropped',
+    ntu120_xset='dropped',
+  ),
+  # Setup 17 but action 120: NTU-120 only.
+  'S017C003P040R002A120': dict(
+    ntu60_xsub=None, ntu60_xview=None, ntu120_xsub='test', ntu120_xset='test'
+  ),
 }
 
 
@@ -216,21 +301,33 @@ def write_good_tree(root, seed=0):
   """Writes the edge-case tree; returns ``{stem: (path, expected)}``."""
   rng = np.random.default_rng(seed)
   specs = {
-      'S001C001P001R001A001': (MAIN, dict(num_frames=6, zero_body_frames={2},
-                                          first_id=BASE_BODY_ID + 3165), '\n'),
-      'S002C002P003R002A013': (MAIN, dict(num_frames=5, num_bodies=2,
-                                          extra_body_frames={1, 2},
-                                          swapped_frames={3, 4},
-                                          first_id=BASE_BODY_ID + 3200), '\n'),
-      'S001C002P005R002A008': (MAIN, dict(num_frames=3), '\n'),
-      'S005C003P008R001A030': (MAIN, dict(num_frames=305), '\n'),
-      'S010C001P010R001A055': (MAIN, dict(num_frames=4, num_bodies=2),
-                               '\r\n'),
-      'S003C001P002R001A002': (MAIN, dict(num_frames=3,
-                                          zero_body_frames={0, 1, 2}), '\n'),
-      'S018C002P045R001A061': (EXTRA, dict(num_frames=3), '\n'),
-      'S019C001P046R001A075': (EXTRA, dict(num_frames=2), '\n'),
-      'S017C003P040R002A120': (MAIN, dict(num_frames=2, num_bodies=2), '\n'),
+    'S001C001P001R001A001': (
+      MAIN,
+      dict(num_frames=6, zero_body_frames={2}, first_id=BASE_BODY_ID + 3165),
+      '\n',
+    ),
+    'S002C002P003R002A013': (
+      MAIN,
+      dict(
+        num_frames=5,
+        num_bodies=2,
+        extra_body_frames={1, 2},
+        swapped_frames={3, 4},
+        first_id=BASE_BODY_ID + 3200,
+      ),
+      '\n',
+    ),
+    'S001C002P005R002A008': (MAIN, dict(num_frames=3), '\n'),
+    'S005C003P008R001A030': (MAIN, dict(num_frames=305), '\n'),
+    'S010C001P010R001A055': (MAIN, dict(num_frames=4, num_bodies=2), '\r\n'),
+    'S003C001P002R001A002': (
+      MAIN,
+      dict(num_frames=3, zero_body_frames={0, 1, 2}),
+      '\n',
+    ),
+    'S018C002P045R001A061': (EXTRA, dict(num_frames=3), '\n'),
+    'S019C001P046R001A075': (EXTRA, dict(num_frames=2), '\n'),
+    'S017C003P040R002A120': (MAIN, dict(num_frames=2, num_bodies=2), '\n'),
   }
   out = {}
   for stem, (folder, kwargs, newline) in specs.items():
@@ -270,8 +367,11 @@ def write_bad_tree(root, seed=1):
   cases = {}
 
   lines = _lines(rng)
-  cases['S001C001P001R001A002'] = ('\n'.join(lines[:40]) + '\n', 41,
-                                   'joint line')  # truncated in frame 2
+  cases['S001C001P001R001A002'] = (
+    '\n'.join(lines[:40]) + '\n',
+    41,
+    'joint line',
+  )  # truncated in frame 2
 
   lines = _lines(rng)
   toks = lines[9].split()
@@ -282,8 +382,11 @@ def write_bad_tree(root, seed=1):
   lines = _lines(rng)
   del lines[32]  # one joint line of frame 2 fewer ...
   lines[31] = '24'  # ... and the count says so
-  cases['S001C001P001R001A004'] = ('\n'.join(lines) + '\n', 32,
-                                   'joint count 25')
+  cases['S001C001P001R001A004'] = (
+    '\n'.join(lines) + '\n',
+    32,
+    'joint count 25',
+  )
 
   lines = _lines(rng)
   lines[2] = ' '.join(lines[2].split()[:9])
@@ -308,8 +411,11 @@ def write_bad_tree(root, seed=1):
   cases['S001C001P001R001A010'] = ('', 1, 'frame count')  # empty file
 
   lines = _lines(rng)
-  cases['S001C001P001R001A011'] = ('\n'.join(lines + ['0', 'garbage']) +
-                                   '\n', len(lines) + 1, 'end of file')
+  cases['S001C001P001R001A011'] = (
+    '\n'.join(lines + ['0', 'garbage']) + '\n',
+    len(lines) + 1,
+    'end of file',
+  )
 
   lines = _lines(rng)
   toks = lines[2].split()
@@ -318,8 +424,10 @@ def write_bad_tree(root, seed=1):
   cases['S001C001P001R001A012'] = ('\n'.join(lines) + '\n', 3, 'bodyID')
 
   lines = _lines(rng)
-  lines[21:22] = [' '.join(lines[21].split()[:6]),
-                  ' '.join(lines[21].split()[6:])]  # a joint line split in two
+  lines[21:22] = [
+    ' '.join(lines[21].split()[:6]),
+    ' '.join(lines[21].split()[6:]),
+  ]  # a joint line split in two
   cases['S001C001P001R001A013'] = ('\n'.join(lines) + '\n', 22, '12 tokens')
 
   bad = {}
@@ -328,8 +436,11 @@ def write_bad_tree(root, seed=1):
     bad[os.path.basename(path)] = (path, line, fragment)
   text, _ = render_sample(random_frames(rng, 2))
   name = 'S01C001P001R001A001.skeleton'  # two-digit setup
-  bad[name] = (write_text(os.path.join(folder, name), text), None,
-               'SsssCcccPpppRrrrAaaa')
+  bad[name] = (
+    write_text(os.path.join(folder, name), text),
+    None,
+    'SsssCcccPpppRrrrAaaa',
+  )
   return good, bad
 
 
@@ -343,9 +454,13 @@ def write_realistic_tree(root, num_files, seed=0, mean_frames=100):
   Returns the list of paths.
   """
   rng = np.random.default_rng(seed)
-  missing_file = os.path.join(os.path.dirname(__file__), '..', 'data_builders',
-                              'ntu_rgbd',
-                              'NTU_RGBD_samples_with_missing_skeletons.txt')
+  missing_file = os.path.join(
+    os.path.dirname(__file__),
+    '..',
+    'data_builders',
+    'ntu_rgbd',
+    'NTU_RGBD_samples_with_missing_skeletons.txt',
+  )
   with open(missing_file) as f:
     missing = {line.strip() for line in f}
   paths = []
@@ -357,15 +472,16 @@ def write_realistic_tree(root, num_files, seed=0, mean_frames=100):
     replication = 1 + (i // 2040) % 2
     action = 1 + (i * 7) % 60
     i += 1
-    stem = (f'S{setup:03d}C{camera:03d}P{performer:03d}R{replication:03d}'
-            f'A{action:03d}')
+    stem = (
+      f'S{setup:03d}C{camera:03d}P{performer:03d}R{replication:03d}'
+      f'A{action:03d}'
+    )
     if stem in missing:
       continue
     num_frames = int(np.clip(rng.normal(mean_frames, 20), 30, 300))
     num_bodies = 2 if action >= 50 else 1
     text, _ = render_sample_fast(random_frames(rng, num_frames, num_bodies))
-    paths.append(write_text(os.path.join(root, MAIN, f'{stem}.skeleton'),
-                            text))
+    paths.append(write_text(os.path.join(root, MAIN, f'{stem}.skeleton'), text))
   return paths
 
 

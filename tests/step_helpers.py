@@ -1,5 +1,6 @@
 """Shared by the pretraining-step tests: a tiny config and batch, one jitted
 step on a given mesh, and the "same step" comparison of two runs."""
+
 import functools
 
 import jax
@@ -35,8 +36,7 @@ def tiny_batch(clip_len=32):
   return {'x': x, 'index': np.arange(100, 100 + B, dtype=np.int32)}
 
 
-def run_step(config, mesh, state_shardings=None, mining_step=-1,
-             prepare=None):
+def run_step(config, mesh, state_shardings=None, mining_step=-1, prepare=None):
   """One jitted step as ``pretrain.train`` builds it, on ``mesh``.
 
   ``state_shardings(state, mesh)`` gives the state layout (default:
@@ -51,34 +51,52 @@ def run_step(config, mesh, state_shardings=None, mining_step=-1,
     state = prepare(state)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
   sh = rep if state_shardings is None else state_shardings(state, mesh)
-  step = jax.jit(functools.partial(pretrain.train_step, graphdef=graphdef,
-                                   tx=tx, config=config, schedule=schedule,
-                                   mining_step=mining_step),
-                 in_shardings=(sh, dsh), out_shardings=(sh, rep))
+  step = jax.jit(
+    functools.partial(
+      pretrain.train_step,
+      graphdef=graphdef,
+      tx=tx,
+      config=config,
+      schedule=schedule,
+      mining_step=mining_step,
+    ),
+    in_shardings=(sh, dsh),
+    out_shardings=(sh, rep),
+  )
   before = jax.device_get(state)
-  after, metrics = step(jax.device_put(state, sh),
-                        jax.device_put(tiny_batch(config.data.clip_len), dsh))
+  after, metrics = step(
+    jax.device_put(state, sh),
+    jax.device_put(tiny_batch(config.data.clip_len), dsh),
+  )
   return graphdef, before, after, jax.device_get(metrics)
 
 
-def assert_same_step(before, ref_state, ref_metrics, state, metrics,
-                     trees=('params',)):
+def assert_same_step(
+  before, ref_state, ref_metrics, state, metrics, trees=('params',)
+):
   """Equal metrics, parameter updates (<=> equal gradients: same optimizer
   and start) and queues."""
   for k in ref_metrics:
-    np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=2e-5,
-                               atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(
+      metrics[k], ref_metrics[k], rtol=2e-5, atol=1e-6, err_msg=k
+    )
   # Reductions run in another order, so compare each update relative to the
   # largest update of its tensor, plus a floor relative to the largest update
   # overall: a bias feeding BatchNorm has a true gradient of 0 and carries
   # float noise only.
-  floor = 1e-6 * max(float(np.abs(p1 - p0).max()) for p0, p1 in zip(
-      jax.tree.leaves(before['params']), jax.tree.leaves(ref_state['params'])))
+  floor = 1e-6 * max(
+    float(np.abs(p1 - p0).max())
+    for p0, p1 in zip(
+      jax.tree.leaves(before['params']), jax.tree.leaves(ref_state['params'])
+    )
+  )
 
   def check(p0, p1, p2):
     u1, u2 = p1 - p0, p2 - p0
-    np.testing.assert_allclose(u2, u1, rtol=0,
-                               atol=3e-3 * np.abs(u1).max() + floor + 5e-7)
+    np.testing.assert_allclose(
+      u2, u1, rtol=0, atol=3e-3 * np.abs(u1).max() + floor + 5e-7
+    )
+
   for tree in trees:
     jax.tree.map(check, before[tree], ref_state[tree], state[tree])
   for q in ('queue', 'snippet_queue'):

@@ -1,4 +1,5 @@
 """Pretraining augmentations checked against NumPy references and key bookkeeping."""
+
 import functools
 
 import jax
@@ -15,8 +16,9 @@ M, T, V = 2, 24, 25
 
 def _sample(seed=0, t=T):
   # Distinct values everywhere so a crop offset is identifiable.
-  return np.random.default_rng(seed).normal(size=(M, t, V, 3)).astype(
-      np.float32)
+  return (
+    np.random.default_rng(seed).normal(size=(M, t, V, 3)).astype(np.float32)
+  )
 
 
 def _keys(n, seed=0):
@@ -35,8 +37,9 @@ def test_temporal_crop_is_window_of_symmetric_padding():
   out = np.asarray(crop(_keys(64)))
   offsets = set()
   for y in out:
-    hits = [o for o in range(2 * pad + 1)
-            if np.array_equal(y, padded[:, o:o + T])]
+    hits = [
+      o for o in range(2 * pad + 1) if np.array_equal(y, padded[:, o : o + T])
+    ]
     assert len(hits) == 1  # exactly one window matches (values are distinct)
     offsets.add(hits[0])
   # 64 keys over 9 offsets: every offset in [0, 2 * pad] shows up.
@@ -46,7 +49,8 @@ def test_temporal_crop_is_window_of_symmetric_padding():
 def test_temporal_crop_short_clip_is_identity():
   x = _sample(t=5)  # 5 // 6 == 0: nothing to pad
   np.testing.assert_array_equal(
-      augment.temporal_crop(x, jax.random.key(0), 6), x)
+    augment.temporal_crop(x, jax.random.key(0), 6), x
+  )
 
 
 # ---------------------------------------------------------- shear ----
@@ -54,8 +58,9 @@ def test_temporal_crop_short_clip_is_identity():
 
 def test_shear_zero_amplitude_is_identity():
   x = _sample()
-  np.testing.assert_allclose(augment.shear(x, jax.random.key(3), 0.0), x,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    augment.shear(x, jax.random.key(3), 0.0), x, atol=1e-6
+  )
 
 
 @pytest.mark.parametrize('seed', [0, 1, 2])
@@ -78,12 +83,16 @@ def test_shear_is_unit_diagonal_linear_map(seed):
 # ------------------------------------------------ noise/blur/mask ----
 
 
-@pytest.mark.parametrize('fn', [
+@pytest.mark.parametrize(
+  'fn',
+  [
     augment.gaussian_noise,
     # sigma >= 1 so the blur visibly changes the signal (sigma 0.1 ~ identity).
     functools.partial(augment.gaussian_blur, sigma_range=(1.0, 2.0)),
     augment.zero_axis,
-], ids=['noise', 'blur', 'zero_axis'])
+  ],
+  ids=['noise', 'blur', 'zero_axis'],
+)
 def test_prob_zero_is_identity_prob_one_changes(fn):
   x = _sample()
   for seed in range(3):
@@ -97,12 +106,14 @@ def test_blur_constant_signal_unchanged_away_from_edges():
   x = np.full((M, t, V, 3), 2.5, np.float32)
   half = (ks - 1) // 2
   for seed in range(3):
-    y = np.asarray(augment.gaussian_blur(x, jax.random.key(seed), ks,
-                                         (0.1, 2.0), prob=1.0))
-    np.testing.assert_allclose(y[:, half:t - half], 2.5, rtol=1e-5)
+    y = np.asarray(
+      augment.gaussian_blur(x, jax.random.key(seed), ks, (0.1, 2.0), prob=1.0)
+    )
+    np.testing.assert_allclose(y[:, half : t - half], 2.5, rtol=1e-5)
   # Zero padding darkens the edges for a wide kernel.
-  y = np.asarray(augment.gaussian_blur(x, jax.random.key(0), ks, (1.9, 2.0),
-                                       prob=1.0))
+  y = np.asarray(
+    augment.gaussian_blur(x, jax.random.key(0), ks, (1.9, 2.0), prob=1.0)
+  )
   assert np.all(y[:, 0] < 2.5 - 1e-3) and np.all(y[:, -1] < 2.5 - 1e-3)
 
 
@@ -112,14 +123,16 @@ def test_blur_kernel_sums_to_one_and_is_gaussian():
   x = np.zeros((1, t, 1, 1), np.float32)
   x[0, c] = 1.0
   sig = 1.3
-  y = np.asarray(augment.gaussian_blur(x, jax.random.key(0), ks, (sig, sig),
-                                       prob=1.0))[0, :, 0, 0]
+  y = np.asarray(
+    augment.gaussian_blur(x, jax.random.key(0), ks, (sig, sig), prob=1.0)
+  )[0, :, 0, 0]
   np.testing.assert_allclose(y.sum(), 1.0, rtol=1e-5)
   r = np.arange(ks) - (ks - 1) / 2
   w = np.exp(-0.5 * (r / sig) ** 2)
-  np.testing.assert_allclose(y[c - 7:c + 8], w / w.sum(), rtol=1e-4,
-                             atol=1e-7)
-  np.testing.assert_allclose(y[:c - 7], 0.0, atol=1e-7)
+  np.testing.assert_allclose(
+    y[c - 7 : c + 8], w / w.sum(), rtol=1e-4, atol=1e-7
+  )
+  np.testing.assert_allclose(y[: c - 7], 0.0, atol=1e-7)
 
 
 def test_zero_axis_zeros_exactly_one_axis():
@@ -144,8 +157,11 @@ def test_two_views_depend_only_on_key_step_and_global_index():
   base = jax.random.key(7)
   xs = np.stack([_sample(seed) for seed in range(n)])
   idx = np.arange(100, 100 + n)
-  fn = jax.jit(lambda x, step, i: augment.two_views(
-      x, augment.sample_keys(base, step, i), cfg))
+  fn = jax.jit(
+    lambda x, step, i: augment.two_views(
+      x, augment.sample_keys(base, step, i), cfg
+    )
+  )
   q, k = fn(xs, 3, idx)
   assert q.shape == k.shape == xs.shape
   # Same samples, permuted positions: each sample gets the same views.
@@ -155,8 +171,11 @@ def test_two_views_depend_only_on_key_step_and_global_index():
   np.testing.assert_allclose(kp, k[perm], rtol=1e-6, atol=1e-6)
   # A smaller batch (a different shard) holding samples 1 and 3.
   sub = np.array([3, 1])
-  qs, ks = jax.jit(lambda x, step, i: augment.two_views(
-      x, augment.sample_keys(base, step, i), cfg))(xs[sub], 3, idx[sub])
+  qs, ks = jax.jit(
+    lambda x, step, i: augment.two_views(
+      x, augment.sample_keys(base, step, i), cfg
+    )
+  )(xs[sub], 3, idx[sub])
   np.testing.assert_allclose(qs, q[sub], rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(ks, k[sub], rtol=1e-6, atol=1e-6)
   # Another step gives other views; query and key views differ too.
@@ -172,8 +191,9 @@ def test_sample_keys_match_fold_in_chain():
   keys = augment.sample_keys(base, 5, jnp.arange(3))
   for i in range(3):
     want = jax.random.fold_in(jax.random.fold_in(base, 5), i)
-    np.testing.assert_array_equal(jax.random.key_data(keys[i]),
-                                  jax.random.key_data(want))
+    np.testing.assert_array_equal(
+      jax.random.key_data(keys[i]), jax.random.key_data(want)
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -181,6 +201,7 @@ def test_sample_keys_match_fold_in_chain():
 # ---------------------------------------------------------------------------
 def test_rotation_matches_aimclr_formula():
   import math
+
   x = np.random.default_rng(0).normal(size=(1, 10, 25, 3)).astype(np.float32)
   key = jax.random.PRNGKey(3)
   got = np.asarray(augment.random_rotate(jnp.asarray(x), key))
@@ -190,9 +211,12 @@ def test_rotation_matches_aimclr_formula():
 
   def rot(axis, a):  # AimCLR tools.random_rotate's matrices
     c, s = math.cos(a), math.sin(a)
-    return [np.array([[1, 0, 0], [0, c, s], [0, -s, c]]),
-            np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]]),
-            np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]])][axis]
+    return [
+      np.array([[1, 0, 0], [0, c, s], [0, -s, c]]),
+      np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]]),
+      np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]),
+    ][axis]
+
   want = x.astype(np.float64)
   for axis in range(3):
     degrees = (30 if axis == main else 1) * u[axis]
@@ -208,9 +232,11 @@ def test_flips_permute_joints_and_reverse_time():
   order = np.asarray(augment.MIRROR_ORDER)
   np.testing.assert_array_equal(order[order], np.arange(25))
   np.testing.assert_array_equal(
-      augment.time_flip(x, jax.random.PRNGKey(0), prob=1.0), x[:, ::-1])
+    augment.time_flip(x, jax.random.PRNGKey(0), prob=1.0), x[:, ::-1]
+  )
   np.testing.assert_array_equal(
-      augment.spatial_flip(x, jax.random.PRNGKey(0), prob=0.0), x)
+    augment.spatial_flip(x, jax.random.PRNGKey(0), prob=0.0), x
+  )
 
 
 def test_unnormalised_blur_scales_like_the_release():
@@ -227,8 +253,10 @@ def test_unnormalised_blur_scales_like_the_release():
 
 def test_relative_tempo_views():
   n, t = 6, 16
-  x = jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32)[None, None, :, None,
-                                                         None], (n, 1, t, 25, 3))
+  x = jnp.broadcast_to(
+    jnp.arange(t, dtype=jnp.float32)[None, None, :, None, None],
+    (n, 1, t, 25, 3),
+  )
   keys = augment.sample_keys(jax.random.PRNGKey(0), 0, jnp.arange(n))
   q, k, other = augment.relative_tempo(x, x + 100.0, keys, ratio=2)
   assert q.shape == (n, 1, t // 2, 25, 3)
@@ -245,27 +273,31 @@ def test_relative_tempo_coin_is_fair_and_per_video():
   """Guards against a coin that always (or never) picks the fast tempo: each
   video's tempo is its own Bernoulli(1/2) draw from fold_in(key, 3)."""
   n, t = 64, 8
-  x = jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32)[None, None, :, None,
-                                                         None], (n, 1, t, 1, 1))
+  x = jnp.broadcast_to(
+    jnp.arange(t, dtype=jnp.float32)[None, None, :, None, None], (n, 1, t, 1, 1)
+  )
   keys = augment.sample_keys(jax.random.PRNGKey(5), 2, jnp.arange(n))
   q, _, other = augment.relative_tempo(x, x, keys, ratio=2)
   fast = np.asarray(q[:, 0, :, 0, 0] == 2 * np.arange(t // 2)).all(-1)
   slow = np.asarray(q[:, 0, :, 0, 0] == np.arange(t // 2)).all(-1)
   assert (fast ^ slow).all()
-  want = np.array([bool(jax.random.bernoulli(jax.random.fold_in(k, 3)))
-                   for k in keys])
+  want = np.array(
+    [bool(jax.random.bernoulli(jax.random.fold_in(k, 3))) for k in keys]
+  )
   np.testing.assert_array_equal(fast, want)
   # 64 fair coins: 20..44 heads holds with probability > 0.999.
   assert 20 <= fast.sum() <= 44
   # k_other plays at the other tempo.
   np.testing.assert_array_equal(
-      np.asarray(other[:, 0, 1, 0, 0]), np.where(fast, 1, 2))
+    np.asarray(other[:, 0, 1, 0, 0]), np.where(fast, 1, 2)
+  )
 
 
 def test_extreme_view_is_deterministic_per_key():
   cfg = config_defaults.pretrain_config().augment
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 1, 32, 25, 3)),
-                  jnp.float32)
+  x = jnp.asarray(
+    np.random.default_rng(0).normal(size=(4, 1, 32, 25, 3)), jnp.float32
+  )
   keys = augment.sample_keys(jax.random.PRNGKey(0), 3, jnp.arange(4))
   a = augment.third_view(x, keys, cfg, 'extreme')
   b = augment.third_view(x, keys, cfg, 'extreme')

@@ -1,6 +1,7 @@
 """Every base method x {+snippet, base alone} x {AGCN, ST-GCN} trains on the
 smoke synthetic data through ``main.run`` (8 simulated devices), including
 the switch to nearest-neighbour mining after the first epoch."""
+
 import importlib.util
 import json
 import os
@@ -11,10 +12,11 @@ import pytest
 from skel_jax import main as main_lib
 
 # Loss terms each base reports (besides the snippet loss).
-TERMS = {'skeletonclr': ('loss_global',),
-         'aimclr': ('loss_global', 'loss_ddm'),
-         'rvtclr': ('loss_global', 'loss_cross_tempo', 'loss_tempo_rank',
-                    'loss_ddm')}
+TERMS = {
+  'skeletonclr': ('loss_global',),
+  'aimclr': ('loss_global', 'loss_ddm'),
+  'rvtclr': ('loss_global', 'loss_cross_tempo', 'loss_tempo_rank', 'loss_ddm'),
+}
 STEPS = 6  # the smoke pretrain split is 4 steps per epoch
 
 
@@ -25,8 +27,11 @@ def data_dir(tmp_path_factory):
 
 def _config(variant):
   spec = importlib.util.spec_from_file_location(
-      'cfg', os.path.join(os.path.dirname(__file__), '..', 'configs',
-                          'pretrain_synthetic.py'))
+    'cfg',
+    os.path.join(
+      os.path.dirname(__file__), '..', 'configs', 'pretrain_synthetic.py'
+    ),
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(variant)
@@ -35,13 +40,20 @@ def _config(variant):
 # SkeletonCLR x AGCN trains through main.run in test_end_to_end, test_resume
 # and test_multihost, and its snippet-free step is checked in
 # test_pretrain_step; the other 10 combinations run here.
-COMBOS = [(base, snippet, backbone) for base in sorted(TERMS)
-          for snippet in (True, False) for backbone in ('agcn', 'stgcn')
-          if (base, backbone) != ('skeletonclr', 'agcn')]
+COMBOS = [
+  (base, snippet, backbone)
+  for base in sorted(TERMS)
+  for snippet in (True, False)
+  for backbone in ('agcn', 'stgcn')
+  if (base, backbone) != ('skeletonclr', 'agcn')
+]
 
 
-@pytest.mark.parametrize('base,snippet,backbone', COMBOS, ids=[
-    f'{b}-{"snippet" if s else "base"}-{k}' for b, s, k in COMBOS])
+@pytest.mark.parametrize(
+  'base,snippet,backbone',
+  COMBOS,
+  ids=[f'{b}-{"snippet" if s else "base"}-{k}' for b, s, k in COMBOS],
+)
 def test_base_trains(base, snippet, backbone, data_dir, tmp_path):
   tokens = [base, 'smoke'] + ([] if snippet else ['video'])
   if backbone == 'stgcn':

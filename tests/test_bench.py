@@ -1,5 +1,6 @@
 """Smoke test of ``skel_jax.bench``: the CLI runs at tiny sizes and writes the
 documented JSON. Timings are never asserted (they depend on the machine)."""
+
 import json
 import os
 import subprocess
@@ -11,14 +12,30 @@ import pytest
 pytestmark = pytest.mark.xdist_group('bench')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROW_KEYS = {'name', 'backbone', 'method', 'batch', 'shape', 'median_s',
-            'iqr_s', 'q25_s', 'q75_s', 'times_s', 'first_call_s',
-            'compile_s', 'steps_per_s', 'throughput', 'unit'}
+ROW_KEYS = {
+  'name',
+  'backbone',
+  'method',
+  'batch',
+  'shape',
+  'median_s',
+  'iqr_s',
+  'q25_s',
+  'q75_s',
+  'times_s',
+  'first_call_s',
+  'compile_s',
+  'steps_per_s',
+  'throughput',
+  'unit',
+}
 
 
 def test_import_defines_no_flags():
   from absl import flags
+
   from skel_jax import bench  # noqa: F401
+
   for name in ('quick', 'backbones', 'repeats', 'pipeline_data_dir'):
     assert name not in flags.FLAGS
 
@@ -27,20 +44,40 @@ def test_import_defines_no_flags():
 def report(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('bench')
   out = tmp / 'bench.json'
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             # One device and XLA's cheapest codegen: the ~20 s compile of the
-             # pretraining step dominates this test, not the run.
-             XLA_FLAGS='--xla_backend_optimization_level=0')
-  cmd = [sys.executable, '-m', 'skel_jax.bench', '--quick',
-         f'--out={out}', f'--pipeline_data_dir={tmp / "tfds"}',
-         '--backbones=agcn', '--methods=skeletonclr+snippet',
-         '--protocols=linear',
-         '--width=0.0625', '--batch=8', '--clip_len=32', '--queue_size=64',
-         '--ft_batch=8', '--pad_length=128', '--head_dim=16',
-         '--infer_len=64', '--infer_batch=8', '--repeats=1', '--warmup=1',
-         '--steps=1', '--pipeline_batches=2']
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=240)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    # One device and XLA's cheapest codegen: the ~20 s compile of the
+    # pretraining step dominates this test, not the run.
+    XLA_FLAGS='--xla_backend_optimization_level=0',
+  )
+  cmd = [
+    sys.executable,
+    '-m',
+    'skel_jax.bench',
+    '--quick',
+    f'--out={out}',
+    f'--pipeline_data_dir={tmp / "tfds"}',
+    '--backbones=agcn',
+    '--methods=skeletonclr+snippet',
+    '--protocols=linear',
+    '--width=0.0625',
+    '--batch=8',
+    '--clip_len=32',
+    '--queue_size=64',
+    '--ft_batch=8',
+    '--pad_length=128',
+    '--head_dim=16',
+    '--infer_len=64',
+    '--infer_batch=8',
+    '--repeats=1',
+    '--warmup=1',
+    '--steps=1',
+    '--pipeline_batches=2',
+  ]
+  proc = subprocess.run(
+    cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'pretrain_step' in proc.stdout  # the printed table
   with open(out) as f:
@@ -49,16 +86,20 @@ def report(tmp_path_factory):
 
 def test_rows_schema(report):
   names = [(r['name'], r['method']) for r in report['rows']]
-  assert names == [('pretrain_step', 'skeletonclr+snippet'),
-                   ('predict_step', 'finetune'), ('finetune_step', 'linear'),
-                   ('pretrain_pipeline', 'synthetic/smoke'),
-                   ('finetune_pipeline', 'synthetic/smoke')]
+  assert names == [
+    ('pretrain_step', 'skeletonclr+snippet'),
+    ('predict_step', 'finetune'),
+    ('finetune_step', 'linear'),
+    ('pretrain_pipeline', 'synthetic/smoke'),
+    ('finetune_pipeline', 'synthetic/smoke'),
+  ]
   for r in report['rows']:
     assert ROW_KEYS <= set(r), r['name']
     assert len(r['times_s']) == 1
     assert r['median_s'] > 0 and r['throughput'] > 0
-    assert r['unit'] == ('frames/s' if r['name'] == 'predict_step'
-                         else 'samples/s')
+    assert r['unit'] == (
+      'frames/s' if r['name'] == 'predict_step' else 'samples/s'
+    )
     is_pipeline = r['name'].endswith('_pipeline')
     assert (r['compile_s'] is None) == is_pipeline
     assert r['shape'][0] == r['batch'] and r['shape'][-2:] == [25, 3]
@@ -82,6 +123,8 @@ def test_environment_and_configs(report):
   lin = report['configs']['finetune/agcn/linear']
   assert lin['protocol'] == 'linear' and lin['model']['num_classes'] == 10
   assert set(report['compile_s']) == {
-      'pretrain_step/agcn/skeletonclr+snippet', 'predict_step/agcn/finetune',
-      'finetune_step/agcn/linear'}
+    'pretrain_step/agcn/skeletonclr+snippet',
+    'predict_step/agcn/finetune',
+    'finetune_step/agcn/linear',
+  }
   assert report['pipeline']['build_s'] >= 0

@@ -1,15 +1,16 @@
 """build_data never reuses, keeps or accepts a dataset it should not: input
 fingerprints (+ --overwrite), leftovers of killed builds, empty splits with
 their skip reasons, and sequences in two splits. Tiny PKU-MMD fixture trees."""
+
 import json
 import os
 import shutil
 import subprocess
 import sys
 
+import fixtures_pku as fx
 import pytest
 
-import fixtures_pku as fx
 from data_builders import common
 from skel_jax import build_data
 
@@ -18,14 +19,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _build(manual_dir, data_dir, overwrite=False, **kwargs):
   kwargs.setdefault('num_workers', 0)
-  builder = build_data.make_builder('pku_mmd', 'v1_xsub', data_dir=data_dir,
-                                    **kwargs)
+  builder = build_data.make_builder(
+    'pku_mmd', 'v1_xsub', data_dir=data_dir, **kwargs
+  )
   return build_data.build(builder, manual_dir, overwrite=overwrite)
 
 
 def _info_mtime(builder):
-  return os.stat(os.path.join(builder.data_dir,
-                              'dataset_info.json')).st_mtime_ns
+  return os.stat(
+    os.path.join(builder.data_dir, 'dataset_info.json')
+  ).st_mtime_ns
 
 
 @pytest.fixture
@@ -46,8 +49,9 @@ def test_dataset_is_reused_only_for_the_same_inputs(raw, tmp_path):
   # Another tree under another manual_dir: refused, naming what differs.
   extra = os.path.join(moved, 'PKU_Skeleton_Renew', '0004-L.txt')
   shutil.copy(os.path.join(moved, 'PKU_Skeleton_Renew', '0002-L.txt'), extra)
-  with open(os.path.join(moved, 'Train_Label_PKU_final', '0002-L.txt'),
-            'a') as f:
+  with open(
+    os.path.join(moved, 'Train_Label_PKU_final', '0002-L.txt'), 'a'
+  ) as f:
     f.write('1,20,22,1\n')
   with pytest.raises(build_data.InputsChangedError) as e:
     _build(moved, data_dir)
@@ -55,8 +59,9 @@ def test_dataset_is_reused_only_for_the_same_inputs(raw, tmp_path):
   assert 'built from other inputs' in msg and '--overwrite' in msg
   assert f'manual_dir {raw} -> {moved}' in msg
   assert '1 file(s) added (PKU_Skeleton_Renew/0004-L.txt)' in msg
-  assert ('1 file(s) changed size or time '
-          '(Train_Label_PKU_final/0002-L.txt)') in msg
+  assert (
+    '1 file(s) changed size or time (Train_Label_PKU_final/0002-L.txt)'
+  ) in msg
   assert _info_mtime(built) == stamp
   # Other builder options are other inputs too.
   with pytest.raises(build_data.InputsChangedError, match='builder options'):
@@ -73,28 +78,40 @@ def test_cli_refuses_other_inputs_in_one_line(raw, tmp_path):
   data_dir = str(tmp_path / 'data')
   _build(raw, data_dir)
   os.remove(os.path.join(raw, 'PKU_Skeleton_Renew', '0291-L.txt'))
-  cmd = [sys.executable, '-m', 'skel_jax.build_data',
-         '--dataset=pku_mmd/v1_xsub', f'--manual_dir={raw}',
-         f'--data_dir={data_dir}', '--num_workers=0']
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                        timeout=300)
+  cmd = [
+    sys.executable,
+    '-m',
+    'skel_jax.build_data',
+    '--dataset=pku_mmd/v1_xsub',
+    f'--manual_dir={raw}',
+    f'--data_dir={data_dir}',
+    '--num_workers=0',
+  ]
+  proc = subprocess.run(
+    cmd, cwd=ROOT, capture_output=True, text=True, timeout=300
+  )
   assert proc.returncode == 1, proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr
-  assert ('1 file(s) removed (PKU_Skeleton_Renew/0291-L.txt)'
-          in proc.stderr), proc.stderr[-2000:]
+  assert '1 file(s) removed (PKU_Skeleton_Renew/0291-L.txt)' in proc.stderr, (
+    proc.stderr[-2000:]
+  )
 
 
 def test_leftovers_of_a_killed_build_are_removed(raw, tmp_path):
   data_dir = str(tmp_path / 'data')
   builder = build_data.make_builder('pku_mmd', 'v1_xsub', data_dir=data_dir)
-  stale = os.path.join(os.path.dirname(builder.data_dir),
-                       'incomplete.ABC123_1.0.0')
+  stale = os.path.join(
+    os.path.dirname(builder.data_dir), 'incomplete.ABC123_1.0.0'
+  )
   os.makedirs(stale)
   fx.write_text(os.path.join(stale, 'pku_mmd-train.array_record-00000'), 'x')
   _build(raw, data_dir)
   assert not os.path.exists(stale)
-  assert [d for d in os.listdir(os.path.dirname(builder.data_dir))
-          if d.startswith('incomplete')] == []
+  assert [
+    d
+    for d in os.listdir(os.path.dirname(builder.data_dir))
+    if d.startswith('incomplete')
+  ] == []
 
 
 def test_empty_split_reports_the_skip_reasons(raw, tmp_path):
@@ -114,9 +131,13 @@ def test_empty_split_reports_the_skip_reasons(raw, tmp_path):
 
 def test_sequence_in_two_splits_is_an_error(raw, tmp_path):
   split = fx.GOOD_SPLITS['xsub']
-  fx.write_split_file(os.path.join(raw, 'Split', 'cross-subject.txt'),
-                      split['train'], split['test'] + ['0002-R'])
+  fx.write_split_file(
+    os.path.join(raw, 'Split', 'cross-subject.txt'),
+    split['train'],
+    split['test'] + ['0002-R'],
+  )
   with pytest.raises(common.DuplicateSequenceError) as e:
     _build(raw, str(tmp_path / 'data'))
   assert "sequence '0002-R' is in both the 'train' and the 'test' split" in (
-      str(e.value))
+    str(e.value)
+  )

@@ -1,4 +1,5 @@
 """Config validation: one clear line per problem, before anything compiles."""
+
 import os
 import subprocess
 import sys
@@ -59,8 +60,7 @@ def test_unknown_key_names_key_and_allowed_keys():
   c = _pretrain()
   c.pretrain.unlock()
   c.pretrain.snipet_weight = 1.0  # typo
-  _expect(c, 'config.pretrain.snipet_weight', 'unknown key',
-          'snippet_weight')
+  _expect(c, 'config.pretrain.snipet_weight', 'unknown key', 'snippet_weight')
 
 
 def test_wrong_type():
@@ -91,8 +91,11 @@ def test_snippet_queue_holds_whole_steps_of_snippets():
   c = _pretrain()
   c.pretrain.snippet_negatives = 'snippets'
   c.pretrain.snippet_queue_size = 16 * 4
-  _expect(c, 'config.pretrain.snippet_queue_size=64',
-          f'multiple of the {16 * c.model.num_snippets} keys')
+  _expect(
+    c,
+    'config.pretrain.snippet_queue_size=64',
+    f'multiple of the {16 * c.model.num_snippets} keys',
+  )
 
 
 def test_too_many_snippets_for_clip():
@@ -131,39 +134,63 @@ def test_missing_pretrain_source_and_workdir(tmp_path):
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):
   proc = subprocess.run(
-      [sys.executable, '-m', 'skel_jax.main',
-       '--config=configs/pretrain_synthetic.py:smoke',
-       f'--workdir={tmp_path}', '--config.batch_size=12'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      '-m',
+      'skel_jax.main',
+      '--config=configs/pretrain_synthetic.py:smoke',
+      f'--workdir={tmp_path}',
+      '--config.batch_size=12',
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 2, proc.stderr[-2000:]
   lines = [l for l in proc.stderr.splitlines() if l.startswith('config error')]
-  assert lines == ['config error: config.batch_size=12: must be divisible by '
-                   'the 8 data-parallel devices'], proc.stderr[-2000:]
+  assert lines == [
+    'config error: config.batch_size=12: must be divisible by '
+    'the 8 data-parallel devices'
+  ], proc.stderr[-2000:]
   assert not os.path.exists(tmp_path / 'checkpoints')
-
 
 
 def test_cli_unknown_key_is_one_line_with_closest_key(tmp_path):
   proc = subprocess.run(
-      [sys.executable, '-m', 'skel_jax.main',
-       '--config=configs/pretrain_synthetic.py:smoke',
-       f'--workdir={tmp_path}', '--config.pretrain.lamda=1'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      '-m',
+      'skel_jax.main',
+      '--config=configs/pretrain_synthetic.py:smoke',
+      f'--workdir={tmp_path}',
+      '--config.pretrain.lamda=1',
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines() == [
-      'config error: unknown key --config.pretrain.lamda; the closest valid '
-      'key is config.pretrain.snippet_weight'], proc.stderr[-2000:]
+    'config error: unknown key --config.pretrain.lamda; the closest valid '
+    'key is config.pretrain.snippet_weight'
+  ], proc.stderr[-2000:]
   assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize('key,closest', [
+@pytest.mark.parametrize(
+  'key,closest',
+  [
     ('pretrain.snipet_weight', 'pretrain.snippet_weight'),
     ('lr', 'optimizer.lr'),
     ('model.backbone.widht', 'model.backbone.width'),
     ('data.pad_len', 'data.pad_length'),
-])
+  ],
+)
 def test_closest_key(key, closest):
   from skel_jax import main as main_lib
+
   valid = list(main_lib._dotted_keys(config_defaults.finetune_config()))
   valid += list(main_lib._dotted_keys(config_defaults.pretrain_config()))
   assert main_lib.closest_key(key, sorted(set(valid))) == closest
@@ -173,8 +200,11 @@ def test_pretrain_source_must_be_readable_and_fit(tmp_path):
   c = _finetune(tmp_path / 'ok')
   config_validation.validate(c, 'w')
   c.model.backbone.width = 0.25
-  _expect(c, 'backbone width 1.0 in the checkpoint, 0.25 in the config',
-          '--config.model.backbone.width=1.0')
+  _expect(
+    c,
+    'backbone width 1.0 in the checkpoint, 0.25 in the config',
+    '--config.model.backbone.width=1.0',
+  )
   c = _finetune(tmp_path / 'ok')
   c.model.backbone.name = 'stgcn'
   _expect(c, 'backbone name agcn in the checkpoint, stgcn in the config')
@@ -196,17 +226,28 @@ def test_pretrain_source_must_be_readable_and_fit(tmp_path):
   _expect(c, 'backbone width 0.25 in the export, 1.0 in the config')
 
 
-def test_cli_empty_pretrain_workdir_fails_before_anything_is_written(
-    tmp_path):
+def test_cli_empty_pretrain_workdir_fails_before_anything_is_written(tmp_path):
   source = _fake_pretrain_workdir(tmp_path / 'pre', steps=())
   workdir = tmp_path / 'ft'
   proc = subprocess.run(
-      [sys.executable, '-m', 'skel_jax.main',
-       '--config=configs/finetune_synthetic.py:smoke', f'--workdir={workdir}',
-       f'--config.pretrain_workdir={source}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      '-m',
+      'skel_jax.main',
+      '--config=configs/finetune_synthetic.py:smoke',
+      f'--workdir={workdir}',
+      f'--config.pretrain_workdir={source}',
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 2, proc.stderr[-2000:]
-  assert proc.stderr.strip().splitlines()[-1].startswith(
-      "config error: config.pretrain_workdir='"), proc.stderr[-2000:]
+  assert (
+    proc.stderr.strip()
+    .splitlines()[-1]
+    .startswith("config error: config.pretrain_workdir='")
+  ), proc.stderr[-2000:]
   assert 'no checkpoint in its checkpoints/' in proc.stderr
   assert not workdir.exists()

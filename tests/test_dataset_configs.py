@@ -1,14 +1,15 @@
 """The training configs for the real datasets run on builds of fixture trees:
 NTU-60 pretraining -> PKU-MMD transfer, and BABEL subset localization."""
+
 import importlib.util
 import json
 import os
 
-import pytest
-
 import fixtures_babel
 import fixtures_ntu
 import fixtures_pku
+import pytest
+
 from skel_jax import build_data
 from skel_jax import main as main_lib
 
@@ -20,15 +21,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _config(name, arg):
   spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, 'configs', name + '.py'))
+    name, os.path.join(ROOT, 'configs', name + '.py')
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
 
 
 def _build(name, config, manual_dir, data_dir, **kwargs):
-  builder = build_data.make_builder(name, config, data_dir, num_workers=0,
-                                    **kwargs)
+  builder = build_data.make_builder(
+    name, config, data_dir, num_workers=0, **kwargs
+  )
   build_data.build(builder, manual_dir)
 
 
@@ -78,6 +81,11 @@ def test_babel_subset_localization(data_dir, tmp_path):
   c.data.dir = data_dir
   c.init = 'random'
   result = main_lib.run(c, str(tmp_path / 'ft'))
-  assert result['class_names'] == ['walk', 'stand', 'turn', 'jump',
-                                   'background']
+  assert result['class_names'] == [
+    'walk',
+    'stand',
+    'turn',
+    'jump',
+    'background',
+  ]
   assert result['split'] == 'val'

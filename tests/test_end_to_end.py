@@ -1,5 +1,6 @@
 """End to end on the smoke synthetic dataset: build -> pretrain -> localize -> mAP,
 through the same ``main.run`` entry point the CLI uses (8 simulated devices)."""
+
 import json
 import os
 
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.xdist_group('end_to_end')
 
 def _load(path, arg='smoke'):
   import importlib.util
+
   spec = importlib.util.spec_from_file_location('cfg', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -51,19 +53,26 @@ def test_pretrain_writes_metrics_and_checkpoint(pretrained):
   for r in records:
     assert np.isfinite(r['loss']) and np.isfinite(r['loss_snippet'])
     np.testing.assert_allclose(
-        r['loss'], r['loss_global'] + 1.5 * r['loss_snippet'], rtol=1e-5)
+      r['loss'], r['loss_global'] + 1.5 * r['loss_snippet'], rtol=1e-5
+    )
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '12'))
   with open(os.path.join(workdir, 'versions.json')) as f:
     assert json.load(f)['devices'] == 8
 
 
-@pytest.mark.parametrize('protocol,head', [('linear', 'ufusion'),
-                                           ('linear_fusion', 'ufusion'),
-                                           ('finetune', 'ufusion'),
-                                           ('knn', 'ufusion'),
-                                           ('finetune', 'upsample')])
-def test_localization_from_pretrained_backbone(pretrained, data_dir,
-                                               tmp_path, protocol, head):
+@pytest.mark.parametrize(
+  'protocol,head',
+  [
+    ('linear', 'ufusion'),
+    ('linear_fusion', 'ufusion'),
+    ('finetune', 'ufusion'),
+    ('knn', 'ufusion'),
+    ('finetune', 'upsample'),
+  ],
+)
+def test_localization_from_pretrained_backbone(
+  pretrained, data_dir, tmp_path, protocol, head
+):
   _, pre_dir = pretrained
   config = _load('configs/finetune_synthetic.py')
   config.data.dir = data_dir
@@ -80,8 +89,9 @@ def test_localization_from_pretrained_backbone(pretrained, data_dir,
   _, state = finetune.initial_state(config, tx, num_classes=10)
   params = finetune.join_params(state['trainable'], state['frozen'], protocol)
   bb, _ = finetune.load_pretrained_backbone(pre_dir)
-  jax.tree.map(np.testing.assert_array_equal,
-               nnx.to_pure_dict(params['backbone']), bb)
+  jax.tree.map(
+    np.testing.assert_array_equal, nnx.to_pure_dict(params['backbone']), bb
+  )
 
   workdir = str(tmp_path)
   main_lib.run(config, workdir)
@@ -102,17 +112,22 @@ def test_localization_from_pretrained_backbone(pretrained, data_dir,
     confusion = np.asarray(result['confusion'])
     background_only = confusion[-1].sum() / confusion.sum()
     assert result['frame_accuracy'] > background_only + 0.04, (
-        result['frame_accuracy'], background_only)
+      result['frame_accuracy'],
+      background_only,
+    )
   # Predictions are exported in the ActivityNet layout and re-score the same.
-  rescored = evaluate.evaluate_files(os.path.join(workdir, 'gt.json'),
-                                     os.path.join(workdir, 'predictions.json'))
+  rescored = evaluate.evaluate_files(
+    os.path.join(workdir, 'gt.json'), os.path.join(workdir, 'predictions.json')
+  )
   np.testing.assert_allclose(rescored['mean'], result['mean'], rtol=1e-9)
   assert os.path.getsize(os.path.join(workdir, 'timelines.png')) > 1000
   assert os.path.getsize(os.path.join(workdir, 'skeleton.gif')) > 1000
   assert os.path.getsize(os.path.join(workdir, 'confusion.png')) > 1000
   if protocol != 'knn':
-    assert any(f.startswith('events.out.tfevents')
-               for f in os.listdir(os.path.join(workdir, 'tb')))
+    assert any(
+      f.startswith('events.out.tfevents')
+      for f in os.listdir(os.path.join(workdir, 'tb'))
+    )
 
 
 def test_demo_pipeline_writes_table(data_dir, tmp_path):
@@ -127,7 +142,9 @@ def test_demo_pipeline_writes_table(data_dir, tmp_path):
     saved = json.load(f)
   rows = saved['rows']
   assert [(r['method'], r['protocol']) for r in rows] == [
-      ('random_init', 'linear'), ('snippet_moco', 'linear')]
+    ('random_init', 'linear'),
+    ('snippet_moco', 'linear'),
+  ]
   for r in rows:
     assert r['label_fraction'] == 0.2
     assert set(r['map']) == {'0.1', '0.2', '0.3', '0.4', '0.5', 'mean'}
@@ -137,6 +154,7 @@ def test_demo_pipeline_writes_table(data_dir, tmp_path):
 def test_demo_bases_variant_builds_each_method_config():
   from skel_jax import config_validation
   from skel_jax import demo
+
   config = _load('configs/demo.py', 'bases,smoke')
   config_validation.validate(config, 'unused', check_sources=False)
   assert config.protocols == ('linear',)
@@ -147,13 +165,18 @@ def test_demo_bases_variant_builds_each_method_config():
     assert (c.pretrain.snippet_weight > 0) == snippet
     # One dataset for every method; RVTCLR keeps its longer windows.
     assert (c.data.name, c.data.config, c.data.dir) == (
-        config.data.name, config.data.config, config.data.dir)
+      config.data.name,
+      config.data.config,
+      config.data.dir,
+    )
     assert c.data.clip_len == (2 if base == 'rvtclr' else 1) * 64
     config_validation.validate(c, check_sources=False)
     assert (c.pretrain.mining_epoch >= 0) == (base != 'skeletonclr')
 
 
-def test_linear_probe_trains_only_the_classifier(pretrained, data_dir, tmp_path):
+def test_linear_probe_trains_only_the_classifier(
+  pretrained, data_dir, tmp_path
+):
   """The released probe: backbone and fusion module frozen (BN statistics
   included), only the per-frame classifier moves."""
   _, pre_dir = pretrained
@@ -173,14 +196,20 @@ def test_linear_probe_trains_only_the_classifier(pretrained, data_dir, tmp_path)
   assert (result['num_labeled_sequences'], result['steps']) == (10, 2)
   assert os.path.isdir(tmp_path / 'checkpoints' / '2')
   from skel_jax import export
+
   _, _, params, stats = export.restore_workdir(str(tmp_path))
-  params0 = nnx.to_pure_dict(finetune.join_params(
-      before['trainable'], before['frozen'], 'linear'))
+  params0 = nnx.to_pure_dict(
+    finetune.join_params(before['trainable'], before['frozen'], 'linear')
+  )
   params1 = nnx.to_pure_dict(params)
-  assert not np.allclose(params0['head']['classifier']['kernel'],
-                         params1['head']['classifier']['kernel'])
+  assert not np.allclose(
+    params0['head']['classifier']['kernel'],
+    params1['head']['classifier']['kernel'],
+  )
   del params0['head']['classifier'], params1['head']['classifier']
   jax.tree.map(np.testing.assert_array_equal, params0, params1)
-  jax.tree.map(np.testing.assert_array_equal,
-               nnx.to_pure_dict(before['batch_stats']),
-               nnx.to_pure_dict(stats))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    nnx.to_pure_dict(before['batch_stats']),
+    nnx.to_pure_dict(stats),
+  )

@@ -2,6 +2,7 @@
 frame loss, eval settings reaching the decoder, frame probabilities -> mAP /
 accuracy / confusion, the LR schedule and step arithmetic, KNN frame features.
 References are NumPy or worked by hand."""
+
 import dataclasses
 
 import jax.numpy as jnp
@@ -14,7 +15,6 @@ from skel_jax import knn
 from skel_jax import postprocess
 from skel_jax import pretrain
 from skel_jax import train_utils
-
 
 # ------------------------------------------------------ masked frame CE ----
 
@@ -31,14 +31,27 @@ def test_frame_cross_entropy_averages_labelled_frames_only():
   got = finetune.frame_cross_entropy(jnp.asarray(logits), jnp.asarray(labels))
   np.testing.assert_allclose(float(got), want, rtol=1e-6)
   # Whatever the logits of padded frames, the loss is the same.
-  noisy = logits + 50.0 * (labels < 0)[..., None] * rng.normal(size=logits.shape)
+  noisy = logits + 50.0 * (labels < 0)[..., None] * rng.normal(
+    size=logits.shape
+  )
   np.testing.assert_allclose(
-      float(finetune.frame_cross_entropy(jnp.asarray(noisy, jnp.float32),
-                                         jnp.asarray(labels))), want,
-      rtol=1e-6)
+    float(
+      finetune.frame_cross_entropy(
+        jnp.asarray(noisy, jnp.float32), jnp.asarray(labels)
+      )
+    ),
+    want,
+    rtol=1e-6,
+  )
   # A batch of padding only: 0, not NaN.
-  assert float(finetune.frame_cross_entropy(
-      jnp.asarray(logits), jnp.full((2, 6), -1, jnp.int32))) == 0.0
+  assert (
+    float(
+      finetune.frame_cross_entropy(
+        jnp.asarray(logits), jnp.full((2, 6), -1, jnp.int32)
+      )
+    )
+    == 0.0
+  )
 
 
 # ------------------------------------------------- eval -> DecodeConfig ----
@@ -59,12 +72,21 @@ def test_decode_config_carries_every_eval_setting():
   e.line_quirks = True
   e.smooth_kernel = 3
   e.activity_threshold = 0.25
-  want = {'method': 'jhang', 'thresholds': (0.2, 0.3), 'min_length': 5,
-          'outer_ratio': 0.5, 'outer_weight': 0.1, 'nms_threshold': 0.7,
-          'line_quirks': True, 'smooth_kernel': 3, 'activity_threshold': 0.25}
+  want = {
+    'method': 'jhang',
+    'thresholds': (0.2, 0.3),
+    'min_length': 5,
+    'outer_ratio': 0.5,
+    'outer_weight': 0.1,
+    'nms_threshold': 0.7,
+    'line_quirks': True,
+    'smooth_kernel': 3,
+    'activity_threshold': 0.25,
+  }
   # Every decoder field is settable from the config (a new field needs a key).
-  assert set(want) == {f.name for f in dataclasses.fields(
-      postprocess.DecodeConfig)}
+  assert set(want) == {
+    f.name for f in dataclasses.fields(postprocess.DecodeConfig)
+  }
   assert dataclasses.asdict(finetune.decode_config(e)) == want
 
 
@@ -76,7 +98,7 @@ def test_evaluation_uses_the_configured_jhang_settings():
   probs = np.zeros((16, 3))
   probs[:, 2] = 1.0
   probs[3:13] = [0.1, 0.8, 0.1]
-  probs[8] = [0.1, 0.3, 0.6]   # one uncertain frame inside the action
+  probs[8] = [0.1, 0.3, 0.6]  # one uncertain frame inside the action
   e = config_defaults.eval_config()
   e.decoder = 'jhang'
   pred = {'id': 'v', 'probs': probs, 'labels': labels}
@@ -86,6 +108,7 @@ def test_evaluation_uses_the_configured_jhang_settings():
     _, _, segs = finetune.evaluate_predictions([pred], 2, e)
     assert all(s[0] == 1 for s in segs['v'])
     return [s[1:3] for s in segs['v']]
+
   assert segments(0, 0.5) == [(3, 8), (9, 13)]
   assert segments(0, 0.35) == [(3, 13)]
   # k = 2: frame 3 averages frames 1..4 (background 0.55: inactive at 0.5),
@@ -105,12 +128,17 @@ def _videos():
 
 
 def test_one_hot_probabilities_score_perfectly():
-  preds = [{'id': f'v{i}', 'labels': lab, 'probs': np.eye(4)[lab]}
-           for i, lab in enumerate(_videos())]
+  preds = [
+    {'id': f'v{i}', 'labels': lab, 'probs': np.eye(4)[lab]}
+    for i, lab in enumerate(_videos())
+  ]
   result, gt, pred = finetune.evaluate_predictions(
-      preds, 3, config_defaults.eval_config())
-  assert gt == {'v0': [(0, 2, 6), (1, 7, 12), (2, 14, 17)],
-                'v1': [(2, 0, 4), (0, 7, 10), (1, 11, 14)]}
+    preds, 3, config_defaults.eval_config()
+  )
+  assert gt == {
+    'v0': [(0, 2, 6), (1, 7, 12), (2, 14, 17)],
+    'v1': [(2, 0, 4), (0, 7, 10), (1, 11, 14)],
+  }
   for vid, segs in gt.items():
     assert sorted(p[:3] for p in pred[vid]) == sorted(segs)
   assert set(result['iou']) == {0.1, 0.2, 0.3, 0.4, 0.5}
@@ -124,15 +152,17 @@ def test_one_hot_probabilities_score_perfectly():
 def test_background_only_probabilities():
   """Rows of the confusion are true labels, columns predictions."""
   videos = _videos()
-  preds = [{'id': f'v{i}', 'labels': lab, 'probs': np.eye(4)[np.full_like(
-      lab, 3)]} for i, lab in enumerate(videos)]
+  preds = [
+    {'id': f'v{i}', 'labels': lab, 'probs': np.eye(4)[np.full_like(lab, 3)]}
+    for i, lab in enumerate(videos)
+  ]
   result, _, pred = finetune.evaluate_predictions(
-      preds, 3, config_defaults.eval_config())
+    preds, 3, config_defaults.eval_config()
+  )
   assert pred == {'v0': [], 'v1': []}
   assert result['mean'] == 0.0
   counts = np.bincount(np.concatenate(videos), minlength=4)
-  np.testing.assert_allclose(result['frame_accuracy'],
-                             counts[3] / counts.sum())
+  np.testing.assert_allclose(result['frame_accuracy'], counts[3] / counts.sum())
   want = np.zeros((4, 4), int)
   want[:, 3] = counts
   np.testing.assert_array_equal(result['confusion'], want)
@@ -145,11 +175,11 @@ def test_warmup_step_schedule_hand_values():
   """Linear warm-up (step + 1) / W, then x0.1 from each decay step on."""
   f = train_utils.warmup_step_schedule(0.1, 4, [6, 8])
   want = [0.025, 0.05, 0.075, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
-  np.testing.assert_allclose([float(f(s)) for s in range(10)], want,
-                             rtol=1e-6)
+  np.testing.assert_allclose([float(f(s)) for s in range(10)], want, rtol=1e-6)
   g = train_utils.warmup_step_schedule(0.5, 0, [2])
-  np.testing.assert_allclose([float(g(s)) for s in range(4)],
-                             [0.5, 0.5, 0.05, 0.05], rtol=1e-6)
+  np.testing.assert_allclose(
+    [float(g(s)) for s in range(4)], [0.5, 0.5, 0.05, 0.05], rtol=1e-6
+  )
 
 
 def test_pretrain_steps_per_epoch_drops_the_partial_batch():
@@ -165,8 +195,11 @@ def test_pretrain_steps_per_epoch_drops_the_partial_batch():
   schedule, total, per_epoch = pretrain.schedule_and_steps(c, 70)
   assert (per_epoch, total) == (4, 20)
   # Warm-up over int(1.5 * 4) = 6 steps, decay at step 12.
-  np.testing.assert_allclose([float(schedule(s)) for s in (0, 5, 6, 11, 12)],
-                             [0.2 / 6, 0.2, 0.2, 0.2, 0.02], rtol=1e-6)
+  np.testing.assert_allclose(
+    [float(schedule(s)) for s in (0, 5, 6, 11, 12)],
+    [0.2 / 6, 0.2, 0.2, 0.2, 0.02],
+    rtol=1e-6,
+  )
   c.num_steps = 7
   assert pretrain.schedule_and_steps(c, 70)[1] == 7
   # Mining starts after mining_epoch + 1 full epochs; -1 never.
@@ -193,8 +226,11 @@ class _StubLocalizer:
 
 def test_knn_frame_features_resize_concatenate_normalise():
   rng = np.random.default_rng(1)
-  taps = [rng.normal(size=(2, 8, 3)), rng.normal(size=(2, 4, 2)),
-          rng.normal(size=(2, 2, 5))]
+  taps = [
+    rng.normal(size=(2, 8, 3)),
+    rng.normal(size=(2, 4, 2)),
+    rng.normal(size=(2, 2, 5)),
+  ]
   model = _StubLocalizer([t.astype(np.float32) for t in taps])
   got = np.asarray(knn.frame_features(model, jnp.zeros((2, 1, 8, 25, 3))))
   assert model.calls == [False]  # frozen backbone: inference-mode BN

@@ -2,6 +2,7 @@
 trains (issue 10 item 5). ``linear`` is the released probe (only the per-frame
 classifier ``fc_loc`` trains); ``linear_fusion`` also trains the fusion module.
 """
+
 import functools
 
 import jax
@@ -43,10 +44,19 @@ def test_trainable_tree_per_protocol(head):
   if head == 'upsample':  # the baseline head is one linear layer
     assert head_paths == CLASSIFIER
   else:
-    assert {p[1] for p in head_paths} == {'cu01', 'cu11', 'cu02', 'fuse',
-                                          'classifier'}
-  want = {'finetune': every, 'linear': CLASSIFIER, 'knn': CLASSIFIER,
-          'linear_fusion': head_paths}
+    assert {p[1] for p in head_paths} == {
+      'cu01',
+      'cu11',
+      'cu02',
+      'fuse',
+      'classifier',
+    }
+  want = {
+    'finetune': every,
+    'linear': CLASSIFIER,
+    'knn': CLASSIFIER,
+    'linear_fusion': head_paths,
+  }
   assert set(want) == set(finetune.PROTOCOLS)
   for protocol, trained in want.items():
     trainable, frozen = finetune.split_trainable(params, protocol)
@@ -65,36 +75,53 @@ def _one_step(protocol, head):
   cfg = _config(protocol, head)
   schedule = train_utils.warmup_step_schedule(cfg.optimizer.lr, 0, [])
   tx = train_utils.make_optimizer(cfg.optimizer, schedule)
-  graphdef, state = finetune.initial_state(cfg, tx, NUM_CLASSES,
-                                           restore_backbone=False)
+  graphdef, state = finetune.initial_state(
+    cfg, tx, NUM_CLASSES, restore_backbone=False
+  )
   rng = np.random.default_rng(0)
-  batch = {'x': rng.normal(size=(2, 1, T, 25, 3)).astype(np.float32),
-           'labels': rng.integers(0, NUM_CLASSES + 1, (2, T)).astype(np.int32)}
-  step = jax.jit(functools.partial(finetune.train_step, graphdef=graphdef,
-                                   tx=tx, protocol=protocol,
-                                   schedule=schedule))
+  batch = {
+    'x': rng.normal(size=(2, 1, T, 25, 3)).astype(np.float32),
+    'labels': rng.integers(0, NUM_CLASSES + 1, (2, T)).astype(np.int32),
+  }
+  step = jax.jit(
+    functools.partial(
+      finetune.train_step,
+      graphdef=graphdef,
+      tx=tx,
+      protocol=protocol,
+      schedule=schedule,
+    )
+  )
   new, _ = step(state, batch)
 
   def flat(s):
     s = jax.device_get(s)
     params = finetune.join_params(s['trainable'], s['frozen'], protocol)
-    return {'params': {p: np.asarray(v) for p, v in
-                       nnx.to_flat_state(params)},
-            'stats': {p: np.asarray(v) for p, v in
-                      nnx.to_flat_state(s['batch_stats'])}}
-  opt_size = sum(np.size(l) for l in jax.tree.leaves(new['opt_state'])
-                 if np.ndim(l) > 0)
+    return {
+      'params': {p: np.asarray(v) for p, v in nnx.to_flat_state(params)},
+      'stats': {
+        p: np.asarray(v) for p, v in nnx.to_flat_state(s['batch_stats'])
+      },
+    }
+
+  opt_size = sum(
+    np.size(l) for l in jax.tree.leaves(new['opt_state']) if np.ndim(l) > 0
+  )
   return flat(state), flat(new), opt_size
 
 
 def _changed(before, after, kind):
-  return {p for p in before[kind]
-          if not np.array_equal(before[kind][p], after[kind][p])}
+  return {
+    p
+    for p in before[kind]
+    if not np.array_equal(before[kind][p], after[kind][p])
+  }
 
 
-@pytest.mark.parametrize('protocol,head', [('linear', 'ufusion'),
-                                           ('linear_fusion', 'ufusion'),
-                                           ('linear', 'upsample')])
+@pytest.mark.parametrize(
+  'protocol,head',
+  [('linear', 'ufusion'), ('linear_fusion', 'ufusion'), ('linear', 'upsample')],
+)
 def test_probe_step_trains_only_its_subtree(protocol, head):
   before, after, opt_size = _one_step(protocol, head)
   changed = _changed(before, after, 'params')

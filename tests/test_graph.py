@@ -1,4 +1,5 @@
 """The NTU 25-joint graph and its 2s-AGCN spatial partition, checked from scratch."""
+
 import numpy as np
 
 from skel_jax import graph
@@ -6,10 +7,30 @@ from skel_jax import graph
 # Kinect v2 bones written independently as 1-based (joint, towards-centre
 # neighbour) pairs, from the NTU RGB+D joint chart.
 _BONES_1BASED = {
-    (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7),
-    (9, 21), (10, 9), (11, 10), (12, 11), (13, 1), (14, 13), (15, 14),
-    (16, 15), (17, 1), (18, 17), (19, 18), (20, 19), (22, 23), (23, 8),
-    (24, 25), (25, 12),
+  (1, 2),
+  (2, 21),
+  (3, 21),
+  (4, 3),
+  (5, 21),
+  (6, 5),
+  (7, 6),
+  (8, 7),
+  (9, 21),
+  (10, 9),
+  (11, 10),
+  (12, 11),
+  (13, 1),
+  (14, 13),
+  (15, 14),
+  (16, 15),
+  (17, 1),
+  (18, 17),
+  (19, 18),
+  (20, 19),
+  (22, 23),
+  (23, 8),
+  (24, 25),
+  (25, 12),
 }
 
 
@@ -102,8 +123,8 @@ def test_flip_permutation_is_involution_mapping_left_to_right():
   assert len(names) == 25
   for i, name in enumerate(names):
     if name.startswith('left_'):
-      assert names[p[i]] == 'right_' + name[len('left_'):]
+      assert names[p[i]] == 'right_' + name[len('left_') :]
     elif name.startswith('right_'):
-      assert names[p[i]] == 'left_' + name[len('right_'):]
+      assert names[p[i]] == 'left_' + name[len('right_') :]
     else:
       assert p[i] == i, name

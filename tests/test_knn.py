@@ -1,4 +1,5 @@
 """KNN probe: chunked top-k equals brute force; votes form distributions."""
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -17,17 +18,26 @@ def test_topk_cosine_matches_brute_force_across_chunks():
   sims = q @ bank.T
   want_i = np.argsort(-sims, axis=1)[:, :3]
   np.testing.assert_array_equal(np.asarray(i), want_i)
-  np.testing.assert_allclose(np.asarray(s), np.take_along_axis(sims, want_i, 1),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(s), np.take_along_axis(sims, want_i, 1), rtol=1e-5
+  )
 
 
 def test_knn_probabilities_weighted_vote():
   bank = np.eye(3, dtype=np.float32)[[0, 0, 1, 2]]
   labels = np.array([1, 1, 0, 2], np.int32)
   q = _unit(np.array([[1.0, 0.1, 0.0]], np.float32))
-  p = np.asarray(knn.knn_probabilities(jnp.asarray(q), jnp.asarray(bank),
-                                       jnp.asarray(labels), 4, k=3,
-                                       temperature=0.5, chunk=2))
+  p = np.asarray(
+    knn.knn_probabilities(
+      jnp.asarray(q),
+      jnp.asarray(bank),
+      jnp.asarray(labels),
+      4,
+      k=3,
+      temperature=0.5,
+      chunk=2,
+    )
+  )
   np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-6)
   # Two nearest bank frames (label 1) dominate; class 3 gets no vote.
   assert p[0].argmax() == 1 and p[0, 3] == 0.0

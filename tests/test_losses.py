@@ -1,4 +1,5 @@
 """Contrastive losses and queues against straightforward NumPy references."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,8 +22,9 @@ def test_global_moco_loss_matches_numpy():
   rng = np.random.default_rng(0)
   q, k, queue = (_unit(rng.normal(size=s)) for s in [(6, 4), (6, 4), (10, 4)])
   want = _np_info_nce((q * k).sum(-1), q @ queue.T, 0.07)
-  got = losses.global_moco_loss(jnp.asarray(q), jnp.asarray(k),
-                                jnp.asarray(queue), 0.07)
+  got = losses.global_moco_loss(
+    jnp.asarray(q), jnp.asarray(k), jnp.asarray(queue), 0.07
+  )
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
@@ -33,8 +35,9 @@ def test_snippet_correspondence_finds_shifted_snippets():
   # Query snippet i is a scaled, slightly noisy copy of key snippet perm[i].
   feats_q = 3.0 * np.take_along_axis(feats_k, perm[..., None], 1)
   feats_q += 0.01 * rng.normal(size=feats_q.shape)
-  match = losses.snippet_correspondence(jnp.asarray(feats_q),
-                                        jnp.asarray(feats_k))
+  match = losses.snippet_correspondence(
+    jnp.asarray(feats_q), jnp.asarray(feats_k)
+  )
   np.testing.assert_array_equal(np.asarray(match), perm)
 
 
@@ -53,8 +56,9 @@ def test_snippet_loss_matches_numpy_loop():
       pos[b, i] = q_snip[b, i] @ k_snip[b, j]
       neg[b, i] = queue @ q_snip[b, i]
   want = _np_info_nce(pos, neg, 0.2)
-  got, _ = losses.snippet_loss(*(jnp.asarray(a) for a in
-                                 (q_snip, k_snip, fq, fk, queue)), 0.2)
+  got, _ = losses.snippet_loss(
+    *(jnp.asarray(a) for a in (q_snip, k_snip, fq, fk, queue)), 0.2
+  )
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
@@ -78,5 +82,6 @@ def test_video_snippet_embedding_is_unit_mean_direction():
 
 def test_init_queue_rows_are_unit_norm():
   q = losses.init_queue(jax.random.PRNGKey(0), 16, 8)
-  np.testing.assert_allclose(np.linalg.norm(np.asarray(q), axis=-1), 1.0,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    np.linalg.norm(np.asarray(q), axis=-1), 1.0, rtol=1e-5
+  )

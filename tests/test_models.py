@@ -5,6 +5,7 @@ Models that must run are width 0.125 and filled with NumPy weights (library
 init is eager and slow); all of them fold to the same backbone input shape
 (4, 32, 25, 3) so the eager op cache is shared across tests.
 """
+
 import fractions
 import math
 
@@ -16,8 +17,14 @@ from flax import nnx
 
 from skel_jax import graph
 from skel_jax.config_defaults import model_config
-from skel_jax.models import agcn, heads, layers
-from skel_jax.models import AGCN, Localizer, MoCoEncoder, UFusionHead, UpsampleHead
+from skel_jax.models import AGCN
+from skel_jax.models import Localizer
+from skel_jax.models import MoCoEncoder
+from skel_jax.models import UFusionHead
+from skel_jax.models import UpsampleHead
+from skel_jax.models import agcn
+from skel_jax.models import heads
+from skel_jax.models import layers
 
 PAPER_CHANNELS = [64, 64, 64, 64, 128, 128, 128, 256, 256, 256]
 STRIDE2_UNITS = {2, 5, 8}  # 1-based
@@ -61,8 +68,9 @@ def _fill(abstract, seed=0):
 
 
 def _skeletons(n, m, t=T_RUN, seed=0):
-  return np.random.default_rng(seed).normal(size=(n, m, t, 25, 3)).astype(
-      np.float32)
+  return (
+    np.random.default_rng(seed).normal(size=(n, m, t, 25, 3)).astype(np.float32)
+  )
 
 
 # ------------------------------------------------------------- AGCN ----
@@ -96,15 +104,15 @@ def test_agcn_unit_output_shapes(width, t):
 def _unit_params(unit, cin, cout, stride):
   """Parameter count of one AGCN unit per docs/method.md §2 (conv_d fused)."""
   inter = cout // 4
-  n = K * 25 * 25                                  # PA
-  n += 2 * (cin * K * inter + K * inter)           # embed_a, embed_b
-  n += K * cin * cout + cout                       # fused conv_d
-  n += 2 * cout                                    # gcn BN
+  n = K * 25 * 25  # PA
+  n += 2 * (cin * K * inter + K * inter)  # embed_a, embed_b
+  n += K * cin * cout + cout  # fused conv_d
+  n += 2 * cout  # gcn BN
   if cin != cout:
-    n += cin * cout + cout + 2 * cout              # down conv + BN
-  n += 9 * cout * cout + cout + 2 * cout           # tcn conv + BN
+    n += cin * cout + cout + 2 * cout  # down conv + BN
+  n += 9 * cout * cout + cout + 2 * cout  # tcn conv + BN
   if unit > 1 and (cin != cout or stride == 2):
-    n += cin * cout + cout + 2 * cout              # residual 1x1 conv + BN
+    n += cin * cout + cout + 2 * cout  # residual 1x1 conv + BN
   return n
 
 
@@ -113,8 +121,8 @@ def _bn_channels():
   total, cin = 0, 3
   for unit, cout in enumerate(PAPER_CHANNELS, start=1):
     stride = 2 if unit in STRIDE2_UNITS else 1
-    total += cout * 2                              # gcn.bn, tcn.bn
-    total += cout * (cin != cout)                  # down_bn
+    total += cout * 2  # gcn.bn, tcn.bn
+    total += cout * (cin != cout)  # down_bn
     total += cout * (unit > 1 and (cin != cout or stride == 2))
     cin = cout
   return total
@@ -132,7 +140,8 @@ def test_agcn_parameter_count_width1():
   for unit, (mod, cout) in enumerate(zip(model.units, PAPER_CHANNELS), 1):
     stride = 2 if unit in STRIDE2_UNITS else 1
     assert _size(nnx.state(mod, nnx.Param)) == _unit_params(
-        unit, cin, cout, stride), unit
+      unit, cin, cout, stride
+    ), unit
     cin = cout
 
 
@@ -147,15 +156,27 @@ def test_agcn_bn_statistics_are_batchstats_not_params():
   assert not {'mean', 'var'} & {p[-1] for p in param_paths}
   # Residual kinds: unit 1 none, stride/width changes conv, else identity.
   kinds = [u.residual_kind for u in model.units]
-  assert kinds == ['none', 'conv', 'identity', 'identity', 'conv', 'identity',
-                   'identity', 'conv', 'identity', 'identity']
+  assert kinds == [
+    'none',
+    'conv',
+    'identity',
+    'identity',
+    'conv',
+    'identity',
+    'identity',
+    'conv',
+    'identity',
+    'identity',
+  ]
 
 
 def test_adaptive_graph_conv_matches_reference_unit_gcn():
   """NumPy 2s-AGCN unit_gcn (eval mode): per-subset attention + A + PA."""
   cin, cout, t, n = 3, 8, 6, 2
-  conv = _fill(_abstract(
-      lambda: agcn.AdaptiveGraphConv(cin, cout, rngs=nnx.Rngs(0))), seed=3)
+  conv = _fill(
+    _abstract(lambda: agcn.AdaptiveGraphConv(cin, cout, rngs=nnx.Rngs(0))),
+    seed=3,
+  )
   # Non-trivial PA and BN so every term matters.
   rng = np.random.default_rng(4)
   conv.pa[...] = jnp.asarray(rng.normal(0, 0.1, (K, 25, 25)), jnp.float32)
@@ -172,7 +193,7 @@ def test_adaptive_graph_conv_matches_reference_unit_gcn():
   y = np.zeros((n, t, 25, cout)) + bd
   for k in range(K):
     sl = slice(k * inter, (k + 1) * inter)
-    a = x @ wa[:, sl] + ba[sl]                      # (n, t, v, inter)
+    a = x @ wa[:, sl] + ba[sl]  # (n, t, v, inter)
     b = x @ wb[:, sl] + bb[sl]
     # torch: A1 (N, V, inter*T) @ A2 (N, inter*T, V) / (inter*T), softmax -2.
     a1 = a.transpose(0, 2, 3, 1).reshape(n, 25, inter * t)
@@ -180,14 +201,18 @@ def test_adaptive_graph_conv_matches_reference_unit_gcn():
     s = a1 @ b1 / (inter * t)
     s = np.exp(s - s.max(1, keepdims=True))
     s = s / s.sum(1, keepdims=True)
-    adj = s + a_fixed[k]                            # (n, v, w)
-    z = np.einsum('ntvc,nvw->ntwc', x, adj)         # out[w] = sum_v x[v] A[v,w]
-    y += z @ wd[k * cin:(k + 1) * cin]              # conv_d[k]
+    adj = s + a_fixed[k]  # (n, v, w)
+    z = np.einsum('ntvc,nvw->ntwc', x, adj)  # out[w] = sum_v x[v] A[v,w]
+    y += z @ wd[k * cin : (k + 1) * cin]  # conv_d[k]
+
   def bn(h, mod):
-    return (np.asarray(mod.scale) * (h - np.asarray(mod.mean))
-            / np.sqrt(np.asarray(mod.var) + 1e-5) + np.asarray(mod.bias))
-  res = bn(x @ np.asarray(conv.down.kernel) + np.asarray(conv.down.bias),
-           conv.down_bn)
+    return np.asarray(mod.scale) * (h - np.asarray(mod.mean)) / np.sqrt(
+      np.asarray(mod.var) + 1e-5
+    ) + np.asarray(mod.bias)
+
+  res = bn(
+    x @ np.asarray(conv.down.kernel) + np.asarray(conv.down.bias), conv.down_bn
+  )
   want = np.maximum(bn(y, conv.bn) + res, 0)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
@@ -196,9 +221,11 @@ def test_init_scheme():
   # Library init for one wide unit: enough samples for tight statistics.
   unit = agcn.AGCNUnit(128, 256, stride=2, rngs=nnx.Rngs(0))
   kernels = {
-      'embed_a': unit.gcn.embed_a.kernel, 'project': unit.gcn.project.kernel,
-      'down': unit.gcn.down.kernel, 'tcn': unit.tcn.conv.kernel,
-      'residual': unit.residual.conv.kernel,
+    'embed_a': unit.gcn.embed_a.kernel,
+    'project': unit.gcn.project.kernel,
+    'down': unit.gcn.down.kernel,
+    'tcn': unit.tcn.conv.kernel,
+    'residual': unit.residual.conv.kernel,
   }
   for name, k in kernels.items():
     k = np.asarray(k)
@@ -215,8 +242,9 @@ def test_init_scheme():
   # PyTorch momentum 0.1 == Flax 0.9, eps 1e-5.
   assert unit.gcn.bn.momentum == pytest.approx(0.9)
   assert unit.gcn.bn.epsilon == pytest.approx(1e-5)
-  np.testing.assert_array_equal(unit.gcn.pa, np.full((3, 25, 25), 1e-6,
-                                                     np.float32))
+  np.testing.assert_array_equal(
+    unit.gcn.pa, np.full((3, 25, 25), 1e-6, np.float32)
+  )
   np.testing.assert_array_equal(unit.gcn.project.bias, 0.0)
   np.testing.assert_array_equal(unit.tcn.conv.bias, 0.0)
 
@@ -224,8 +252,9 @@ def test_init_scheme():
 # -------------------------------------------------------- BatchNorm ----
 
 
-def _torch_bn_train(x, weight, bias, running_mean, running_var, momentum=0.1,
-                    eps=1e-5):
+def _torch_bn_train(
+  x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5
+):
   """PyTorch BatchNorm1d/2d in training mode, from the torch.nn docs, on a
   channels-first (N, C, *) float64 array: normalise with the biased batch
   variance; running_mean/var <- (1 - momentum) * running + momentum * batch
@@ -234,11 +263,14 @@ def _torch_bn_train(x, weight, bias, running_mean, running_var, momentum=0.1,
   axes = (0,) + tuple(range(2, x.ndim))
   shape = (1, -1) + (1,) * (x.ndim - 2)
   mean = x.mean(axis=axes)
-  y = ((x - mean.reshape(shape)) / np.sqrt(x.var(axis=axes).reshape(shape)
-                                           + eps)
-       * weight.reshape(shape) + bias.reshape(shape))
-  return (y, (1 - momentum) * running_mean + momentum * mean,
-          (1 - momentum) * running_var + momentum * x.var(axis=axes, ddof=1))
+  y = (x - mean.reshape(shape)) / np.sqrt(
+    x.var(axis=axes).reshape(shape) + eps
+  ) * weight.reshape(shape) + bias.reshape(shape)
+  return (
+    y,
+    (1 - momentum) * running_mean + momentum * mean,
+    (1 - momentum) * running_var + momentum * x.var(axis=axes, ddof=1),
+  )
 
 
 def _bn_case(shape, seed):
@@ -250,8 +282,9 @@ def _bn_case(shape, seed):
   bn.bias[...] = jnp.asarray(rng.normal(0, 0.5, c), jnp.float32)
   bn.mean[...] = jnp.asarray(rng.normal(0, 1, c), jnp.float32)
   bn.var[...] = jnp.asarray(rng.uniform(0.5, 2, c), jnp.float32)
-  x = (rng.normal(size=shape) * rng.uniform(0.5, 3, c)
-       + rng.normal(0, 2, c)).astype(np.float32)
+  x = (
+    rng.normal(size=shape) * rng.uniform(0.5, 3, c) + rng.normal(0, 2, c)
+  ).astype(np.float32)
   return bn, x
 
 
@@ -267,6 +300,7 @@ def _bn_train_jit(bn, x):
   def step(state, x):
     mod = nnx.merge(graphdef, state)
     return mod(x, use_running_average=False), nnx.state(mod)
+
   y, state = step(state, x)
   nnx.update(bn, state)
   return y
@@ -275,13 +309,13 @@ def _bn_train_jit(bn, x):
 def _check_bn(bn, x, y, ref_stats, rtol=1e-5, atol=1e-5):
   want_y, want_mean, want_var = ref_stats
   assert bn.mean.dtype == bn.var.dtype == jnp.float32
-  np.testing.assert_allclose(np.asarray(bn.mean), want_mean, rtol=1e-5,
-                             atol=1e-6)
-  np.testing.assert_allclose(np.asarray(bn.var), want_var, rtol=1e-5,
-                             atol=1e-6)
   np.testing.assert_allclose(
-      np.moveaxis(np.asarray(y, np.float32), -1, 1), want_y, rtol=rtol,
-      atol=atol)
+    np.asarray(bn.mean), want_mean, rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(np.asarray(bn.var), want_var, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    np.moveaxis(np.asarray(y, np.float32), -1, 1), want_y, rtol=rtol, atol=atol
+  )
 
 
 # (N, T, C): BatchNorm1d over (N, T); (N, T, V, C): BatchNorm2d over (N, T, V).
@@ -289,8 +323,10 @@ def _check_bn(bn, x, y, ref_stats, rtol=1e-5, atol=1e-5):
 @pytest.mark.parametrize('shape', [(2, 3, 5), (3, 4, 5), (2, 3, 4, 6)])
 def test_batch_norm_train_update_matches_torch(shape):
   bn, x = _bn_case(shape, seed=len(shape))
-  params = [np.asarray(getattr(bn, k), np.float64)
-            for k in ('scale', 'bias', 'mean', 'var')]
+  params = [
+    np.asarray(getattr(bn, k), np.float64)
+    for k in ('scale', 'bias', 'mean', 'var')
+  ]
   # Two steps: the second starts from the first's running statistics.
   x2 = (x[::-1] * 0.5 + 1.0).copy()
   for step_x in (x, x2):
@@ -299,12 +335,14 @@ def test_batch_norm_train_update_matches_torch(shape):
     _check_bn(bn, step_x, y, ref)
     params[2:] = ref[1:]
   # Eval mode normalises with the running statistics.
-  scale, bias, mean, var = (p.reshape((1, -1) + (1,) * (x.ndim - 2))
-                            for p in params)
+  scale, bias, mean, var = (
+    p.reshape((1, -1) + (1,) * (x.ndim - 2)) for p in params
+  )
   want = (_channels_first(x) - mean) / np.sqrt(var + 1e-5) * scale + bias
   got = bn(jnp.asarray(x), use_running_average=True)
-  np.testing.assert_allclose(np.moveaxis(np.asarray(got), -1, 1), want,
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.moveaxis(np.asarray(got), -1, 1), want, rtol=1e-5, atol=1e-5
+  )
 
 
 @pytest.mark.parametrize('shape', [(8, 3, 5), (16, 2, 4, 6)])
@@ -312,12 +350,15 @@ def test_batch_norm_global_statistics_under_sharded_jit(shape):
   """SyncBN: with the batch sharded over 8 devices the statistics (and n)
   cover the global batch, as one PyTorch BatchNorm on the whole batch."""
   bn, x = _bn_case(shape, seed=7)
-  params = [np.asarray(getattr(bn, k), np.float64)
-            for k in ('scale', 'bias', 'mean', 'var')]
+  params = [
+    np.asarray(getattr(bn, k), np.float64)
+    for k in ('scale', 'bias', 'mean', 'var')
+  ]
   ref = _torch_bn_train(_channels_first(x), *params)
   mesh = jax.make_mesh((8,), ('data',))
-  xs = jax.device_put(x, jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec('data')))
+  xs = jax.device_put(
+    x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  )
   y = _bn_train_jit(bn, xs)
   _check_bn(bn, x, y, ref)
 
@@ -329,10 +370,14 @@ def test_batch_norm_bf16_compute_keeps_float32_statistics():
   xb = jnp.asarray(x, jnp.bfloat16)
   graphdef, params, stats = nnx.split(bn, nnx.Param, nnx.BatchStat)
   ref = _torch_bn_train(
-      _channels_first(np.asarray(xb, np.float32)),
-      *[np.asarray(jnp.asarray(p, jnp.bfloat16), np.float64)
-        for p in (bn.scale[...], bn.bias[...])],
-      np.asarray(bn.mean, np.float64), np.asarray(bn.var, np.float64))
+    _channels_first(np.asarray(xb, np.float32)),
+    *[
+      np.asarray(jnp.asarray(p, jnp.bfloat16), np.float64)
+      for p in (bn.scale[...], bn.bias[...])
+    ],
+    np.asarray(bn.mean, np.float64),
+    np.asarray(bn.var, np.float64),
+  )
   bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
   mod = nnx.merge(graphdef, bf16, stats)
   y = _bn_train_jit(mod, xb)
@@ -347,8 +392,9 @@ def test_ufusion_head_channel_arithmetic_width1():
   c = [PAPER_CHANNELS[i - 1] for i in (1, 7, 10)]
   assert c == [64, 128, 256]
   num_classes = 5
-  head = _abstract(lambda: UFusionHead(tuple(c), 512, num_classes + 1,
-                                       rngs=nnx.Rngs(0)))
+  head = _abstract(
+    lambda: UFusionHead(tuple(c), 512, num_classes + 1, rngs=nnx.Rngs(0))
+  )
   # ConvUnit(192), (384), (640): conv k3, c -> c (docs/method.md §4).
   for cu, ch in ((head.cu01, 192), (head.cu11, 384), (head.cu02, 640)):
     assert cu.conv.kernel.shape == (3, ch, ch)
@@ -356,9 +402,11 @@ def test_ufusion_head_channel_arithmetic_width1():
   assert head.fuse.kernel.shape == (1, 896, 512)
   assert head.classifier.kernel.shape == (512, num_classes + 1)
   t = 30
-  taps = [jax.ShapeDtypeStruct((2, t, 64), jnp.float32),
-          jax.ShapeDtypeStruct((2, 8, 128), jnp.float32),
-          jax.ShapeDtypeStruct((2, 4, 256), jnp.float32)]
+  taps = [
+    jax.ShapeDtypeStruct((2, t, 64), jnp.float32),
+    jax.ShapeDtypeStruct((2, 8, 128), jnp.float32),
+    jax.ShapeDtypeStruct((2, 4, 256), jnp.float32),
+  ]
   out = nnx.eval_shape(lambda h, taps: h(taps, False, length=t), head, taps)
   assert out.shape == (2, t, num_classes + 1)
   feats = nnx.eval_shape(lambda h, taps: h.features(taps, False), head, taps)
@@ -377,6 +425,7 @@ def _randomized(module, seed=0):
     if name in ('scale', 'var'):
       v = rng.uniform(0.5, 1.5, leaf.shape)
     return jnp.asarray(v, leaf.dtype)
+
   return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(init, state))
 
 
@@ -385,15 +434,16 @@ def _np(a):
 
 
 def _np_bn_eval(x, bn):
-  return ((x - _np(bn.mean)) / np.sqrt(_np(bn.var) + 1e-5) * _np(bn.scale)
-          + _np(bn.bias))
+  return (x - _np(bn.mean)) / np.sqrt(_np(bn.var) + 1e-5) * _np(bn.scale) + _np(
+    bn.bias
+  )
 
 
 def _np_conv_unit(x, cu):
   """conv k3 (zero pad 1, cross-correlation) -> BN (eval) -> ReLU; (N, T, C)."""
   w, b = _np(cu.conv.kernel), _np(cu.conv.bias)
   xp = np.pad(x, ((0, 0), (1, 1), (0, 0)))
-  y = sum(xp[:, k:k + x.shape[1]] @ w[k] for k in range(3)) + b
+  y = sum(xp[:, k : k + x.shape[1]] @ w[k] for k in range(3)) + b
   return np.maximum(_np_bn_eval(y, cu.bn), 0.0)
 
 
@@ -410,34 +460,38 @@ def test_ufusion_head_matches_numpy():
   x0, x1, x2 = (rng.normal(size=(2, t, ch)) for t, ch in zip((16, 4, 2), c))
   x01 = _np_conv_unit(np.concatenate([x0, _np_up(x1, 16)], -1), head.cu01)
   x11 = _np_conv_unit(np.concatenate([x1, _np_up(x2, 4)], -1), head.cu11)
-  x02 = _np_conv_unit(np.concatenate([x0, x01, _np_up(x11, 16)], -1),
-                      head.cu02)
-  fused = (np.concatenate([x0, x01, x02], -1) @ _np(head.fuse.kernel)[0]
-           + _np(head.fuse.bias))
+  x02 = _np_conv_unit(np.concatenate([x0, x01, _np_up(x11, 16)], -1), head.cu02)
+  fused = np.concatenate([x0, x01, x02], -1) @ _np(head.fuse.kernel)[0] + _np(
+    head.fuse.bias
+  )
   logits = fused @ _np(head.classifier.kernel) + _np(head.classifier.bias)
   taps = [jnp.asarray(a, jnp.float32) for a in (x0, x1, x2)]
-  np.testing.assert_allclose(head.features(taps, False), fused, rtol=1e-4,
-                             atol=1e-4)
+  np.testing.assert_allclose(
+    head.features(taps, False), fused, rtol=1e-4, atol=1e-4
+  )
   np.testing.assert_allclose(head(taps, False), logits, rtol=1e-4, atol=1e-4)
 
 
 def test_part_relation_branch_matches_numpy():
   """RVTCLR's IntraPart + InterPart (eval mode) in NumPy, with the body parts
   written out from the release (0-based NTU joints)."""
-  parts = [(0, 1, 2, 3, 20), (16, 17, 18, 19), (12, 13, 14, 15),
-           (8, 9, 10, 11, 23, 24), (4, 5, 6, 7, 21, 22)]
+  parts = [
+    (0, 1, 2, 3, 20),
+    (16, 17, 18, 19),
+    (12, 13, 14, 15),
+    (8, 9, 10, 11, 23, 24),
+    (4, 5, 6, 7, 21, 22),
+  ]
   ch = 6
   branch = _randomized(heads.PartRelationBranch(ch, rngs=nnx.Rngs(0)))
   feats = np.random.default_rng(2).normal(size=(2, 5, 25, ch))
-  lin = lambda x, m: x @ _np(m.kernel) + (0 if m.bias is None
-                                          else _np(m.bias))
+  lin = lambda x, m: x @ _np(m.kernel) + (0 if m.bias is None else _np(m.bias))
   p = np.stack([feats[:, :, list(j)].mean(2) for j in parts], 2)  # (B,T,5,C)
   x = lin(np.maximum(lin(p, branch.squeeze), 0), branch.excite)
-  mean = x.mean(2)                                                # (B,T,C)
-  s = np.einsum('btc,bsc->bts', lin(mean, branch.theta),
-                lin(mean, branch.phi))
+  mean = x.mean(2)  # (B,T,C)
+  s = np.einsum('btc,bsc->bts', lin(mean, branch.theta), lin(mean, branch.phi))
   att = np.exp(s - s.max(-1, keepdims=True))
-  att /= att.sum(-1, keepdims=True)          # softmax over the attended steps
+  att /= att.sum(-1, keepdims=True)  # softmax over the attended steps
   y = np.einsum('bts,bspc->btpc', att, lin(x, branch.g))
   want = _np_bn_eval(lin(y, branch.out), branch.out_bn) + x
   got = branch(jnp.asarray(feats, jnp.float32), False)
@@ -460,18 +514,23 @@ def _torch_linear_resize(x, length):
 
 @pytest.mark.parametrize('length', [None, 37, 30])
 def test_upsample_head_resizes_to_requested_length(length):
-  head = _fill(_abstract(lambda: UpsampleHead((8, 16, 32), 512, 4,
-                                              rngs=nnx.Rngs(0))))
+  head = _fill(
+    _abstract(lambda: UpsampleHead((8, 16, 32), 512, 4, rngs=nnx.Rngs(0)))
+  )
   rng = np.random.default_rng(0)
-  taps = [rng.normal(size=(2, 16, 8)), rng.normal(size=(2, 4, 16)),
-          rng.normal(size=(2, 4, 32))]
+  taps = [
+    rng.normal(size=(2, 16, 8)),
+    rng.normal(size=(2, 4, 16)),
+    rng.normal(size=(2, 4, 32)),
+  ]
   taps = [jnp.asarray(a, jnp.float32) for a in taps]
   out = np.asarray(head(taps, False, length=length))
   want_len = 16 if length is None else length
   assert out.shape == (2, want_len, 4)
   logits = np.asarray(taps[-1]) @ np.asarray(head.classifier.kernel)
-  np.testing.assert_allclose(out, _torch_linear_resize(logits, want_len),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    out, _torch_linear_resize(logits, want_len), rtol=1e-5, atol=1e-5
+  )
 
 
 def _pool_reference(length, bins):
@@ -483,9 +542,20 @@ def _pool_reference(length, bins):
   return m
 
 
-@pytest.mark.parametrize('length,bins', [(10, 3), (19, 19), (38, 19),
-                                         (40, 19), (7, 5), (100, 19),
-                                         (16, 4), (5, 7), (1, 1)])
+@pytest.mark.parametrize(
+  'length,bins',
+  [
+    (10, 3),
+    (19, 19),
+    (38, 19),
+    (40, 19),
+    (7, 5),
+    (100, 19),
+    (16, 4),
+    (5, 7),
+    (1, 1),
+  ],
+)
 def test_adaptive_pool_matrix_matches_torch_bins(length, bins):
   m = heads.adaptive_pool_matrix(length, bins)
   assert m.shape == (bins, length)
@@ -511,23 +581,39 @@ def _torch_nearest_index(src, dst):
   if dst == 2 * src:
     return [i >> 1 for i in range(dst)]
   scale = np.float32(src) / np.float32(dst)
-  return [min(int(math.floor(np.float32(i) * scale)), src - 1)
-          for i in range(dst)]
+  return [
+    min(int(math.floor(np.float32(i) * scale)), src - 1) for i in range(dst)
+  ]
 
 
 def _check_nearest(src, dst):
   x = np.arange(2 * src * 3, dtype=np.float32).reshape(2, src, 3)
   idx = _torch_nearest_index(src, dst)
-  np.testing.assert_array_equal(heads.upsample_nearest(jnp.asarray(x), dst),
-                                x[:, idx])
+  np.testing.assert_array_equal(
+    heads.upsample_nearest(jnp.asarray(x), dst), x[:, idx]
+  )
 
 
 # (50, 198): the unit-7 tap at T = 198; (24, 94), (28, 110): other model
 # lengths; the rest small and hand-checkable.
-@pytest.mark.parametrize('src,dst', [(4, 16), (8, 30), (4, 8), (15, 30),
-                                     (3, 10), (7, 7), (5, 3), (40, 320),
-                                     (24, 94), (28, 110), (50, 198),
-                                     (25, 50), (99, 198)])
+@pytest.mark.parametrize(
+  'src,dst',
+  [
+    (4, 16),
+    (8, 30),
+    (4, 8),
+    (15, 30),
+    (3, 10),
+    (7, 7),
+    (5, 3),
+    (40, 320),
+    (24, 94),
+    (28, 110),
+    (50, 198),
+    (25, 50),
+    (99, 198),
+  ],
+)
 def test_upsample_nearest_matches_torch_float32_rule(src, dst):
   _check_nearest(src, dst)
 
@@ -537,8 +623,10 @@ def test_upsample_nearest_hand_checked_indices():
   assert _torch_nearest_index(3, 10) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
   # Downsampling: floor(i * 5/3) = 0, 1, 3.
   assert _torch_nearest_index(5, 3) == [0, 1, 3]
-  for src, dst, want in ((3, 10, [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]),
-                         (5, 3, [0, 1, 3])):
+  for src, dst, want in (
+    (3, 10, [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]),
+    (5, 3, [0, 1, 3]),
+  ):
     np.testing.assert_array_equal(heads._nearest_index(src, dst), want)  # pylint: disable=protected-access
 
 
@@ -550,8 +638,11 @@ def test_upsample_nearest_t198_reads_torch_index():
   src = _ceil_half(_ceil_half(t))
   assert src == 50
   model = _abstract(lambda: AGCN(width=0.125, rngs=nnx.Rngs(0)))
-  outs = nnx.eval_shape(lambda mod, x: mod(x, False), model,
-                        jax.ShapeDtypeStruct((1, t, 25, 3), jnp.float32))
+  outs = nnx.eval_shape(
+    lambda mod, x: mod(x, False),
+    model,
+    jax.ShapeDtypeStruct((1, t, 25, 3), jnp.float32),
+  )
   assert outs[6].shape[1] == src
   assert 99 * src // t == 25  # the exact rule we used before
   idx = heads._nearest_index(src, t)  # pylint: disable=protected-access
@@ -559,16 +650,18 @@ def test_upsample_nearest_t198_reads_torch_index():
   assert idx[98] == 24 and idx[100] == 25  # 24.747473, 25.252523
   x = np.arange(src, dtype=np.float32).reshape(1, src, 1)
   np.testing.assert_array_equal(
-      np.asarray(heads.upsample_nearest(jnp.asarray(x), t))[0, 99:101, 0],
-      [24.0, 25.0])
+    np.asarray(heads.upsample_nearest(jnp.asarray(x), t))[0, 99:101, 0],
+    [24.0, 25.0],
+  )
 
 
 def test_l2_normalize():
   x = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32) * 3
   y = np.asarray(heads.l2_normalize(jnp.asarray(x)))
   np.testing.assert_allclose(np.linalg.norm(y, axis=-1), 1.0, rtol=1e-5)
-  np.testing.assert_allclose(y, x / np.linalg.norm(x, axis=-1, keepdims=True),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    y, x / np.linalg.norm(x, axis=-1, keepdims=True), rtol=1e-5
+  )
   # A zero vector stays finite (eps guard).
   np.testing.assert_array_equal(heads.l2_normalize(jnp.zeros((1, 4))), 0.0)
 
@@ -589,8 +682,8 @@ def test_moco_encoder_shapes_norms_and_person_mean():
   a, b = _skeletons(2, 1, seed=1)[:, 0]
   # Folded batch is 4 in both calls (shared shapes, and eval-mode BN keeps
   # samples independent).
-  two = np.stack([np.stack([a, a]), np.stack([a, b])])   # (2, 2, T, V, 3)
-  one = np.stack([a, b, a, b])[:, None]                  # (4, 1, T, V, 3)
+  two = np.stack([np.stack([a, a]), np.stack([a, b])])  # (2, 2, T, V, 3)
+  one = np.stack([a, b, a, b])[:, None]  # (4, 1, T, V, 3)
   out2 = enc(jnp.asarray(two), train=False)
   out1 = enc(jnp.asarray(one), train=False)
   c = enc.backbone.out_channels
@@ -599,23 +692,26 @@ def test_moco_encoder_shapes_norms_and_person_mean():
   assert out2['snippets'].shape == (2, 2, 16)
   assert out2['snippet_feats'].shape == (2, 2, c)
   for key in ('global', 'snippets'):
-    np.testing.assert_allclose(np.linalg.norm(out2[key], axis=-1), 1.0,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+      np.linalg.norm(out2[key], axis=-1), 1.0, rtol=1e-5
+    )
   # Identical persons == that person alone.
   for key in ('global', 'snippets', 'snippet_feats'):
-    np.testing.assert_allclose(out2[key][0], out1[key][0], rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(out2[key][0], out1[key][0], rtol=1e-4, atol=1e-6)
   # Pooled features are linear in the person mean: (a, b) -> mean of a, b.
   np.testing.assert_allclose(
-      out2['snippet_feats'][1],
-      (out1['snippet_feats'][0] + out1['snippet_feats'][1]) / 2,
-      rtol=1e-4, atol=1e-6)
+    out2['snippet_feats'][1],
+    (out1['snippet_feats'][0] + out1['snippet_feats'][1]) / 2,
+    rtol=1e-4,
+    atol=1e-6,
+  )
   assert not np.allclose(out1['snippet_feats'][0], out1['snippet_feats'][1])
 
 
 def _stats(model):
-  return [np.asarray(l) for l in jax.tree.leaves(nnx.state(model,
-                                                           nnx.BatchStat))]
+  return [
+    np.asarray(l) for l in jax.tree.leaves(nnx.state(model, nnx.BatchStat))
+  ]
 
 
 @pytest.mark.parametrize('head', ['ufusion', 'upsample'])
@@ -623,8 +719,7 @@ def test_localizer_output_and_batch_stats(head):
   cfg = _small_cfg()
   cfg.head = head
   num_classes = 3
-  loc = _fill(_abstract(lambda: Localizer(cfg, num_classes,
-                                          rngs=nnx.Rngs(0))))
+  loc = _fill(_abstract(lambda: Localizer(cfg, num_classes, rngs=nnx.Rngs(0))))
   x = jnp.asarray(_skeletons(2, 2))
   before = _stats(loc)
   out = loc(x, train=False)
@@ -645,6 +740,7 @@ def test_localizer_output_and_batch_stats(head):
 # ---------------------------------------------------------------------------
 def test_energy_attention_drop_matches_simam_drop():
   from skel_jax.models.heads import energy_attention_drop
+
   rng = np.random.default_rng(0)
   x = rng.normal(size=(3, 6, 25, 4)).astype(np.float32)  # (B, T, V, C)
   got = np.asarray(energy_attention_drop(jnp.asarray(x)))
@@ -658,16 +754,18 @@ def test_energy_attention_drop_matches_simam_drop():
   out = xc * mask_s[:, None, None, :] * mask_s.size / mask_s.sum()
   mask_t = (att < 0.7).astype(np.float64)
   out = out * mask_t * mask_t.size / mask_t.sum()
-  np.testing.assert_allclose(got, np.transpose(out, (0, 2, 3, 1)), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    got, np.transpose(out, (0, 2, 3, 1)), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_rvtclr_encoder_outputs():
   cfg = model_config(width=0.125)
   cfg.num_snippets = 4
   enc = MoCoEncoder(cfg, base='rvtclr', rngs=nnx.Rngs(0))
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 2, 32, 25, 3)),
-                  jnp.float32)
+  x = jnp.asarray(
+    np.random.default_rng(0).normal(size=(2, 2, 32, 25, 3)), jnp.float32
+  )
   main = enc(x)
   assert set(main) == {'global', 'snippets', 'snippet_feats', 'tempo'}
   dc = enc(x, mode='dc')

@@ -1,5 +1,6 @@
 """Two local processes x 4 CPU devices (jax.distributed, gloo collectives) give
 the same per-step losses as one process with 8 devices on the same global batch."""
+
 import json
 import os
 import socket
@@ -7,10 +8,10 @@ import subprocess
 import sys
 
 import numpy as np
+from test_resume import _smoke_pretrain
 
 from skel_jax import input_pipeline
 from skel_jax import main as main_lib
-from test_resume import _smoke_pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
@@ -36,16 +37,35 @@ def test_two_processes_match_one(tmp_path):
 
   multi = str(tmp_path / 'multi')
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=4')
-  procs = [subprocess.Popen(
-      [sys.executable, '-m', 'skel_jax.main', '--multihost',
-       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-       f'--process_id={i}', '--config=configs/pretrain_synthetic.py:smoke',
-       f'--workdir={multi}', f'--config.num_steps={STEPS}',
-       '--config.log_every=1', f'--config.data.dir={data_dir}'],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      text=True) for i in range(2)]
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS='--xla_force_host_platform_device_count=4',
+  )
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        '-m',
+        'skel_jax.main',
+        '--multihost',
+        f'--coordinator_address=127.0.0.1:{port}',
+        '--num_processes=2',
+        f'--process_id={i}',
+        '--config=configs/pretrain_synthetic.py:smoke',
+        f'--workdir={multi}',
+        f'--config.num_steps={STEPS}',
+        '--config.log_every=1',
+        f'--config.data.dir={data_dir}',
+      ],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
@@ -56,8 +76,13 @@ def test_two_processes_match_one(tmp_path):
     # lr 0.1 the float differences grow, so later steps get a looser bound.
     rtol = 1e-4 if step == 1 else 2e-3
     for key in ('loss', 'loss_global', 'loss_snippet'):
-      np.testing.assert_allclose(got[step][key], want[step][key], rtol=rtol,
-                                 atol=1e-6, err_msg=f'step {step} {key}')
+      np.testing.assert_allclose(
+        got[step][key],
+        want[step][key],
+        rtol=rtol,
+        atol=1e-6,
+        err_msg=f'step {step} {key}',
+      )
   with open(os.path.join(multi, 'versions.json')) as f:
     v = json.load(f)
   assert v['processes'] == 2 and v['devices'] == 8

@@ -1,7 +1,9 @@
 """NTU RGB+D parser and TFDS builder on synthetic raw trees (fixtures_ntu)."""
+
 import json
 import os
 
+import fixtures_ntu
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -9,7 +11,6 @@ import tensorflow_datasets as tfds
 from data_builders.common import RawFormatError
 from data_builders.ntu_rgbd import ntu_rgbd_dataset_builder as ntu
 from data_builders.ntu_rgbd import skeleton_file
-import fixtures_ntu
 from skel_jax import build_data
 
 CONFIGS = ('ntu60_xsub', 'ntu60_xview', 'ntu120_xsub', 'ntu120_xset')
@@ -35,8 +36,9 @@ def built(good_tree, tmp_path_factory):
   out = {}
   for config in CONFIGS:
     data_dir = str(tmp_path_factory.mktemp(f'tfds_{config}'))
-    builder = build_data.make_builder('ntu_rgbd', config, data_dir,
-                                      num_workers=0)
+    builder = build_data.make_builder(
+      'ntu_rgbd', config, data_dir, num_workers=0
+    )
     build_data.build(builder, raw)
     out[config] = builder.data_dir
   return out
@@ -64,8 +66,7 @@ def _assert_record_equal(got, expected, stem):
 def test_parsed_values_equal_written(good_tree):
   _, samples = good_tree
   for stem, (path, expected) in samples.items():
-    _assert_record_equal(skeleton_file.read_skeleton_file(path), expected,
-                         stem)
+    _assert_record_equal(skeleton_file.read_skeleton_file(path), expected, stem)
 
 
 def test_body_ids_are_exact_int64(good_tree):
@@ -77,13 +78,32 @@ def test_body_ids_are_exact_int64(good_tree):
   # Persons 0 and 1 (ids differ by 1), the noise body in frames 1-2 (+7) and
   # the swapped order in frames 3-4: positions, not ids, define slots.
   np.testing.assert_array_equal(
-      ids, np.array([base, base + 1, base, base + 1, base + 7, base, base + 1,
-                     base + 7, base + 1, base, base + 1, base], np.int64))
+    ids,
+    np.array(
+      [
+        base,
+        base + 1,
+        base,
+        base + 1,
+        base + 7,
+        base,
+        base + 1,
+        base + 7,
+        base + 1,
+        base,
+        base + 1,
+        base,
+      ],
+      np.int64,
+    ),
+  )
   assert float(base) == float(base + 1)  # why they must never go via float
-  np.testing.assert_array_equal(got['body_slot'],
-                                [0, 1, 0, 1, 2, 0, 1, 2, 0, 1, 0, 1])
-  np.testing.assert_array_equal(got['body_frame'],
-                                [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4])
+  np.testing.assert_array_equal(
+    got['body_slot'], [0, 1, 0, 1, 2, 0, 1, 2, 0, 1, 0, 1]
+  )
+  np.testing.assert_array_equal(
+    got['body_frame'], [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4]
+  )
 
 
 def test_legal_quirks(good_tree):
@@ -136,11 +156,21 @@ def test_bad_tree_covers_every_case(bad_tree):
 
 def test_name_parsing():
   name = skeleton_file.parse_name('/x/S017C003P040R002A120.skeleton')
-  assert (name.setup, name.camera, name.performer, name.replication,
-          name.action, name.label) == (17, 3, 40, 2, 120, 119)
-  for bad in ('S001C004P001R001A001', 'S033C001P001R001A001',
-              'S001C001P001R001A121', 'S001C001P001R001A01',
-              's001c001p001r001a001'):
+  assert (
+    name.setup,
+    name.camera,
+    name.performer,
+    name.replication,
+    name.action,
+    name.label,
+  ) == (17, 3, 40, 2, 120, 119)
+  for bad in (
+    'S001C004P001R001A001',
+    'S033C001P001R001A001',
+    'S001C001P001R001A121',
+    'S001C001P001R001A01',
+    's001c001p001r001a001',
+  ):
     with pytest.raises(RawFormatError, match='expected'):
       skeleton_file.parse_name(bad + '.skeleton')
 
@@ -163,21 +193,27 @@ def test_missing_lists_and_class_names(tmp_path):
 def test_split_protocols():
   def name(stem):
     return skeleton_file.parse_name(stem)
+
   cfg = {c.name: c for c in ntu.Builder.BUILDER_CONFIGS}
   assert len(ntu.NTU120_TRAIN_PERFORMERS) == 53
   xsub60 = cfg['ntu60_xsub']
   assert ntu.split_of(name('S001C001P038R001A001'), xsub60) == 'train'
   assert ntu.split_of(name('S001C001P039R001A001'), xsub60) == 'test'
-  assert ntu.split_of(name('S020C001P103R001A001'),
-                      cfg['ntu120_xsub']) == 'train'
-  assert ntu.split_of(name('S020C001P104R001A001'),
-                      cfg['ntu120_xsub']) == 'test'
-  assert ntu.split_of(name('S001C003P001R001A001'),
-                      cfg['ntu60_xview']) == 'train'
-  assert ntu.split_of(name('S032C001P001R001A001'),
-                      cfg['ntu120_xset']) == 'train'
-  assert ntu.split_of(name('S031C001P001R001A001'),
-                      cfg['ntu120_xset']) == 'test'
+  assert (
+    ntu.split_of(name('S020C001P103R001A001'), cfg['ntu120_xsub']) == 'train'
+  )
+  assert (
+    ntu.split_of(name('S020C001P104R001A001'), cfg['ntu120_xsub']) == 'test'
+  )
+  assert (
+    ntu.split_of(name('S001C003P001R001A001'), cfg['ntu60_xview']) == 'train'
+  )
+  assert (
+    ntu.split_of(name('S032C001P001R001A001'), cfg['ntu120_xset']) == 'train'
+  )
+  assert (
+    ntu.split_of(name('S031C001P001R001A001'), cfg['ntu120_xset']) == 'test'
+  )
   assert not ntu.in_config(name('S018C001P001R001A001'), cfg['ntu60_xsub'])
   assert not ntu.in_config(name('S017C001P001R001A061'), cfg['ntu60_xview'])
 
@@ -191,25 +227,44 @@ def test_build_split_assignment_and_values(built, good_tree, config):
   data_dir = built[config]
   for split in ('train', 'test'):
     records = _read_split(data_dir, split)
-    want = {stem for stem, splits in fixtures_ntu.GOOD_SPLITS.items()
-            if splits[config] == split}
+    want = {
+      stem
+      for stem, splits in fixtures_ntu.GOOD_SPLITS.items()
+      if splits[config] == split
+    }
     assert set(records) == want, (config, split)
     for stem, ex in records.items():
       _assert_record_equal(ex, samples[stem][1], stem)
       name = skeleton_file.parse_name(stem)
-      assert (ex['setup'], ex['camera'], ex['performer'], ex['replication'],
-              ex['label']) == (name.setup, name.camera, name.performer,
-                               name.replication, name.action - 1)
+      assert (
+        ex['setup'],
+        ex['camera'],
+        ex['performer'],
+        ex['replication'],
+        ex['label'],
+      ) == (
+        name.setup,
+        name.camera,
+        name.performer,
+        name.replication,
+        name.action - 1,
+      )
     # The skip report is in the final dataset directory and lists exactly
     # this split's missing-list samples, with the reason.
     with open(os.path.join(data_dir, f'skipped_{split}.json')) as f:
       report = json.load(f)
-    dropped = {os.path.basename(s['sample'])[:-9]: s['reason']
-               for s in report['skipped']}
-    want_dropped = {stem for stem, splits in fixtures_ntu.GOOD_SPLITS.items()
-                    if splits[config] == 'dropped' and
-                    ntu.split_of(skeleton_file.parse_name(stem),
-                                 ntu.Builder.builder_configs[config]) == split}
+    dropped = {
+      os.path.basename(s['sample'])[:-9]: s['reason'] for s in report['skipped']
+    }
+    want_dropped = {
+      stem
+      for stem, splits in fixtures_ntu.GOOD_SPLITS.items()
+      if splits[config] == 'dropped'
+      and ntu.split_of(
+        skeleton_file.parse_name(stem), ntu.Builder.builder_configs[config]
+      )
+      == split
+    }
     assert set(dropped) == want_dropped
     assert all('missing' in r for r in dropped.values())
     assert report['converted'] == len(want)
@@ -217,8 +272,11 @@ def test_build_split_assignment_and_values(built, good_tree, config):
   num_classes = 60 if config.startswith('ntu60') else 120
   assert info.metadata['class_names'] == ntu.class_names(num_classes)
   assert info.features['label'].num_classes == num_classes
-  assert not [d for d in os.listdir(os.path.dirname(data_dir))
-              if d.startswith('incomplete')]
+  assert not [
+    d
+    for d in os.listdir(os.path.dirname(data_dir))
+    if d.startswith('incomplete')
+  ]
 
 
 def test_to_dense_from_stored_example(built):
@@ -236,8 +294,9 @@ def test_to_dense_from_stored_example(built):
 
 def test_parallel_build_equals_in_process(good_tree, built, tmp_path):
   raw, _ = good_tree
-  builder = build_data.make_builder('ntu_rgbd', 'ntu120_xsub', str(tmp_path),
-                                    num_workers=2)
+  builder = build_data.make_builder(
+    'ntu_rgbd', 'ntu120_xsub', str(tmp_path), num_workers=2
+  )
   build_data.build(builder, raw)
   for split in ('train', 'test'):
     a = _read_split(builder.data_dir, split)
@@ -250,17 +309,18 @@ def test_parallel_build_equals_in_process(good_tree, built, tmp_path):
 
 def test_lenient_build_records_every_bad_file(bad_tree, tmp_path):
   raw, good, bad = bad_tree
-  builder = build_data.make_builder('ntu_rgbd', 'ntu60_xsub', str(tmp_path),
-                                    num_workers=2)
+  builder = build_data.make_builder(
+    'ntu_rgbd', 'ntu60_xsub', str(tmp_path), num_workers=2
+  )
   build_data.build(builder, raw)
-  assert set(_read_split(builder.data_dir, 'train')) == {
-      'S001C001P001R001A001'}
+  assert set(_read_split(builder.data_dir, 'train')) == {'S001C001P001R001A001'}
   assert set(_read_split(builder.data_dir, 'test')) == {'S001C001P003R001A001'}
   reports = {}
   for split in ('train', 'test'):
     with open(os.path.join(builder.data_dir, f'skipped_{split}.json')) as f:
-      reports[split] = {s['sample']: s['reason']
-                        for s in json.load(f)['skipped']}
+      reports[split] = {
+        s['sample']: s['reason'] for s in json.load(f)['skipped']
+      }
   for path, line, fragment in bad.values():
     reason = reports['train'][path]
     assert fragment in reason
@@ -278,24 +338,35 @@ def test_strict_build_raises_with_location(bad_tree, tmp_path, num_workers):
   raw.mkdir()
   for stem, path in good.items():
     (raw / f'{stem}.skeleton').write_bytes(open(path, 'rb').read())
-  for name in ('S001C001P001R001A003.skeleton', 'S001C001P001R001A004.skeleton',
-               'S001C001P001R001A005.skeleton'):
+  for name in (
+    'S001C001P001R001A003.skeleton',
+    'S001C001P001R001A004.skeleton',
+    'S001C001P001R001A005.skeleton',
+  ):
     (raw / name).write_bytes(open(bad[name][0], 'rb').read())
-  builder = build_data.make_builder('ntu_rgbd', 'ntu60_xsub',
-                                    str(tmp_path / 'tfds'), strict=True,
-                                    num_workers=num_workers)
+  builder = build_data.make_builder(
+    'ntu_rgbd',
+    'ntu60_xsub',
+    str(tmp_path / 'tfds'),
+    strict=True,
+    num_workers=num_workers,
+  )
   with pytest.raises(RawFormatError) as info:
     build_data.build(builder, str(raw))
   # The first bad file in stem order, with its line and expectation.
   assert str(info.value).startswith(
-      f'{raw}/S001C001P001R001A003.skeleton:10: expected a number')
-  assert not os.path.exists(os.path.join(builder.data_dir,
-                                         'dataset_info.json'))
+    f'{raw}/S001C001P001R001A003.skeleton:10: expected a number'
+  )
+  assert not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
 
   (raw / 'S01C001P001R001A001.skeleton').write_text('1\n0\n')
-  builder = build_data.make_builder('ntu_rgbd', 'ntu60_xsub',
-                                    str(tmp_path / 'tfds'), strict=True,
-                                    num_workers=num_workers)
+  builder = build_data.make_builder(
+    'ntu_rgbd',
+    'ntu60_xsub',
+    str(tmp_path / 'tfds'),
+    strict=True,
+    num_workers=num_workers,
+  )
   with pytest.raises(RawFormatError, match='SsssCcccPpppRrrrAaaa'):
     build_data.build(builder, str(raw))
 
@@ -313,26 +384,32 @@ def test_rerun_after_interrupted_build(good_tree, tmp_path, monkeypatch):
     return real_convert(path)
 
   monkeypatch.setattr(skeleton_file, 'convert', flaky_convert)
-  builder = build_data.make_builder('ntu_rgbd', 'ntu60_xsub', data_dir,
-                                    num_workers=0)
+  builder = build_data.make_builder(
+    'ntu_rgbd', 'ntu60_xsub', data_dir, num_workers=0
+  )
   with pytest.raises(RuntimeError, match='simulated crash'):
     build_data.build(builder, raw)
-  assert not os.path.exists(os.path.join(builder.data_dir,
-                                         'dataset_info.json'))
+  assert not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
   monkeypatch.setattr(skeleton_file, 'convert', real_convert)
   # A killed process leaves its temporary directory behind; it must not
   # disturb the re-run either.
-  stale = os.path.join(os.path.dirname(builder.data_dir),
-                       'incomplete.ABC123_1.0.0')
+  stale = os.path.join(
+    os.path.dirname(builder.data_dir), 'incomplete.ABC123_1.0.0'
+  )
   os.makedirs(stale)
-  with open(os.path.join(stale, 'ntu_rgbd-train.array_record-00000-of-00001'),
-            'w') as f:
+  with open(
+    os.path.join(stale, 'ntu_rgbd-train.array_record-00000-of-00001'), 'w'
+  ) as f:
     f.write('junk')
-  builder = build_data.make_builder('ntu_rgbd', 'ntu60_xsub', data_dir,
-                                    num_workers=0)
+  builder = build_data.make_builder(
+    'ntu_rgbd', 'ntu60_xsub', data_dir, num_workers=0
+  )
   build_data.build(builder, raw)
-  want = {stem for stem, s in fixtures_ntu.GOOD_SPLITS.items()
-          if s['ntu60_xsub'] == 'train'}
+  want = {
+    stem
+    for stem, s in fixtures_ntu.GOOD_SPLITS.items()
+    if s['ntu60_xsub'] == 'train'
+  }
   assert set(_read_split(builder.data_dir, 'train')) == want
   assert os.path.exists(os.path.join(builder.data_dir, 'skipped_train.json'))
 
@@ -340,16 +417,18 @@ def test_rerun_after_interrupted_build(good_tree, tmp_path, monkeypatch):
 def test_empty_manual_dir_is_a_clear_error(tmp_path):
   (tmp_path / 'raw').mkdir()
   (tmp_path / 'raw' / 'readme.txt').write_text('no skeletons here')
-  builder = build_data.make_builder('ntu_rgbd', 'ntu60_xsub',
-                                    str(tmp_path / 'tfds'))
+  builder = build_data.make_builder(
+    'ntu_rgbd', 'ntu60_xsub', str(tmp_path / 'tfds')
+  )
   with pytest.raises(FileNotFoundError, match='no .skeleton files'):
     build_data.build(builder, str(tmp_path / 'raw'))
 
 
 def test_builder_options():
   with pytest.raises(ValueError, match='does not take'):
-    build_data.make_builder('ntu_rgbd', 'ntu60_xsub', '/tmp/unused',
-                            smplh_model='x')
+    build_data.make_builder(
+      'ntu_rgbd', 'ntu60_xsub', '/tmp/unused', smplh_model='x'
+    )
   with pytest.raises(ValueError, match='unknown config'):
     build_data.make_builder('ntu_rgbd', 'ntu60_xset', '/tmp/unused')
 
@@ -361,18 +440,21 @@ def test_duplicate_stems(good_tree, tmp_path):
     for stem in ('S001C001P001R001A001', 'S002C002P003R002A013'):
       (raw / folder).mkdir(parents=True, exist_ok=True)
       (raw / folder / f'{stem}.skeleton').write_bytes(
-          open(samples[stem][0], 'rb').read())
-  builder = build_data.make_builder('ntu_rgbd', 'ntu60_xsub',
-                                    str(tmp_path / 'lenient'), num_workers=0)
+        open(samples[stem][0], 'rb').read()
+      )
+  builder = build_data.make_builder(
+    'ntu_rgbd', 'ntu60_xsub', str(tmp_path / 'lenient'), num_workers=0
+  )
   build_data.build(builder, str(raw))
   with open(os.path.join(builder.data_dir, 'skipped_train.json')) as f:
     skipped = json.load(f)['skipped']
   assert [s['sample'] for s in skipped] == [
-      str(raw / 'b' / 'S001C001P001R001A001.skeleton')]
+    str(raw / 'b' / 'S001C001P001R001A001.skeleton')
+  ]
   assert 'one file per sample' in skipped[0]['reason']
-  assert set(_read_split(builder.data_dir, 'train')) == {
-      'S001C001P001R001A001'}
-  builder = build_data.make_builder('ntu_rgbd', 'ntu60_xsub',
-                                    str(tmp_path / 'strict'), strict=True)
+  assert set(_read_split(builder.data_dir, 'train')) == {'S001C001P001R001A001'}
+  builder = build_data.make_builder(
+    'ntu_rgbd', 'ntu60_xsub', str(tmp_path / 'strict'), strict=True
+  )
   with pytest.raises(RawFormatError, match='is also at'):
     build_data.build(builder, str(raw))

@@ -1,7 +1,9 @@
 """Tests for the PKU-MMD parsers and TFDS builder on written fixture trees."""
+
 import json
 import os
 
+import fixtures_pku as fx
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -10,32 +12,31 @@ from data_builders import common
 from data_builders.pku_mmd import pku_mmd_dataset_builder as pkub
 from data_builders.pku_mmd import raw_files
 from skel_jax import build_data
-import fixtures_pku as fx
 
 BG = raw_files.BACKGROUND
 
 # Per-frame labels computed by hand from fx.GOOD_VIDEOS (rows [start, end),
 # class = label - 1, background 51, the later-starting segment wins).
 EXPECTED_LABELS = {
-    '0002-L': [2] * 10 + [6] * 10 + [BG] * 4,
-    '0002-M': [BG] * 2 + [50] * 6 + [0] * 4 + [BG] * 3,
-    '0002-R': [1] * 4 + [BG] * 6 + [4] * 10,  # '5,20,10' swapped
-    '0003-M': [0] * 5 + [1] * 10 + [BG] * 3 + [3] * 2,  # overlap, clipped
-    '0003-R': [BG] * 3 + [19] * 3 + [11] * 3 + [BG] * 7,  # equal starts
-    '0291-L': [BG] + [7] * 4 + [BG] * 7,
-    '0291-M': [BG] * 2 + [8] * 4 + [9] * 7,
-    '0291-R': [10] * 11,
+  '0002-L': [2] * 10 + [6] * 10 + [BG] * 4,
+  '0002-M': [BG] * 2 + [50] * 6 + [0] * 4 + [BG] * 3,
+  '0002-R': [1] * 4 + [BG] * 6 + [4] * 10,  # '5,20,10' swapped
+  '0003-M': [0] * 5 + [1] * 10 + [BG] * 3 + [3] * 2,  # overlap, clipped
+  '0003-R': [BG] * 3 + [19] * 3 + [11] * 3 + [BG] * 7,  # equal starts
+  '0291-L': [BG] + [7] * 4 + [BG] * 7,
+  '0291-M': [BG] * 2 + [8] * 4 + [9] * 7,
+  '0291-R': [10] * 11,
 }
 # Raw rows as written; lenient builds store 0002-R's first row swapped.
 EXPECTED_SEGMENTS = {
-    '0002-L': [(3, 0, 10, 1), (7, 10, 20, 2)],
-    '0002-M': [(51, 2, 8, 1), (1, 8, 12, 2)],
-    '0002-R': [(5, 10, 20, 1), (2, 0, 4, 1)],
-    '0003-M': [(1, 0, 10, 1), (2, 5, 15, 2), (4, 18, 30, 1)],
-    '0003-R': [(12, 3, 9, 2), (20, 3, 6, 1)],
-    '0291-L': [(8, 1, 5, 1)],
-    '0291-M': [(9, 2, 6, 2), (10, 6, 13, 1)],
-    '0291-R': [(11, 0, 11, 1)],
+  '0002-L': [(3, 0, 10, 1), (7, 10, 20, 2)],
+  '0002-M': [(51, 2, 8, 1), (1, 8, 12, 2)],
+  '0002-R': [(5, 10, 20, 1), (2, 0, 4, 1)],
+  '0003-M': [(1, 0, 10, 1), (2, 5, 15, 2), (4, 18, 30, 1)],
+  '0003-R': [(12, 3, 9, 2), (20, 3, 6, 1)],
+  '0291-L': [(8, 1, 5, 1)],
+  '0291-M': [(9, 2, 6, 2), (10, 6, 13, 1)],
+  '0291-R': [(11, 0, 11, 1)],
 }
 CONFIGS = {'v1_xsub': 'xsub', 'v1_xview': 'xview'}
 
@@ -62,10 +63,15 @@ def bad(tmp_path_factory):
 def _items(root, protocol='cross_subject', strict=False):
   split_file = raw_files.find_split_file(root, protocol)
   skels, labels, _ = raw_files.index_raw_files(root)
-  return {split: [raw_files.VideoItem(vid, skels.get(vid), labels.get(vid),
-                                      split_file, line, root, strict)
-                  for vid, line in entries]
-          for split, entries in raw_files.parse_split_file(split_file).items()}
+  return {
+    split: [
+      raw_files.VideoItem(
+        vid, skels.get(vid), labels.get(vid), split_file, line, root, strict
+      )
+      for vid, line in entries
+    ]
+    for split, entries in raw_files.parse_split_file(split_file).items()
+  }
 
 
 def _read_all(data_dir, split):
@@ -94,8 +100,9 @@ def test_class_names():
 def test_real_cross_subject_file():
   # Verbatim copy of JHang2020/Simple-Skeleton-Detection tools/
   # pkuv1_cross_subject.txt shipped with the package (README.md).
-  path = os.path.join(os.path.dirname(raw_files.__file__),
-                      'pkuv1_cross_subject.txt')
+  path = os.path.join(
+    os.path.dirname(raw_files.__file__), 'pkuv1_cross_subject.txt'
+  )
   splits = raw_files.parse_split_file(path)
   train = [v for v, _ in splits['train']]
   test = [v for v, _ in splits['test']]
@@ -105,8 +112,9 @@ def test_real_cross_subject_file():
   assert test == [f'{i:04d}-{v}' for i in range(291, 335) for v in 'LMR']
   every = {f'{i:04d}-{v}' for i in range(2, 365) for v in 'LMR'}
   missing = every - set(train) - set(test)
-  assert missing == {'0060-L'} | {f'{i:04d}-{v}' for i in range(247, 251)
-                                  for v in 'LMR'}
+  assert missing == {'0060-L'} | {
+    f'{i:04d}-{v}' for i in range(247, 251) for v in 'LMR'
+  }
 
 
 @pytest.mark.parametrize('layout_fixture', ['good', 'good_data_layout'])
@@ -119,23 +127,28 @@ def test_split_assignment(request, layout_fixture, config):
   splits = raw_files.parse_split_file(path)
   expected = fx.GOOD_SPLITS[CONFIGS[config]]
   assert {k: [v for v, _ in entries] for k, entries in splits.items()} == (
-      expected)
+    expected
+  )
   # Every fixture video is in exactly one split of each protocol.
-  assert sorted(expected['train'] + expected['test']) == sorted(
-      fx.GOOD_VIDEOS)
+  assert sorted(expected['train'] + expected['test']) == sorted(fx.GOOD_VIDEOS)
 
 
 def test_split_file_errors(tmp_path):
   path = str(tmp_path / 'cross-view.txt')
   cases = [
-      ('Training videos: \n0002-L, \n', None, '4 lines'),
-      ('Train: \n0002-L, \nValidataion videos: \n0003-L,\n', 1, 'Training'),
-      ('Training videos: \n0002-L, \nValidation list\n0003-L,\n', 3,
-       'Validataion'),
-      ('Training videos: \n0002-L, 0002 M, \nValidataion videos: \n0003-L\n',
-       2, 'video ids'),
-      ('Training videos: \n0002-L, \nTest videos: \n0003-L, 0003-L\n', 4,
-       'once'),
+    ('Training videos: \n0002-L, \n', None, '4 lines'),
+    ('Train: \n0002-L, \nValidataion videos: \n0003-L,\n', 1, 'Training'),
+    (
+      'Training videos: \n0002-L, \nValidation list\n0003-L,\n',
+      3,
+      'Validataion',
+    ),
+    (
+      'Training videos: \n0002-L, 0002 M, \nValidataion videos: \n0003-L\n',
+      2,
+      'video ids',
+    ),
+    ('Training videos: \n0002-L, \nTest videos: \n0003-L, 0003-L\n', 4, 'once'),
   ]
   for text, line, what in cases:
     fx.write_text(path, text)
@@ -146,8 +159,10 @@ def test_split_file_errors(tmp_path):
 
 
 def test_missing_split_file_names_what_was_searched(good, tmp_path):
-  fx.write_text(str(tmp_path / 'Split' / 'cross-subject.txt'),
-                'Training videos: \n0002-L, \nValidataion videos: \n0291-L,')
+  fx.write_text(
+    str(tmp_path / 'Split' / 'cross-subject.txt'),
+    'Training videos: \n0002-L, \nValidataion videos: \n0291-L,',
+  )
   with pytest.raises(FileNotFoundError) as err:
     raw_files.find_split_file(str(tmp_path), 'cross_view')
   msg = str(err.value)
@@ -165,8 +180,10 @@ def test_index_finds_both_layouts(good, good_data_layout, tmp_path):
   # Explicit folders override the name-based search.
   root, written = good
   skels, labels, _ = raw_files.index_raw_files(
-      root, skeleton_dir='PKU_Skeleton_Renew',
-      label_dir=os.path.join(root, 'Train_Label_PKU_final'))
+    root,
+    skeleton_dir='PKU_Skeleton_Renew',
+    label_dir=os.path.join(root, 'Train_Label_PKU_final'),
+  )
   assert set(skels) == set(labels) == set(written)
 
 
@@ -196,9 +213,9 @@ def test_skeleton_parser_edge_cases(tmp_path):
   path = str(tmp_path / 'Skeleton' / '0005-L.txt')
   row = ' '.join(['0.5'] * 150)
   cases = [
-      ([row, '', row], 2, 'at least 150'),  # blank line inside the file
-      ([row, row.replace('0.5', '1e39', 1)], 2, 'finite float32'),
-      ([row, row + ' x y', ' ' + row[:-4]], 3, 'at least 150'),
+    ([row, '', row], 2, 'at least 150'),  # blank line inside the file
+    ([row, row.replace('0.5', '1e39', 1)], 2, 'finite float32'),
+    ([row, row + ' x y', ' ' + row[:-4]], 3, 'at least 150'),
   ]
   for lines, line, what in cases:
     fx.write_text(path, '\n'.join(lines) + '\n\n')
@@ -216,12 +233,14 @@ def test_raw_segments_and_frame_labels(good):
     assert segments.tolist() == [list(s) for s in EXPECTED_SEGMENTS[vid]]
     assert bool(notes) == (vid == '0002-R')
     labels, frame_notes = raw_files.frame_labels(
-        segments, fx.GOOD_VIDEOS[vid]['frames'])
+      segments, fx.GOOD_VIDEOS[vid]['frames']
+    )
     assert labels.dtype == np.int32
     assert labels.tolist() == EXPECTED_LABELS[vid], vid
     assert bool(frame_notes) == (vid in ('0003-M', '0003-R'))
-  _, notes = raw_files.parse_labels(good[1]['0002-R']['label_path'],
-                                    strict=False)
+  _, notes = raw_files.parse_labels(
+    good[1]['0002-R']['label_path'], strict=False
+  )
   assert 'start 20 > end 10, swapped' in notes[0]
   assert notes[0].startswith(good[1]['0002-R']['label_path'] + ':1:')
 
@@ -229,6 +248,7 @@ def test_raw_segments_and_frame_labels(good):
 def test_frame_convention_round_trips_segments():
   # Half-open [start, end): run-length decoding gives back the file numbers.
   from skel_jax import postprocess
+
   segments = np.array([(3, 0, 10, 1), (7, 12, 20, 2)], np.int32)
   labels, _ = raw_files.frame_labels(segments, 25)
   runs = postprocess.labels_to_segments(labels, background=BG)
@@ -236,12 +256,14 @@ def test_frame_convention_round_trips_segments():
   assert raw_files.FRAME_CONVENTION == 'zero_based_half_open'
 
 
-@pytest.mark.parametrize('vid', [v for v, (_, f, _, _) in fx.BAD_VIDEOS.items()
-                                 if f is not None])
+@pytest.mark.parametrize(
+  'vid', [v for v, (_, f, _, _) in fx.BAD_VIDEOS.items() if f is not None]
+)
 def test_strict_errors_name_file_and_line(bad, vid):
   _, rel, line, what = fx.BAD_VIDEOS[vid]
-  items = {it.video_id: it for its in _items(bad, strict=True).values()
-           for it in its}
+  items = {
+    it.video_id: it for its in _items(bad, strict=True).values() for it in its
+  }
   with pytest.raises(common.RawFormatError) as err:
     raw_files.convert_video(items[vid])
   where = os.path.join(bad, rel.format(vid))
@@ -256,14 +278,26 @@ def test_convert_parallel_workers_agree(bad):
   results = {}
   for workers in (0, 2):
     report = pkub.PkuReport('pku_mmd/test', 'train')
-    out = list(common.convert_parallel(raw_files.convert_video, items,
-                                       strict=False, report=report,
-                                       num_workers=workers))
-    results[workers] = ([i.video_id for i, _ in out], report.skipped,
-                        [ex['labels'].tolist() for _, ex in out])
+    out = list(
+      common.convert_parallel(
+        raw_files.convert_video,
+        items,
+        strict=False,
+        report=report,
+        num_workers=workers,
+      )
+    )
+    results[workers] = (
+      [i.video_id for i, _ in out],
+      report.skipped,
+      [ex['labels'].tolist() for _, ex in out],
+    )
   assert results[0] == results[2]
-  kept = [v for v, (act, *_) in fx.BAD_VIDEOS.items()
-          if act == 'keep' and v in fx.BAD_SPLITS['train']]
+  kept = [
+    v
+    for v, (act, *_) in fx.BAD_VIDEOS.items()
+    if act == 'keep' and v in fx.BAD_SPLITS['train']
+  ]
   assert results[2][0] == kept
 
 
@@ -271,13 +305,16 @@ def test_convert_parallel_workers_agree(bad):
 def _build(manual_dir, data_dir, config='v1_xsub', **kwargs):
   kwargs.setdefault('strict', False)
   kwargs.setdefault('num_workers', 0)
-  builder = build_data.make_builder('pku_mmd', config, data_dir=data_dir,
-                                    **kwargs)
+  builder = build_data.make_builder(
+    'pku_mmd', config, data_dir=data_dir, **kwargs
+  )
   return build_data.build(builder, manual_dir)
 
 
-@pytest.mark.parametrize('config,layout_fixture', [
-    ('v1_xsub', 'good'), ('v1_xview', 'good_data_layout')])
+@pytest.mark.parametrize(
+  'config,layout_fixture',
+  [('v1_xsub', 'good'), ('v1_xview', 'good_data_layout')],
+)
 def test_tfds_build_and_read(request, tmp_path, config, layout_fixture):
   root, written = request.getfixturevalue(layout_fixture)
   builder = _build(root, str(tmp_path), config)
@@ -295,13 +332,17 @@ def test_tfds_build_and_read(request, tmp_path, config, layout_fixture):
       np.testing.assert_array_equal(ex['skeleton'], written[vid]['skeleton'])
       assert ex['labels'].dtype == np.int32
       assert ex['labels'].tolist() == EXPECTED_LABELS[vid]
-      assert ex['segments'].tolist() == [list(s)
-                                         for s in EXPECTED_SEGMENTS[vid]]
+      assert ex['segments'].tolist() == [
+        list(s) for s in EXPECTED_SEGMENTS[vid]
+      ]
     # Reports written during generation end up in the final folder.
     report = _report(data_dir, split)
     assert report['skipped'] == [] and report['converted'] == len(vids)
-  leftovers = [p for p in os.listdir(os.path.dirname(data_dir))
-               if p.startswith('incomplete')]
+  leftovers = [
+    p
+    for p in os.listdir(os.path.dirname(data_dir))
+    if p.startswith('incomplete')
+  ]
   assert not leftovers
   notes = _report(data_dir, 'train')['notes']
   noted = {n['sample'] for n in notes}
@@ -320,17 +361,20 @@ def test_tfds_build_lenient_bad_tree(bad, tmp_path):
     assert sorted(skipped) == sorted(set(vids) - set(kept))
     for vid, reason in skipped.items():
       _, rel, line, what = fx.BAD_VIDEOS[vid]
-      where = os.path.join(bad, rel.format(vid)) + (f':{line}:' if line
-                                                     else ':')
+      where = os.path.join(bad, rel.format(vid)) + (
+        f':{line}:' if line else ':'
+      )
       assert reason.startswith(where) and what in reason, reason
   train = _read_all(builder.data_dir, 'train')
   assert train['0012-M']['segments'].tolist() == [[1, 0, 4, 1], [2, 4, 8, 2]]
   empty = _read_all(builder.data_dir, 'test')['0291-R']
   assert empty['segments'].shape == (0, 4)
   assert (empty['labels'] == BG).all()
-  notes = {n['sample']: n['note']
-           for split in fx.BAD_SPLITS
-           for n in _report(builder.data_dir, split)['notes']}
+  notes = {
+    n['sample']: n['note']
+    for split in fx.BAD_SPLITS
+    for n in _report(builder.data_dir, split)['notes']
+  }
   assert 'swapped' in notes['0012-M'] and 'no segments' in notes['0291-R']
 
 
@@ -339,10 +383,10 @@ def test_tfds_build_strict_raises_on_first_bad_file(bad, tmp_path):
     _build(bad, str(tmp_path), strict=True)
   path = os.path.join(bad, fx.SKEL.format('0010-M'))
   assert str(err.value).startswith(f'{path}:4: expected at least 150')
-  builder = build_data.make_builder('pku_mmd', 'v1_xsub',
-                                    data_dir=str(tmp_path))
-  assert not os.path.exists(os.path.join(builder.data_dir,
-                                         'dataset_info.json'))
+  builder = build_data.make_builder(
+    'pku_mmd', 'v1_xsub', data_dir=str(tmp_path)
+  )
+  assert not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
 
 
 def test_tfds_build_missing_split_file(good, tmp_path):
@@ -370,15 +414,15 @@ def test_interrupted_build_reruns(good, tmp_path, monkeypatch):
     _build(root, data_dir)
   monkeypatch.setattr(raw_files, 'convert_video', real)
   builder = build_data.make_builder('pku_mmd', 'v1_xsub', data_dir=data_dir)
-  assert not os.path.exists(os.path.join(builder.data_dir,
-                                         'dataset_info.json'))
+  assert not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
   # A hard kill leaves TFDS's temporary folder behind; a rerun ignores it.
-  stale = os.path.join(os.path.dirname(builder.data_dir),
-                       'incomplete.ABC123_1.0.0')
+  stale = os.path.join(
+    os.path.dirname(builder.data_dir), 'incomplete.ABC123_1.0.0'
+  )
   os.makedirs(stale)
   fx.write_text(
-      os.path.join(stale, 'pku_mmd-train.array_record-00000-of-00001'),
-      'partial')
+    os.path.join(stale, 'pku_mmd-train.array_record-00000-of-00001'), 'partial'
+  )
   builder = _build(root, data_dir)
   for split, vids in fx.GOOD_SPLITS['xsub'].items():
     assert sorted(_read_all(builder.data_dir, split)) == sorted(vids)
@@ -388,11 +432,18 @@ def test_interrupted_build_reruns(good, tmp_path, monkeypatch):
 
 def test_make_builder_options(tmp_path):
   builder = build_data.make_builder(
-      'pku_mmd', 'v1_xview', data_dir=str(tmp_path), strict=True,
-      num_workers=3, skeleton_dir='S', label_dir='L')
+    'pku_mmd',
+    'v1_xview',
+    data_dir=str(tmp_path),
+    strict=True,
+    num_workers=3,
+    skeleton_dir='S',
+    label_dir='L',
+  )
   assert builder.name == 'pku_mmd'
   assert builder.builder_config.protocol == 'cross_view'
   assert (builder._strict, builder._num_workers) == (True, 3)
   with pytest.raises(ValueError, match='options'):
-    build_data.make_builder('pku_mmd', 'v1_xsub', data_dir=str(tmp_path),
-                            smplh_model='x')
+    build_data.make_builder(
+      'pku_mmd', 'v1_xsub', data_dir=str(tmp_path), smplh_model='x'
+    )

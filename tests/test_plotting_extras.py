@@ -1,4 +1,5 @@
 """Skeleton GIFs (skel_jax.plotting.animate_skeleton) and TensorBoard logging."""
+
 import glob
 import os
 import struct
@@ -13,24 +14,45 @@ from skel_jax import plotting
 from skel_jax import tensorboard
 
 # A standing NTU-25 pose, (x = right, y = up, z = depth) in metres.
-_POSE = np.array([
-    [0.0, 1.0, 0], [0.0, 1.25, 0], [0.0, 1.5, 0], [0.0, 1.65, 0],      # 0-3
-    [-0.2, 1.45, 0], [-0.3, 1.2, 0], [-0.35, 0.95, 0], [-0.36, 0.9, 0],  # 4-7
-    [0.2, 1.45, 0], [0.3, 1.2, 0], [0.35, 0.95, 0], [0.36, 0.9, 0],      # 8-11
-    [-0.1, 0.95, 0], [-0.12, 0.5, 0], [-0.12, 0.08, 0], [-0.12, 0.0, .1],
-    [0.1, 0.95, 0], [0.12, 0.5, 0], [0.12, 0.08, 0], [0.12, 0.0, .1],    # 16-19
-    [0.0, 1.45, 0], [-0.37, 0.85, 0], [-0.33, 0.9, 0.03],               # 20-22
-    [0.37, 0.85, 0], [0.33, 0.9, 0.03],                                  # 23-24
-], np.float32)
+_POSE = np.array(
+  [
+    [0.0, 1.0, 0],
+    [0.0, 1.25, 0],
+    [0.0, 1.5, 0],
+    [0.0, 1.65, 0],  # 0-3
+    [-0.2, 1.45, 0],
+    [-0.3, 1.2, 0],
+    [-0.35, 0.95, 0],
+    [-0.36, 0.9, 0],  # 4-7
+    [0.2, 1.45, 0],
+    [0.3, 1.2, 0],
+    [0.35, 0.95, 0],
+    [0.36, 0.9, 0],  # 8-11
+    [-0.1, 0.95, 0],
+    [-0.12, 0.5, 0],
+    [-0.12, 0.08, 0],
+    [-0.12, 0.0, 0.1],
+    [0.1, 0.95, 0],
+    [0.12, 0.5, 0],
+    [0.12, 0.08, 0],
+    [0.12, 0.0, 0.1],  # 16-19
+    [0.0, 1.45, 0],
+    [-0.37, 0.85, 0],
+    [-0.33, 0.9, 0.03],  # 20-22
+    [0.37, 0.85, 0],
+    [0.33, 0.9, 0.03],  # 23-24
+  ],
+  np.float32,
+)
 
 
 def _sequence(num_frames, num_persons=1, up_axis=1):
   """(T, M, 25, 3): a person waving the right hand; others all-zero."""
   t = np.arange(num_frames, dtype=np.float32)[:, None]
   seq = np.repeat(_POSE[None], num_frames, axis=0)
-  seq[:, 10:12, 1] += 0.5 + 0.1 * np.sin(t / 3)   # right wrist/hand raised
+  seq[:, 10:12, 1] += 0.5 + 0.1 * np.sin(t / 3)  # right wrist/hand raised
   seq[:, 23:25, 1] += 0.5 + 0.1 * np.sin(t / 3)
-  seq[..., 0] += 0.01 * t                          # slow drift sideways
+  seq[..., 0] += 0.01 * t  # slow drift sideways
   if up_axis != 1:  # rotate so that `up_axis` is vertical
     order = {2: [0, 2, 1], 0: [1, 0, 2]}[up_axis]
     seq = seq[..., order]
@@ -50,8 +72,16 @@ def test_gif_frame_count(tmp_path, num_persons):
   labels = np.array([10] * 10 + [3] * 20 + [10] * 7)
   pred = np.roll(labels, 2)
   names = [f'c{i}' for i in range(10)]
-  out = plotting.animate_skeleton(path, _sequence(37, num_persons), labels,
-                                  pred, names, fps=10, stride=2, title='x')
+  out = plotting.animate_skeleton(
+    path,
+    _sequence(37, num_persons),
+    labels,
+    pred,
+    names,
+    fps=10,
+    stride=2,
+    title='x',
+  )
   assert out == path
   assert _n_frames(path) == 19  # ceil(37 / 2)
   # The OO API must not leave figures registered with pyplot.
@@ -100,14 +130,15 @@ def test_label_names():
 def _read_events(path):
   """Decodes a TFRecord event file with tensorboardX's Event proto."""
   from tensorboardX.proto import event_pb2
+
   events = []
   with open(path, 'rb') as f:
     data = f.read()
   pos = 0
   while pos < len(data):
     # TFRecord framing: u64 length, u32 crc, payload, u32 crc.
-    (length,) = struct.unpack('<Q', data[pos:pos + 8])
-    payload = data[pos + 12:pos + 12 + length]
+    (length,) = struct.unpack('<Q', data[pos : pos + 8])
+    payload = data[pos + 12 : pos + 12 + length]
     pos += 12 + length + 4
     events.append(event_pb2.Event.FromString(payload))
   return events
@@ -129,8 +160,10 @@ def _scalars(logdir):
     return out
   acc = event_accumulator.EventAccumulator(logdir)
   acc.Reload()
-  return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
-          for tag in acc.Tags()['scalars']}
+  return {
+    tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+    for tag in acc.Tags()['scalars']
+  }
 
 
 def test_scalar_writer_roundtrip(tmp_path):
@@ -138,8 +171,17 @@ def test_scalar_writer_roundtrip(tmp_path):
   logdir = str(tmp_path / 'tb')
   with tensorboard.ScalarWriter(logdir) as tb:
     assert tb.enabled
-    tb.scalars(1, {'loss': 2.5, 'lr': np.float32(0.1), 'note': 'x',
-                   'acc': np.array(0.5), 'vec': np.zeros(3), 'flag': True})
+    tb.scalars(
+      1,
+      {
+        'loss': 2.5,
+        'lr': np.float32(0.1),
+        'note': 'x',
+        'acc': np.array(0.5),
+        'vec': np.zeros(3),
+        'flag': True,
+      },
+    )
     tb.scalars(2, {'loss': 1.25})
     tb.flush()
     # flush() alone must put every record on disk (tensorboardX's does not).

@@ -1,4 +1,5 @@
 """Hand-computed cases for the preprocessing families (skel_jax.preprocess)."""
+
 import math
 
 import numpy as np
@@ -12,11 +13,12 @@ V = 25
 def _example(records, num_frames):
   """A raw NTU example from (frame, slot, xyz (25, 3)) records."""
   return {
-      'num_frames': num_frames,
-      'body_frame': np.array([r[0] for r in records], np.int32),
-      'body_slot': np.array([r[1] for r in records], np.int32),
-      'bodies_xyz': np.array([r[2] for r in records],
-                             np.float32).reshape(-1, V, 3),
+    'num_frames': num_frames,
+    'body_frame': np.array([r[0] for r in records], np.int32),
+    'body_slot': np.array([r[1] for r in records], np.int32),
+    'bodies_xyz': np.array([r[2] for r in records], np.float32).reshape(
+      -1, V, 3
+    ),
   }
 
 
@@ -28,8 +30,16 @@ def _const(value):
 # Dense conversion and body selection.
 # ---------------------------------------------------------------------------
 def test_to_dense_places_bodies_by_slot():
-  ex = _example([(0, 0, _const(1)), (0, 1, _const(2)), (2, 0, _const(3)),
-                 (2, 1, _const(4)), (2, 2, _const(5))], num_frames=4)
+  ex = _example(
+    [
+      (0, 0, _const(1)),
+      (0, 1, _const(2)),
+      (2, 0, _const(3)),
+      (2, 1, _const(4)),
+      (2, 2, _const(5)),
+    ],
+    num_frames=4,
+  )
   dense = pp.to_dense(ex)
   assert dense.shape == (4, 3, V, 3)
   assert dense[0, 1, 0, 0] == 2 and dense[2, 2, 0, 0] == 5
@@ -40,9 +50,15 @@ def test_to_dense_places_bodies_by_slot():
 def test_aimclr_select_bodies_first_two_positions_and_300_frames():
   # Body ids are irrelevant: slot order wins even if persons swap positions;
   # a third body is dropped; frames beyond 300 are dropped.
-  records = [(0, 0, _const(1)), (0, 1, _const(2)), (0, 2, _const(9)),
-             (1, 0, _const(2)), (1, 1, _const(1)), (304, 0, _const(7)),
-             (299, 1, _const(6))]
+  records = [
+    (0, 0, _const(1)),
+    (0, 1, _const(2)),
+    (0, 2, _const(9)),
+    (1, 0, _const(2)),
+    (1, 1, _const(1)),
+    (304, 0, _const(7)),
+    (299, 1, _const(6)),
+  ]
   out = pp.aimclr_select_bodies(_example(records, num_frames=305))
   assert out.shape == (2, 300, V, 3) and out.dtype == np.float32
   assert out[0, 0, 0, 0] == 1 and out[1, 0, 0, 0] == 2
@@ -66,11 +82,14 @@ def test_resize_linear_ramp_downsample():
   # L = 100 -> 50: src = (d + 0.5) * 2 - 0.5 = 2d + 0.5, so the ramp t + 1
   # becomes 2d + 1.5.
   resized = pp._opencv_linear_time_resize(
-      np.arange(1, 101, dtype=np.float32), 100, 50)
-  np.testing.assert_allclose(resized, 2 * np.arange(50) + 1.5, rtol=0,
-                             atol=1e-5)
-  pos, motion = pp.aimclr_frame50(_ramp(100), y_rotation=False,
-                                  with_motion=True)
+    np.arange(1, 101, dtype=np.float32), 100, 50
+  )
+  np.testing.assert_allclose(
+    resized, 2 * np.arange(50) + 1.5, rtol=0, atol=1e-5
+  )
+  pos, motion = pp.aimclr_frame50(
+    _ramp(100), y_rotation=False, with_motion=True
+  )
   assert pos.shape == motion.shape == (2, 50, V, 3)
   # Every joint carries the same ramp, so joint-21-relative positions are 0.
   assert not pos.any()
@@ -91,7 +110,8 @@ def test_resize_linear_ramp_upsample_clamps_edges():
   assert out[0] == 0 and out[-1] == 24
   # Same length: identity.
   np.testing.assert_array_equal(
-      pp._opencv_linear_time_resize(ramp, 25, 25), ramp)
+    pp._opencv_linear_time_resize(ramp, 25, 25), ramp
+  )
 
 
 def test_valid_length_counts_nonzero_frames_and_resizes_the_prefix():
@@ -134,8 +154,9 @@ def test_y_rotation_two_frame_toy_by_hand():
   # -1/sqrt5 - 1/sqrt5) = (3/(2 sqrt5), 0, -2/sqrt5): the per-sequence sign
   # leaves this frame unaligned.
   s5 = math.sqrt(5)
-  np.testing.assert_allclose(out[0, 1, 8], [3 / (2 * s5), 0, -2 / s5],
-                             atol=2e-4)
+  np.testing.assert_allclose(
+    out[0, 1, 8], [3 / (2 * s5), 0, -2 / s5], atol=2e-4
+  )
   # Joint 0 (0, -0.5, 0) lies on the y axis: unchanged.
   np.testing.assert_allclose(out[0, :, 0], [[0, -0.5, 0]] * 2, atol=1e-6)
 
@@ -145,8 +166,9 @@ def test_y_rotation_sign_rule_negative_sum():
   # (1, 0, -1) -> (cos45 + sin45, 0, sin45 - cos45) = (sqrt 2, 0, 0).
   x = _shoulder_frames([(1, 0, -1), (1, 0, -1)])
   out = pp.aimclr_frame50(x, t_length=2)
-  np.testing.assert_allclose(out[0, :, 8], [[math.sqrt(2), 0, 0]] * 2,
-                             atol=2e-4)
+  np.testing.assert_allclose(
+    out[0, :, 8], [[math.sqrt(2), 0, 0]] * 2, atol=2e-4
+  )
   # With the sum exactly zero the angles are negated (>= 0 rule): frame 0's
   # (1, 0, 1) at -45 deg -> (sqrt 2, 0, 0), frame 1's (1, 0, -1) at -45 deg
   # -> (cos45 - sin45, 0, -sin45 - cos45) = (0, 0, -sqrt 2).
@@ -190,8 +212,9 @@ def test_agcn_energy_ties_take_the_higher_slot():
   # reference order argsort()[::-1] then prefers the higher (empty) slots.
   ex = _example([(t, 0, _const(1)) for t in range(4)], num_frames=4)
   assert not pp.agcn_select_bodies(ex).any()
-  ex = _example([(t, 0, _alternating(0.2, 4)[t]) for t in range(4)],
-                num_frames=4)
+  ex = _example(
+    [(t, 0, _alternating(0.2, 4)[t]) for t in range(4)], num_frames=4
+  )
   out = pp.agcn_select_bodies(ex)
   assert out[0, :4].any() and not out[1].any()
 
@@ -256,10 +279,8 @@ def test_agcn_rotations_two_frame_toy_by_hand():
   centred = x - centres[None, :, None, :]  # person 0's joint 1 per frame
   want = centred[..., [2, 0, 1]]
   np.testing.assert_allclose(out, want, atol=1e-5)
-  np.testing.assert_allclose(out[0, 0, 1] - out[0, 0, 0], [0, 0, 1],
-                             atol=1e-6)
-  np.testing.assert_allclose(out[0, 0, 8] - out[0, 0, 4], [1, 0, 0],
-                             atol=1e-6)
+  np.testing.assert_allclose(out[0, 0, 1] - out[0, 0, 0], [0, 0, 1], atol=1e-6)
+  np.testing.assert_allclose(out[0, 0, 8] - out[0, 0, 4], [1, 0, 0], atol=1e-6)
 
 
 def test_rotation_matrix_matches_quaternion_form():
@@ -270,17 +291,31 @@ def test_rotation_matrix_matches_quaternion_form():
     u = axis / np.linalg.norm(axis)
     # Unit quaternion (w, x, y, z) of a right-handed rotation, as a matrix.
     w, (b, c, d) = math.cos(theta / 2), u * math.sin(theta / 2)
-    quat = np.array([
-        [w * w + b * b - c * c - d * d, 2 * (b * c - w * d),
-         2 * (b * d + w * c)],
-        [2 * (b * c + w * d), w * w - b * b + c * c - d * d,
-         2 * (c * d - w * b)],
-        [2 * (b * d - w * c), 2 * (c * d + w * b),
-         w * w - b * b - c * c + d * d]])
-    np.testing.assert_allclose(pp._rotation_matrix(axis, theta), quat,
-                               atol=1e-12)
-  np.testing.assert_array_equal(pp._rotation_matrix([0, 0, 1e-7], 1.0),
-                                np.eye(3))
+    quat = np.array(
+      [
+        [
+          w * w + b * b - c * c - d * d,
+          2 * (b * c - w * d),
+          2 * (b * d + w * c),
+        ],
+        [
+          2 * (b * c + w * d),
+          w * w - b * b + c * c - d * d,
+          2 * (c * d - w * b),
+        ],
+        [
+          2 * (b * d - w * c),
+          2 * (c * d + w * b),
+          w * w - b * b - c * c + d * d,
+        ],
+      ]
+    )
+    np.testing.assert_allclose(
+      pp._rotation_matrix(axis, theta), quat, atol=1e-12
+    )
+  np.testing.assert_array_equal(
+    pp._rotation_matrix([0, 0, 1e-7], 1.0), np.eye(3)
+  )
   assert pp._angle_between([0, 0, 0], [1, 0, 0]) == 0
   assert pp._angle_between([0, 0, -2], [0, 0, 1]) == pytest.approx(math.pi)
 
@@ -303,8 +338,9 @@ def test_normalize_plain_origin_at_first_present_frame():
   assert not out[0, 0].any() and not out[1, :2].any() and not out[2].any()
   np.testing.assert_array_equal(out[0, 1, 1], [0, 0, 0])
   np.testing.assert_array_equal(out[0, 2], x[0, 2] - origin)
-  np.testing.assert_array_equal(out[1, 2],
-                                np.broadcast_to(5.0 - origin, (V, 3)))
+  np.testing.assert_array_equal(
+    out[1, 2], np.broadcast_to(5.0 - origin, (V, 3))
+  )
   # Without person 0 there is no anchor: unchanged.
   y = np.zeros_like(x)
   y[1] = 2.0
@@ -316,16 +352,20 @@ def test_dispatcher():
   records += [(t, 1, _alternating(0.2, 8)[t]) for t in range(8)]
   ex = _example(records, num_frames=8)
   dense = np.transpose(pp.to_dense(ex), (1, 0, 2, 3))
-  np.testing.assert_array_equal(pp.preprocess(ex, 'plain'),
-                                pp.normalize_plain(dense))
-  np.testing.assert_array_equal(pp.preprocess(dense, 'plain'),
-                                pp.normalize_plain(dense))
   np.testing.assert_array_equal(
-      pp.preprocess(ex, 'aimclr', t_length=20),
-      pp.aimclr_frame50(pp.aimclr_select_bodies(ex), t_length=20))
+    pp.preprocess(ex, 'plain'), pp.normalize_plain(dense)
+  )
   np.testing.assert_array_equal(
-      pp.preprocess(ex, 'agcn', keep=1),
-      pp.agcn_pre_normalization(pp.agcn_select_bodies(ex, keep=1)))
+    pp.preprocess(dense, 'plain'), pp.normalize_plain(dense)
+  )
+  np.testing.assert_array_equal(
+    pp.preprocess(ex, 'aimclr', t_length=20),
+    pp.aimclr_frame50(pp.aimclr_select_bodies(ex), t_length=20),
+  )
+  np.testing.assert_array_equal(
+    pp.preprocess(ex, 'agcn', keep=1),
+    pp.agcn_pre_normalization(pp.agcn_select_bodies(ex, keep=1)),
+  )
   assert pp.preprocess(ex, 'agcn').shape == (2, 300, V, 3)
   with pytest.raises(ValueError, match=r"'plain', 'aimclr', 'agcn'"):
     pp.preprocess(ex, 'ctrgcn')

@@ -1,5 +1,6 @@
 """Nothing a user trained is lost: SIGKILL / SIGTERM resume, device-count
 changes, non-finite losses, export for transfer."""
+
 import json
 import os
 import signal
@@ -43,10 +44,16 @@ def _losses(workdir):
 
 
 def _cmd(workdir, data_dir):
-  return [sys.executable, '-m', 'skel_jax.main',
-          '--config=configs/pretrain_synthetic.py:smoke',
-          f'--workdir={workdir}', f'--config.data.dir={data_dir}',
-          f'--config.num_steps={STEPS}', '--config.log_every=1']
+  return [
+    sys.executable,
+    '-m',
+    'skel_jax.main',
+    '--config=configs/pretrain_synthetic.py:smoke',
+    f'--workdir={workdir}',
+    f'--config.data.dir={data_dir}',
+    f'--config.num_steps={STEPS}',
+    '--config.log_every=1',
+  ]
 
 
 def _wait_for_step(workdir, proc, step, timeout=240):
@@ -54,7 +61,11 @@ def _wait_for_step(workdir, proc, step, timeout=240):
   t0 = time.time()
   while time.time() - t0 < timeout:
     assert proc.poll() is None, 'training ended before it could be interrupted'
-    if os.path.exists(path) and _losses(workdir) and max(_losses(workdir)) >= step:
+    if (
+      os.path.exists(path)
+      and _losses(workdir)
+      and max(_losses(workdir)) >= step
+    ):
       return
     time.sleep(0.2)
   raise TimeoutError(f'step {step} not reached')
@@ -68,55 +79,88 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp('full'))
-  subprocess.run(_cmd(workdir, data_dir), cwd=ROOT, check=True,
-                 capture_output=True, timeout=600)
+  subprocess.run(
+    _cmd(workdir, data_dir),
+    cwd=ROOT,
+    check=True,
+    capture_output=True,
+    timeout=600,
+  )
   losses = _losses(workdir)
   assert sorted(losses) == list(range(1, STEPS + 1))
   return losses
 
 
-def test_sigkill_then_same_command_resumes_exactly(uninterrupted, data_dir,
-                                                  tmp_path):
+def test_sigkill_then_same_command_resumes_exactly(
+  uninterrupted, data_dir, tmp_path
+):
   workdir = str(tmp_path)
-  proc = subprocess.Popen(_cmd(workdir, data_dir), cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    _cmd(workdir, data_dir),
+    cwd=ROOT,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   _wait_for_step(workdir, proc, 24)  # checkpoints at 10 and 20 exist
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  subprocess.run(_cmd(workdir, data_dir), cwd=ROOT, check=True,
-                 capture_output=True, timeout=600)
+  subprocess.run(
+    _cmd(workdir, data_dir),
+    cwd=ROOT,
+    check=True,
+    capture_output=True,
+    timeout=600,
+  )
   resumed = _losses(workdir)
   assert sorted(resumed) == list(range(1, STEPS + 1))
-  np.testing.assert_allclose([resumed[s] for s in range(1, STEPS + 1)],
-                             [uninterrupted[s] for s in range(1, STEPS + 1)],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    [resumed[s] for s in range(1, STEPS + 1)],
+    [uninterrupted[s] for s in range(1, STEPS + 1)],
+    rtol=1e-5,
+  )
 
 
 def test_sigterm_saves_a_final_checkpoint(uninterrupted, data_dir, tmp_path):
   workdir = str(tmp_path)
-  proc = subprocess.Popen(_cmd(workdir, data_dir), cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
+  proc = subprocess.Popen(
+    _cmd(workdir, data_dir),
+    cwd=ROOT,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   _wait_for_step(workdir, proc, 13)
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == train_utils.PreemptionGuard.EXIT_CODE, err[-2000:]
-  saved = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
-                 if d.isdigit())
+  saved = sorted(
+    int(d)
+    for d in os.listdir(os.path.join(workdir, 'checkpoints'))
+    if d.isdigit()
+  )
   assert saved[-1] >= 13 and saved[-1] % 10 != 0, saved  # off-interval save
   assert 'SIGTERM' in err
-  subprocess.run(_cmd(workdir, data_dir), cwd=ROOT, check=True,
-                 capture_output=True, timeout=600)
+  subprocess.run(
+    _cmd(workdir, data_dir),
+    cwd=ROOT,
+    check=True,
+    capture_output=True,
+    timeout=600,
+  )
   resumed = _losses(workdir)
-  np.testing.assert_allclose([resumed[s] for s in range(1, STEPS + 1)],
-                             [uninterrupted[s] for s in range(1, STEPS + 1)],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    [resumed[s] for s in range(1, STEPS + 1)],
+    [uninterrupted[s] for s in range(1, STEPS + 1)],
+    rtol=1e-5,
+  )
 
 
 def _smoke_pretrain(data_dir, steps, num_devices):
   import importlib.util
+
   spec = importlib.util.spec_from_file_location(
-      'cfg', os.path.join(ROOT, 'configs', 'pretrain_synthetic.py'))
+    'cfg', os.path.join(ROOT, 'configs', 'pretrain_synthetic.py')
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   c = module.get_config('smoke')
@@ -135,8 +179,9 @@ def test_checkpoint_moves_between_device_counts(data_dir, tmp_path):
     main_lib.run(_smoke_pretrain(data_dir, steps, devices), dir_)
   ref, moved = _losses(ref_dir), _losses(dir_)
   assert sorted(moved) == list(range(1, 31))
-  np.testing.assert_allclose([moved[s] for s in range(1, 31)],
-                             [ref[s] for s in range(1, 31)], rtol=1e-4)
+  np.testing.assert_allclose(
+    [moved[s] for s in range(1, 31)], [ref[s] for s in range(1, 31)], rtol=1e-4
+  )
   with open(os.path.join(dir_, 'versions.json')) as f:
     assert json.load(f)['devices'] == 8
 
@@ -153,19 +198,22 @@ def _nan_after_step(monkeypatch, bad_step):
     total = total * jnp.where(bad, jnp.nan, 1.0)
     metrics['loss'] = total
     return total, metrics
+
   monkeypatch.setattr(pretrain, 'compute_losses', poisoned)
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(
-    data_dir, tmp_path, monkeypatch):
+  data_dir, tmp_path, monkeypatch
+):
   _nan_after_step(monkeypatch, bad_step=13)  # 0-based: the 14th step is bad
   config = _smoke_pretrain(data_dir, 30, 0)
   with pytest.raises(train_utils.NonFiniteLossError) as e:
     main_lib.run(config, str(tmp_path))
   assert 'non-finite loss_snippet at step 14' in str(e.value)
   assert 'last good checkpoint (step 10)' in str(e.value)
-  saved = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints')
-                 if d.isdigit())
+  saved = sorted(
+    int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit()
+  )
   assert saved[-1] == 10
 
 
@@ -183,11 +231,12 @@ def test_nonfinite_loss_skip_policy(data_dir, tmp_path, monkeypatch):
   # Everything but the counters equals the step-20 checkpoint (the last
   # finite step), read back independently of the loop.
   from skel_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  ckpt = checkpoint.Checkpointer(str(tmp_path / 'checkpoints'),
-                                 read_only=True)
+
+  ckpt = checkpoint.Checkpointer(str(tmp_path / 'checkpoints'), read_only=True)
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  good = jax.device_get(ckpt.restore(checkpoint.abstract_like(state, one),
-                                     step=20))
+  good = jax.device_get(
+    ckpt.restore(checkpoint.abstract_like(state, one), step=20)
+  )
   ckpt.close()
   assert int(good['step']) == 20 and int(good['skipped_steps']) == 0
   counters = ('step', 'skipped_steps', 'nonfinite')
@@ -196,8 +245,11 @@ def test_nonfinite_loss_skip_policy(data_dir, tmp_path, monkeypatch):
   # equals the last good checkpoint.
   for name in sorted(set(state) - set(counters)):
     leaves = jax.tree.leaves(state[name])
-    assert all(np.all(np.isfinite(x)) for x in leaves
-               if np.issubdtype(np.asarray(x).dtype, np.floating)), name
+    assert all(
+      np.all(np.isfinite(x))
+      for x in leaves
+      if np.issubdtype(np.asarray(x).dtype, np.floating)
+    ), name
     jax.tree.map(np.testing.assert_array_equal, state[name], good[name])
 
 
@@ -211,9 +263,11 @@ def test_export_roundtrip_and_architecture_mismatch(data_dir, tmp_path):
   # The loaded module carries the checkpoint's weights and runs.
   backbone = export.load_backbone(out)
   _, _, params, _ = export.restore_workdir(pre_dir)
-  jax.tree.map(np.testing.assert_array_equal,
-               nnx.to_pure_dict(nnx.state(backbone, nnx.Param)),
-               nnx.to_pure_dict(params['backbone']))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    nnx.to_pure_dict(nnx.state(backbone, nnx.Param)),
+    nnx.to_pure_dict(params['backbone']),
+  )
   feats = backbone(jnp.zeros((2, 16, 25, 3)), train=False)
   assert feats[-1].shape == (2, 2, 25, 32)
   # Finetuning configs accept the export as their pretraining source ...
@@ -222,11 +276,16 @@ def test_export_roundtrip_and_architecture_mismatch(data_dir, tmp_path):
   ft.pretrain_workdir = out
   tx = train_utils.make_optimizer(ft.optimizer, 1e-3)
   _, state = finetune.initial_state(ft, tx, num_classes=10)
-  jax.tree.map(np.testing.assert_array_equal,
-               nnx.to_pure_dict(state['trainable']['backbone']),
-               nnx.to_pure_dict(params['backbone']))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    nnx.to_pure_dict(state['trainable']['backbone']),
+    nnx.to_pure_dict(params['backbone']),
+  )
   # ... and a model of another architecture fails naming the shapes.
   ft.model.backbone.width = 0.25
-  with pytest.raises(ValueError, match=r'mismatches\).*model \(.*\) vs '
-                     r'checkpoint \('):
+  with pytest.raises(
+    ValueError,
+    match=r'mismatches\).*model \(.*\) vs '
+    r'checkpoint \(',
+  ):
     finetune.initial_state(ft, tx, num_classes=10)

@@ -4,6 +4,7 @@ workdir refuses a different config.
 
 Most tests drive ``loop.run`` with a tiny pure-Python state (no model, no
 compilation); the few that need real pretraining share one smoke run."""
+
 import json
 import os
 import signal
@@ -22,7 +23,8 @@ from skel_jax import train_utils
 # Orbax's failed reads of damaged checkpoints leave a callback on a closed
 # event loop (reported at garbage collection): harmless.
 pytestmark = pytest.mark.filterwarnings(
-    'ignore::pytest.PytestUnraisableExceptionWarning')
+  'ignore::pytest.PytestUnraisableExceptionWarning'
+)
 
 
 # ---------------------------------------------------------------- helpers ---
@@ -32,8 +34,11 @@ def _steps(workdir):
 
 
 def _saved(workdir):
-  return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
-                if d.isdigit())
+  return sorted(
+    int(d)
+    for d in os.listdir(os.path.join(workdir, 'checkpoints'))
+    if d.isdigit()
+  )
 
 
 def _add_one(i):
@@ -45,12 +50,17 @@ def tiny_run(workdir, total, signal_at=None, sig=signal.SIGINT, width=1):
   ``sig`` to this process during step ``signal_at`` (1-based)."""
   mesh = train_utils.make_mesh(jax.devices()[:1])
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
-  state = {'step': jnp.zeros((), jnp.int32), 'w': jnp.zeros((width,)),
-           **train_utils.nonfinite_fields()}
-  ckpt_cfg = ml_collections.ConfigDict({'save_interval_steps': 5,
-                                        'max_to_keep': 5})
-  ckpt, start, state = checkpoint.open_and_restore(workdir, ckpt_cfg, state,
-                                                   rep, 'tiny')
+  state = {
+    'step': jnp.zeros((), jnp.int32),
+    'w': jnp.zeros((width,)),
+    **train_utils.nonfinite_fields(),
+  }
+  ckpt_cfg = ml_collections.ConfigDict(
+    {'save_interval_steps': 5, 'max_to_keep': 5}
+  )
+  ckpt, start, state = checkpoint.open_and_restore(
+    workdir, ckpt_cfg, state, rep, 'tiny'
+  )
   ds = grain.MapDataset.range(10_000).map(_add_one)
 
   def step_fn(state, batch):
@@ -58,10 +68,21 @@ def tiny_run(workdir, total, signal_at=None, sig=signal.SIGINT, width=1):
       os.kill(os.getpid(), sig)
     new = dict(state, step=state['step'] + 1, w=state['w'] + batch['x'][0])
     return new, {'loss': new['w'][0]}
-  return loop.run(step_fn=step_fn, state=state, ds=ds, data_sharding=dsh,
-                  ckpt=ckpt, log=train_utils.MetricLog(workdir), start=start,
-                  total_steps=total, log_every=1, loss_terms=('loss',),
-                  nonfinite_policy='stop', desc='tiny')
+
+  return loop.run(
+    step_fn=step_fn,
+    state=state,
+    ds=ds,
+    data_sharding=dsh,
+    ckpt=ckpt,
+    log=train_utils.MetricLog(workdir),
+    start=start,
+    total_steps=total,
+    log_every=1,
+    loss_terms=('loss',),
+    nonfinite_policy='stop',
+    desc='tiny',
+  )
 
 
 def _expected_w(steps):
@@ -69,10 +90,12 @@ def _expected_w(steps):
 
 
 # ------------------------------------------------- 3. SIGINT like SIGTERM ---
-@pytest.mark.parametrize('sig,code', [(signal.SIGINT, 130),
-                                      (signal.SIGTERM, 143)])
-def test_signal_saves_then_exits_and_resume_continues(tmp_path, sig, code,
-                                                      capsys):
+@pytest.mark.parametrize(
+  'sig,code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
+)
+def test_signal_saves_then_exits_and_resume_continues(
+  tmp_path, sig, code, capsys
+):
   workdir = str(tmp_path)
   with pytest.raises(SystemExit) as e:
     tiny_run(workdir, 12, signal_at=7, sig=sig)
@@ -135,8 +158,10 @@ def test_no_readable_checkpoint_is_an_error_that_deletes_nothing(tmp_path):
   for step in _saved(workdir):
     corrupt(os.path.join(workdir, 'checkpoints', str(step)))
   before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
-  with pytest.raises(checkpoint.NoReadableCheckpointError,
-                     match='no readable checkpoint.*Nothing was deleted'):
+  with pytest.raises(
+    checkpoint.NoReadableCheckpointError,
+    match='no readable checkpoint.*Nothing was deleted',
+  ):
     tiny_run(workdir, 8)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
 
@@ -156,8 +181,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _config(name, arg='smoke'):
   import importlib.util
+
   spec = importlib.util.spec_from_file_location(
-      'cfg', os.path.join(ROOT, 'configs', name + '.py'))
+    'cfg', os.path.join(ROOT, 'configs', name + '.py')
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -182,11 +209,13 @@ def pretrained(tmp_path_factory, data_dir):
   """A smoke pretraining workdir with real checkpoints at steps 5 and 10
   (of the initial state: what is tested here needs no training)."""
   from skel_jax import pretrain
+
   c = _smoke_pretrain(data_dir)
   workdir = str(tmp_path_factory.mktemp('pre'))
   train_utils.write_run_record(workdir, c)
   _, state = pretrain.init_state(
-      c, train_utils.make_optimizer(c.optimizer, lambda s: 0.0))
+    c, train_utils.make_optimizer(c.optimizer, lambda s: 0.0)
+  )
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
   for step in (5, 10):
     ckpt.save(step, state, force=True)
@@ -196,6 +225,7 @@ def pretrained(tmp_path_factory, data_dir):
 
 def _copy(src, dst):
   import shutil
+
   shutil.copytree(src, dst)
   return str(dst)
 
@@ -212,14 +242,16 @@ def _snapshot(workdir):
 
 
 # --------------------------------------------- 1. one config per workdir ---
-def test_changed_config_stops_before_writing_anything(pretrained, data_dir,
-                                                      tmp_path):
+def test_changed_config_stops_before_writing_anything(
+  pretrained, data_dir, tmp_path
+):
   from skel_jax import main as main_lib
   from skel_jax import run_record
+
   workdir = _copy(pretrained, tmp_path / 'w')
   before = _snapshot(workdir)
   c = _smoke_pretrain(data_dir, steps=20)  # run length may change ...
-  c.pretrain.snippet_weight = 0.0          # ... the method may not
+  c.pretrain.snippet_weight = 0.0  # ... the method may not
   c.optimizer.lr = 0.05
   with pytest.raises(run_record.ConfigChangedError) as e:
     main_lib.run(c, workdir)
@@ -231,10 +263,12 @@ def test_changed_config_stops_before_writing_anything(pretrained, data_dir,
   assert _snapshot(workdir) == before
 
 
-def test_allowed_changes_are_recorded_not_refused(pretrained, data_dir,
-                                                  tmp_path):
+def test_allowed_changes_are_recorded_not_refused(
+  pretrained, data_dir, tmp_path
+):
   # (tests/test_resume.py continues workdirs under new num_steps/num_devices.)
   from skel_jax import run_record
+
   workdir = _copy(pretrained, tmp_path / 'w')
   c = _smoke_pretrain(data_dir, steps=12)
   c.log_every = 1
@@ -243,8 +277,12 @@ def test_allowed_changes_are_recorded_not_refused(pretrained, data_dir,
   c.data.dir = str(tmp_path / 'moved_data')
   fresh, changes = run_record.check(workdir, c)
   assert not fresh and sorted(changes) == [
-      'checkpoint.max_to_keep', 'data.dir', 'log_every', 'num_devices',
-      'num_steps']
+    'checkpoint.max_to_keep',
+    'data.dir',
+    'log_every',
+    'num_devices',
+    'num_steps',
+  ]
   train_utils.write_run_record(workdir, c)
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['num_steps'] == 10  # how the workdir was started
@@ -256,26 +294,41 @@ def test_allowed_changes_are_recorded_not_refused(pretrained, data_dir,
   assert run_record.check(workdir, c) == (False, {})
 
 
-def test_cli_allow_config_change_continues_and_records(pretrained, data_dir,
-                                                       tmp_path):
+def test_cli_allow_config_change_continues_and_records(
+  pretrained, data_dir, tmp_path
+):
   import subprocess
   import sys
+
   workdir = _copy(pretrained, tmp_path / 'w')
-  cmd = [sys.executable, '-m', 'skel_jax.main',
-         '--config=configs/pretrain_synthetic.py:smoke',
-         f'--workdir={workdir}', f'--config.data.dir={data_dir}',
-         '--config.num_steps=10', '--config.log_every=5',
-         '--config.checkpoint.save_interval_steps=5',
-         '--config.optimizer.lr=0.05']
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                        timeout=300)
+  cmd = [
+    sys.executable,
+    '-m',
+    'skel_jax.main',
+    '--config=configs/pretrain_synthetic.py:smoke',
+    f'--workdir={workdir}',
+    f'--config.data.dir={data_dir}',
+    '--config.num_steps=10',
+    '--config.log_every=5',
+    '--config.checkpoint.save_interval_steps=5',
+    '--config.optimizer.lr=0.05',
+  ]
+  proc = subprocess.run(
+    cmd, cwd=ROOT, capture_output=True, text=True, timeout=300
+  )
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert 'optimizer.lr: 0.1 (recorded) -> 0.05 (now)' in proc.stderr, (
-      proc.stderr[-3000:])
+    proc.stderr[-3000:]
+  )
   assert 'Traceback' not in proc.stderr
   assert not os.path.exists(os.path.join(workdir, 'config_history.jsonl'))
-  proc = subprocess.run(cmd + ['--allow_config_change'], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    cmd + ['--allow_config_change'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(os.path.join(workdir, 'config_history.jsonl')) as f:
     (record,) = [json.loads(line) for line in f]
@@ -283,14 +336,17 @@ def test_cli_allow_config_change_continues_and_records(pretrained, data_dir,
   assert record['changes']['optimizer.lr'] == {'old': 0.1, 'new': 0.05}
   # The same config now matches the workdir's (changed) one.
   from skel_jax import run_record
+
   c = _smoke_pretrain(data_dir)
   c.optimizer.lr = 0.05
   assert run_record.check(workdir, c) == (False, {})
 
 
 def test_workdir_without_checkpoint_starts_fresh_with_any_config(
-    data_dir, tmp_path):
+  data_dir, tmp_path
+):
   from skel_jax import run_record
+
   c = _smoke_pretrain(data_dir)
   train_utils.write_run_record(str(tmp_path), c)  # a start that failed
   c.pretrain.snippet_weight = 0.0
@@ -298,9 +354,11 @@ def test_workdir_without_checkpoint_starts_fresh_with_any_config(
 
 
 # ------------------------------------- 2. finetuning from a damaged workdir ---
-def test_finetune_source_falls_back_to_readable_step(pretrained, tmp_path,
-                                                     capsys):
+def test_finetune_source_falls_back_to_readable_step(
+  pretrained, tmp_path, capsys
+):
   from skel_jax import finetune
+
   workdir = _copy(pretrained, tmp_path / 'w')
   corrupt(os.path.join(workdir, 'checkpoints', '10'))
   before = _snapshot(workdir)
@@ -330,6 +388,7 @@ def _smoke_finetune(data_dir, **overrides):
 @pytest.fixture(scope='module')
 def built(data_dir):
   from skel_jax import input_pipeline
+
   input_pipeline.ensure_built(_smoke_finetune(data_dir).data)
   return data_dir
 
@@ -337,6 +396,7 @@ def built(data_dir):
 def _fails_early(config, tmp_path, *fragments):
   from skel_jax import config_validation
   from skel_jax import main as main_lib
+
   workdir = tmp_path / 'ft'
   with pytest.raises(config_validation.ConfigError) as e:
     main_lib.run(config, str(workdir))
@@ -350,35 +410,53 @@ def _fails_early(config, tmp_path, *fragments):
 
 def test_pad_length_is_checked_against_the_dataset(built, tmp_path):
   # The smoke val split's longest sequence has 128 frames.
-  _fails_early(_smoke_finetune(built, **{'data.pad_length': 100}), tmp_path,
-               "config.data.pad_length=100: split 'val' has a 128-frame "
-               "sequence (val_00007); set --config.data.pad_length=128")
+  _fails_early(
+    _smoke_finetune(built, **{'data.pad_length': 100}),
+    tmp_path,
+    "config.data.pad_length=100: split 'val' has a 128-frame "
+    'sequence (val_00007); set --config.data.pad_length=128',
+  )
 
 
 def test_pad_length_without_recorded_lengths_reads_them(built, tmp_path):
   # A dataset built before lengths were recorded: they are read instead.
   import shutil
+
   data_dir = str(tmp_path / 'old_data')
   shutil.copytree(built, data_dir)
-  meta = os.path.join(data_dir, 'synthetic_skeleton', 'smoke', '1.0.0',
-                      'metadata.json')
+  meta = os.path.join(
+    data_dir, 'synthetic_skeleton', 'smoke', '1.0.0', 'metadata.json'
+  )
   with open(meta) as f:
     metadata = json.load(f)
   del metadata['split_stats']
   with open(meta, 'w') as f:
     json.dump(metadata, f)
-  _fails_early(_smoke_finetune(data_dir, **{'data.pad_length': 100}),
-               tmp_path, "split 'val' has a 128-frame sequence (val_00007)")
+  _fails_early(
+    _smoke_finetune(data_dir, **{'data.pad_length': 100}),
+    tmp_path,
+    "split 'val' has a 128-frame sequence (val_00007)",
+  )
 
 
 def test_training_split_lengths_crops_and_labelled_subset(built, tmp_path):
   from skel_jax import input_pipeline
+
   # Smoke splits: 'train' sequences have <= 124 frames, 'val' <= 128.
-  c = _smoke_finetune(built, **{'data.pad_length': 126,
-                                'data.eval_split': 'train',
-                                'data.train_split': 'val'})
-  _fails_early(c, tmp_path, "split 'val' has a 128-frame sequence",
-               'or train on crops with --config.data.train_window')
+  c = _smoke_finetune(
+    built,
+    **{
+      'data.pad_length': 126,
+      'data.eval_split': 'train',
+      'data.train_split': 'val',
+    },
+  )
+  _fails_early(
+    c,
+    tmp_path,
+    "split 'val' has a 128-frame sequence",
+    'or train on crops with --config.data.train_window',
+  )
   info = input_pipeline.ensure_built(c.data)
   c.data.train_window = 64  # crops: long training sequences are fine
   input_pipeline.check_localization_data(c, info)
@@ -393,21 +471,30 @@ def test_training_split_lengths_crops_and_labelled_subset(built, tmp_path):
 
 
 def test_missing_split_and_dataset(built, tmp_path):
-  _fails_early(_smoke_finetune(built, **{'data.eval_split': 'test'}),
-               tmp_path, "config.data.eval_split='test'",
-               "splits ['pretrain', 'train', 'val']")
+  _fails_early(
+    _smoke_finetune(built, **{'data.eval_split': 'test'}),
+    tmp_path,
+    "config.data.eval_split='test'",
+    "splits ['pretrain', 'train', 'val']",
+  )
   c = _config('finetune_pkummd')
   c.data.dir = str(tmp_path / 'no_data')
   c.init = 'random'
-  _fails_early(c, tmp_path, 'dataset pku_mmd/v1_xsub not found',
-               'build it first: python -m skel_jax.build_data '
-               f'--dataset=pku_mmd/v1_xsub --data_dir={c.data.dir} '
-               '--manual_dir=')
+  _fails_early(
+    c,
+    tmp_path,
+    'dataset pku_mmd/v1_xsub not found',
+    'build it first: python -m skel_jax.build_data '
+    f'--dataset=pku_mmd/v1_xsub --data_dir={c.data.dir} '
+    '--manual_dir=',
+  )
 
 
 def test_unreadable_pretrained_workdir_fails_before_writing(
-    pretrained, built, tmp_path):
+  pretrained, built, tmp_path
+):
   from skel_jax import main as main_lib
+
   source = _copy(pretrained, tmp_path / 'pre')
   for step in _saved(source):
     corrupt(os.path.join(source, 'checkpoints', str(step)))

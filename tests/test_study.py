@@ -1,5 +1,6 @@
 """The multi-seed study: interval arithmetic against hand-worked values, and a
 smoke study end to end (cells, re-run reuse, results schema)."""
+
 import importlib.util
 import json
 import os
@@ -22,8 +23,7 @@ def test_mean_ci_hand_worked():
   # mean 2, sd 1, n 3: half-width t(2) * 1 / sqrt(3) = 4.303 / 1.732.
   got = study.mean_ci([1.0, 2.0, 3.0])
   assert got['mean'] == 2.0
-  np.testing.assert_allclose(got['ci95'], [2 - 2.4843, 2 + 2.4843],
-                             atol=1e-3)
+  np.testing.assert_allclose(got['ci95'], [2 - 2.4843, 2 + 2.4843], atol=1e-3)
   np.testing.assert_allclose(got['sd'], 1.0)
 
 
@@ -40,11 +40,16 @@ def test_aggregate_pairs_by_seed_and_protocol():
     for l in (5, 6):
       base = 10.0 * p + l
       for method, offset in (('video_moco', 0.0), ('snippet_moco', 2.0 + p)):
-        cells.append({'method': method, 'protocol': 'linear',
-                      'pretrain_seed': p, 'localization_seed': l,
-                      'map_mean': base + offset})
-  rows = study.aggregate(cells, ['video_moco', 'snippet_moco'], ['linear'],
-                         0.2)
+        cells.append(
+          {
+            'method': method,
+            'protocol': 'linear',
+            'pretrain_seed': p,
+            'localization_seed': l,
+            'map_mean': base + offset,
+          }
+        )
+  rows = study.aggregate(cells, ['video_moco', 'snippet_moco'], ['linear'], 0.2)
   video, snippet = rows
   assert video['method'] == 'video_moco' and 'vs_video_moco' not in video
   assert video['runs'] == 4
@@ -69,7 +74,8 @@ def test_smoke_study_end_to_end(tmp_path, capsys):
   protocols = list(config.protocols)
   runs = len(config.pretrain_seeds) * len(config.localization_seeds)
   assert [(r['method'], r['protocol']) for r in out['rows']] == [
-      (m, p) for p in protocols for m in methods]
+    (m, p) for p in protocols for m in methods
+  ]
   for r in out['rows']:
     assert r['runs'] == runs
     lo, hi = r['map_mean']['ci95']
@@ -96,6 +102,8 @@ def test_smoke_study_end_to_end(tmp_path, capsys):
   capsys.readouterr()
   again = study.run(config, workdir)
   log = capsys.readouterr().out
-  assert log.count('reused') == (len(pretrained) * len(config.pretrain_seeds) +
-                                 runs * len(methods) * len(protocols))
+  assert log.count('reused') == (
+    len(pretrained) * len(config.pretrain_seeds)
+    + runs * len(methods) * len(protocols)
+  )
   assert again['rows'] == out['rows']

@@ -6,7 +6,8 @@ import tensorflow_datasets as tfds
 
 from data_builders.synthetic_skeleton import motions
 from data_builders.synthetic_skeleton import (
-    synthetic_skeleton_dataset_builder as ssb)
+  synthetic_skeleton_dataset_builder as ssb,
+)
 from skel_jax import graph
 
 _SPEC = motions.SequenceSpec()
@@ -47,8 +48,11 @@ def test_deterministic():
   np.testing.assert_array_equal(a_skel, b_skel)
   np.testing.assert_array_equal(a_lab, b_lab)
   c_skel, c_lab = _generate(124)
-  assert (a_skel.shape != c_skel.shape or not np.array_equal(a_skel, c_skel)
-          or not np.array_equal(a_lab, c_lab))
+  assert (
+    a_skel.shape != c_skel.shape
+    or not np.array_equal(a_skel, c_skel)
+    or not np.array_equal(a_lab, c_lab)
+  )
 
 
 def test_shapes_dtypes_and_ranges(sequences):
@@ -92,8 +96,9 @@ def test_bone_lengths_constant_without_noise():
   spec = motions.SequenceSpec(noise_std=0.0)
   for i in range(10):
     lengths = _bone_lengths(_generate([11, i], spec)[0])
-    np.testing.assert_allclose(lengths, lengths[:1].repeat(len(lengths), 0),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+      lengths, lengths[:1].repeat(len(lengths), 0), atol=1e-5
+    )
     assert lengths.min() > 0.02 and lengths.max() < 0.6
 
 
@@ -136,25 +141,38 @@ def test_builder_configs():
   assert configs['default'].num_train == 200
   assert configs['default'].num_val == 100
   assert (configs['default'].min_frames, configs['default'].max_frames) == (
-      200, 320)
+    200,
+    320,
+  )
   assert configs['smoke'].num_pretrain == 64
   assert (configs['smoke'].min_frames, configs['smoke'].max_frames) == (64, 128)
 
 
 def test_tfds_build_and_read(tmp_path):
-  config = ssb.SyntheticConfig(name='tiny', num_pretrain=5, num_train=3,
-                               num_val=2, min_frames=64, max_frames=96, seed=3)
+  config = ssb.SyntheticConfig(
+    name='tiny',
+    num_pretrain=5,
+    num_train=3,
+    num_val=2,
+    min_frames=64,
+    max_frames=96,
+    seed=3,
+  )
   builder = ssb.Builder(config=config, data_dir=str(tmp_path))
   assert builder.name == 'synthetic_skeleton'
   builder.download_and_prepare(file_format='array_record')
 
   reader = tfds.builder_from_directory(builder.data_dir)
   assert list(reader.info.metadata['class_names']) == (
-      list(motions.CLASS_NAMES) + ['background'])
+    list(motions.CLASS_NAMES) + ['background']
+  )
   assert reader.info.supervised_keys is None
   sources = reader.as_data_source()
   assert {k: len(v) for k, v in sources.items()} == {
-      'pretrain': 5, 'train': 3, 'val': 2}
+    'pretrain': 5,
+    'train': 3,
+    'val': 2,
+  }
 
   by_id = {}
   for i in range(len(sources['train'])):
@@ -171,6 +189,7 @@ def test_tfds_build_and_read(tmp_path):
   assert ex['labels'].shape == (t,) and ex['labels'].dtype == np.int32
   # Stored examples equal a direct call with the documented seeding.
   skel, labels = motions.generate_sequence(
-      np.random.default_rng([3, 1, 1]), config.sequence_spec())
+    np.random.default_rng([3, 1, 1]), config.sequence_spec()
+  )
   np.testing.assert_array_equal(ex['skeleton'], skel)
   np.testing.assert_array_equal(ex['labels'], labels)

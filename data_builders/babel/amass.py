@@ -3,6 +3,7 @@ the per-sequence conversion that runs in ``convert_parallel`` workers.
 
 See docs/data_and_eval.md §3.2 (npz keys, path mappings), §3.4 (subsampling).
 """
+
 import dataclasses
 import os
 import zipfile
@@ -20,8 +21,10 @@ MIN_FPS, MAX_FPS = 30.0, 1000.0
 
 # Dataset folder names that differ between AMASS releases / BABEL's layout.
 DATASET_DIR_ALIASES = {
-    'BMLrub': 'BioMotionLab_NTroje', 'BioMotionLab_NTroje': 'BMLrub',
-    'DFaust': 'DFaust_67', 'DFaust_67': 'DFaust',
+  'BMLrub': 'BioMotionLab_NTroje',
+  'BioMotionLab_NTroje': 'BMLrub',
+  'DFaust': 'DFaust_67',
+  'DFaust_67': 'DFaust',
 }
 
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
@@ -61,8 +64,9 @@ def resolve(feat_p, roots):
   """
   parts = str(feat_p).replace('\\', '/').split('/')
   if not feat_p or os.path.isabs(str(feat_p)) or '..' in parts:
-    raise common.RawFormatError(feat_p, None,
-                                'a relative AMASS path without ".."')
+    raise common.RawFormatError(
+      feat_p, None, 'a relative AMASS path without ".."'
+    )
   cands = candidate_paths(feat_p)
   for root in roots:
     for rel in cands:
@@ -70,8 +74,11 @@ def resolve(feat_p, roots):
       if os.path.isfile(path):
         return path
   raise common.RawFormatError(
-      feat_p, None, f'an AMASS .npz at one of {cands} under one of '
-      f'{list(roots)}', 'no such file')
+    feat_p,
+    None,
+    f'an AMASS .npz at one of {cands} under one of {list(roots)}',
+    'no such file',
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -86,45 +93,67 @@ def read_npz(path):
   try:
     z = np.load(path, allow_pickle=False)
   except _READ_ERRORS as e:
-    raise common.RawFormatError(path, None, 'a readable AMASS .npz archive',
-                                f'{type(e).__name__}: {e}') from None
+    raise common.RawFormatError(
+      path, None, 'a readable AMASS .npz archive', f'{type(e).__name__}: {e}'
+    ) from None
   if not isinstance(z, np.lib.npyio.NpzFile):
-    raise common.RawFormatError(path, None, 'an .npz archive',
-                                f'a single {type(z).__name__}')
+    raise common.RawFormatError(
+      path, None, 'an .npz archive', f'a single {type(z).__name__}'
+    )
   with z:
-    for key, what in (('poses', '(T, 156) SMPL-H axis-angle poses'),
-                      ('mocap_framerate', 'a scalar frame rate')):
+    for key, what in (
+      ('poses', '(T, 156) SMPL-H axis-angle poses'),
+      ('mocap_framerate', 'a scalar frame rate'),
+    ):
       if key not in z.files:
-        raise common.RawFormatError(path, f'key {key!r}', f'{key}: {what}',
-                                    f'keys {sorted(z.files)}')
+        raise common.RawFormatError(
+          path, f'key {key!r}', f'{key}: {what}', f'keys {sorted(z.files)}'
+        )
     try:
       poses = z['poses']
       rate = z['mocap_framerate']
     except _READ_ERRORS as e:
-      raise common.RawFormatError(path, None, 'readable numeric arrays',
-                                  f'{type(e).__name__}: {e}') from None
-  if (poses.dtype.kind not in 'iuf' or poses.ndim != 2
-      or poses.shape[1] != smplh.POSE_WIDTH or poses.shape[0] < 1):
+      raise common.RawFormatError(
+        path, None, 'readable numeric arrays', f'{type(e).__name__}: {e}'
+      ) from None
+  if (
+    poses.dtype.kind not in 'iuf'
+    or poses.ndim != 2
+    or poses.shape[1] != smplh.POSE_WIDTH
+    or poses.shape[0] < 1
+  ):
     raise common.RawFormatError(
-        path, "key 'poses'", f'a numeric (T >= 1, {smplh.POSE_WIDTH}) array '
-        '(root, 21 body, 2 x 15 hand joints)',
-        f'{poses.dtype} array of shape {poses.shape}')
+      path,
+      "key 'poses'",
+      f'a numeric (T >= 1, {smplh.POSE_WIDTH}) array '
+      '(root, 21 body, 2 x 15 hand joints)',
+      f'{poses.dtype} array of shape {poses.shape}',
+    )
   poses = poses.astype(np.float64)
   bad = ~np.all(np.isfinite(poses), axis=1)
   if bad.any():
     raise common.RawFormatError(
-        path, "key 'poses'", 'finite values',
-        f'NaN/inf in {int(bad.sum())} frame(s), first at frame '
-        f'{int(np.argmax(bad))}')
+      path,
+      "key 'poses'",
+      'finite values',
+      f'NaN/inf in {int(bad.sum())} frame(s), first at frame '
+      f'{int(np.argmax(bad))}',
+    )
   if rate.dtype.kind not in 'iuf' or rate.size != 1:
-    raise common.RawFormatError(path, "key 'mocap_framerate'",
-                                'a numeric scalar',
-                                f'{rate.dtype} array of shape {rate.shape}')
+    raise common.RawFormatError(
+      path,
+      "key 'mocap_framerate'",
+      'a numeric scalar',
+      f'{rate.dtype} array of shape {rate.shape}',
+    )
   fps = float(rate.reshape(()))
   if not (np.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
     raise common.RawFormatError(
-        path, "key 'mocap_framerate'",
-        f'a frame rate in [{MIN_FPS:g}, {MAX_FPS:g}] fps', fps)
+      path,
+      "key 'mocap_framerate'",
+      f'a frame rate in [{MIN_FPS:g}, {MAX_FPS:g}] fps',
+      fps,
+    )
   return poses, fps
 
 
@@ -173,6 +202,7 @@ class SequenceTask:
     num_label_frames: int(30 * dur), the frames the annotation covers.
     max_frames: drop the sequence when its final length exceeds this.
   """
+
   sid: str
   feat_p: str
   roots: tuple
@@ -188,6 +218,7 @@ class SequenceTask:
 @dataclasses.dataclass
 class SequenceResult:
   """Converted skeleton, or the protocol reason for dropping the sequence."""
+
   skeleton: np.ndarray  # (T, 25, 3) float32, or None when dropped
   fps: float
   path: str
@@ -206,11 +237,16 @@ def cached_model(path, flat_hand_mean):
   if not path or not os.path.isfile(path):
     smplh.load_model(path)  # raises, with instructions
   st = os.stat(path)
-  key = (os.path.realpath(path), st.st_mtime_ns, st.st_size,
-         bool(flat_hand_mean))
+  key = (
+    os.path.realpath(path),
+    st.st_mtime_ns,
+    st.st_size,
+    bool(flat_hand_mean),
+  )
   if key not in _MODELS:
     _MODELS[key] = smplh.load_model(
-        path, flat_hand_mean=flat_hand_mean).compact()
+      path, flat_hand_mean=flat_hand_mean
+    ).compact()
   return _MODELS[key]
 
 
@@ -236,9 +272,13 @@ def convert_sequence(task):
   poses, fps = read_npz(path)
   length = min(task.num_label_frames, len(subsample_indices(len(poses), fps)))
   if task.max_frames is not None and length > task.max_frames:
-    return SequenceResult(None, fps, path,
-                          f'{length} frames at 30 fps > max_frames='
-                          f'{task.max_frames} (protocol drop)')
+    return SequenceResult(
+      None,
+      fps,
+      path,
+      f'{length} frames at 30 fps > max_frames='
+      f'{task.max_frames} (protocol drop)',
+    )
   if length == 0:
     return SequenceResult(None, fps, path, 'no frames at 30 fps')
   model = cached_model(task.model_path, task.flat_hand_mean)

@@ -6,6 +6,7 @@ SMPL-H ``.npz`` files from ``manual_dir``, converts poses to NTU-25 joints at
 Protocol: docs/data_and_eval.md §3 and docs/method.md §7; decisions:
 README.md here.
 """
+
 import dataclasses
 import functools
 import json
@@ -29,14 +30,16 @@ SPLITS = ('train', 'val')
 # line/Skeleton-Temporal-Action-Localization prepare/configs/
 # action_label_split{1,2,3}.json: class index = position.
 SUBSET_CLASSES = {
-    1: ('walk', 'stand', 'turn', 'jump'),
-    2: ('sit', 'run', 'stand up', 'kick'),
-    3: ('jog', 'wave', 'dance', 'gesture'),
+  1: ('walk', 'stand', 'turn', 'jump'),
+  2: ('sit', 'run', 'stand up', 'kick'),
+  3: ('jog', 'wave', 'dance', 'gesture'),
 }
-LABEL_RULE = ('frame n (t = n/30 s, n < min(int(30*dur), skeleton frames)) '
-              'gets the lowest subset class index among the categories of the '
-              'frame_ann segments with start_t <= t < end_t; background (4) '
-              'when there is none')
+LABEL_RULE = (
+  'frame n (t = n/30 s, n < min(int(30*dur), skeleton frames)) '
+  'gets the lowest subset class index among the categories of the '
+  'frame_ann segments with start_t <= t < end_t; background (4) '
+  'when there is none'
+)
 
 _DESCRIPTION = """\
 BABEL v1.0 dense frame annotations over AMASS motion capture, as untrimmed
@@ -78,6 +81,7 @@ class BabelConfig(tfds.core.BuilderConfig):
     classes: the subset's class names (index = position); empty for `full`.
     max_frames: drop sequences longer than this at 30 fps (None: keep all).
   """
+
   classes: tuple = ()
   max_frames: int = None
 
@@ -103,22 +107,28 @@ class Sequence:
 def load_release(path):
   """The raw dict of one BABEL json file (keyed by str(babel_sid))."""
   if not os.path.isfile(path):
-    raise common.RawFormatError(path, None, 'the BABEL release file (see the '
-                                'manual download instructions)', 'no file')
+    raise common.RawFormatError(
+      path,
+      None,
+      'the BABEL release file (see the manual download instructions)',
+      'no file',
+    )
   try:
     with open(path, encoding='utf-8') as f:
       data = json.load(f)
   except json.JSONDecodeError as e:
     raise common.RawFormatError(path, e.lineno, 'valid JSON', e.msg) from None
   if not isinstance(data, dict):
-    raise common.RawFormatError(path, None, 'a JSON object keyed by babel_sid',
-                                type(data).__name__)
+    raise common.RawFormatError(
+      path, None, 'a JSON object keyed by babel_sid', type(data).__name__
+    )
   return data
 
 
 def _number(x):
-  return (isinstance(x, (int, float)) and not isinstance(x, bool)
-          and math.isfinite(x))
+  return (
+    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+  )
 
 
 def parse_entry(path, key, entry):
@@ -139,7 +149,8 @@ def parse_entry(path, key, entry):
       fail('', f'field {field!r}', f'fields {sorted(entry)}')
   sid = entry['babel_sid']
   if not (isinstance(sid, int) and not isinstance(sid, bool)) and not (
-      isinstance(sid, str) and sid.isdigit()):
+    isinstance(sid, str) and sid.isdigit()
+  ):
     fail('.babel_sid', 'an integer', sid)
   if not isinstance(entry['feat_p'], str) or not entry['feat_p']:
     fail('.feat_p', 'a non-empty AMASS path', entry['feat_p'])
@@ -150,8 +161,11 @@ def parse_entry(path, key, entry):
   segments = None
   if ann is not None:
     if not isinstance(ann, dict) or not isinstance(ann.get('labels'), list):
-      fail('.frame_ann', "null or an object with a 'labels' list",
-           ann if not isinstance(ann, dict) else sorted(ann))
+      fail(
+        '.frame_ann',
+        "null or an object with a 'labels' list",
+        ann if not isinstance(ann, dict) else sorted(ann),
+      )
     segs = []
     for i, seg in enumerate(ann['labels']):
       at = f'.frame_ann.labels[{i}]'
@@ -162,7 +176,8 @@ def parse_entry(path, key, entry):
           fail(at, f'field {field!r}', f'fields {sorted(seg)}')
       cats = seg['act_cat']
       if cats is not None and not (
-          isinstance(cats, list) and all(isinstance(c, str) for c in cats)):
+        isinstance(cats, list) and all(isinstance(c, str) for c in cats)
+      ):
         fail(at + '.act_cat', 'null or a list of category strings', cats)
       start, end = seg['start_t'], seg['end_t']
       if not _number(start):
@@ -173,8 +188,9 @@ def parse_entry(path, key, entry):
         fail(at, 'end_t >= start_t', f'start_t={start}, end_t={end}')
       segs.append(Segment(tuple(cats or ()), float(start), float(end)))
     segments = tuple(segs)
-  return Sequence(sid=str(sid), feat_p=entry['feat_p'], dur=float(dur),
-                  segments=segments)
+  return Sequence(
+    sid=str(sid), feat_p=entry['feat_p'], dur=float(dur), segments=segments
+  )
 
 
 def num_label_frames(dur):
@@ -203,8 +219,9 @@ def subset_labels(segments, num_frames, classes):
   depends on string hashing; the lowest index is a deterministic replacement.
   """
   hits = _frame_hits(segments, num_frames, classes)
-  return np.where(hits.any(axis=1), hits.argmax(axis=1),
-                  len(classes)).astype(np.int32)
+  return np.where(hits.any(axis=1), hits.argmax(axis=1), len(classes)).astype(
+    np.int32
+  )
 
 
 def category_multi_hot(segments, num_frames):
@@ -231,9 +248,12 @@ def _find_release_file(manual_dir, split):
     if os.path.isfile(path):
       return path
   raise common.RawFormatError(
-      os.path.join(manual_dir, 'babel_v1.0_release', f'{split}.json'), None,
-      f'the BABEL release file {split}.json in manual_dir/babel_v1.0_release '
-      'or manual_dir', 'no such file')
+    os.path.join(manual_dir, 'babel_v1.0_release', f'{split}.json'),
+    None,
+    f'the BABEL release file {split}.json in manual_dir/babel_v1.0_release '
+    'or manual_dir',
+    'no such file',
+  )
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -243,66 +263,92 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
   BUILDER_CONFIGS = [
-      BabelConfig(name=f'subset{k}', description=(
-          f'TAL subset {k}: {", ".join(c)} + background (4); sequences over '
-          f'{MAX_FRAMES} frames or without a subset class dropped.'),
-                  classes=c, max_frames=MAX_FRAMES)
-      for k, c in SUBSET_CLASSES.items()
+    BabelConfig(
+      name=f'subset{k}',
+      description=(
+        f'TAL subset {k}: {", ".join(c)} + background (4); sequences over '
+        f'{MAX_FRAMES} frames or without a subset class dropped.'
+      ),
+      classes=c,
+      max_frames=MAX_FRAMES,
+    )
+    for k, c in SUBSET_CLASSES.items()
   ] + [
-      BabelConfig(name='full', description=(
-          'Every train/val sequence with frame annotations; per-frame '
-          'multi-hot over the 150 BABEL categories.'))
+    BabelConfig(
+      name='full',
+      description=(
+        'Every train/val sequence with frame annotations; per-frame '
+        'multi-hot over the 150 BABEL categories.'
+      ),
+    )
   ]
   DEFAULT_CONFIG_NAME = 'subset1'
 
-  def __init__(self, *, strict=False, num_workers=None, smplh_model=None,
-               flat_hand_mean=False, **kwargs):
+  def __init__(
+    self,
+    *,
+    strict=False,
+    num_workers=None,
+    smplh_model=None,
+    flat_hand_mean=False,
+    **kwargs,
+  ):
     """Args:
-      strict: raise on the first malformed raw file instead of skipping it
-        and recording it in ``skipped_<split>.json``.
-      num_workers: conversion processes (None: CPU count up to 8; 0: inline).
-      smplh_model: path of the SMPL-H male model, needed only to build.
-      flat_hand_mean: skip the mean hand pose smplx adds by default (a
-        deviation from BABEL's joints; see smplh.py).
-      **kwargs: passed to GeneratorBasedBuilder (config, data_dir, ...).
+    strict: raise on the first malformed raw file instead of skipping it
+      and recording it in ``skipped_<split>.json``.
+    num_workers: conversion processes (None: CPU count up to 8; 0: inline).
+    smplh_model: path of the SMPL-H male model, needed only to build.
+    flat_hand_mean: skip the mean hand pose smplx adds by default (a
+      deviation from BABEL's joints; see smplh.py).
+    **kwargs: passed to GeneratorBasedBuilder (config, data_dir, ...).
     """
     self._strict = _as_bool(strict)
     self._num_workers = None if num_workers in (None, '') else int(num_workers)
-    self._smplh_model = None if smplh_model in (None, '') else os.fspath(
-        smplh_model)
+    self._smplh_model = (
+      None if smplh_model in (None, '') else os.fspath(smplh_model)
+    )
     self._flat_hand_mean = _as_bool(flat_hand_mean)
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     cfg = self.builder_config
     feats = {
-        'skeleton': tfds.features.Tensor(
-            shape=(None, 1, graph.NUM_JOINTS, 3), dtype=np.float32),
-        'num_frames': np.int32,
-        'sequence_id': tfds.features.Text(),
-        'feat_p': tfds.features.Text(),
-        'fps': np.float32,
+      'skeleton': tfds.features.Tensor(
+        shape=(None, 1, graph.NUM_JOINTS, 3), dtype=np.float32
+      ),
+      'num_frames': np.int32,
+      'sequence_id': tfds.features.Text(),
+      'feat_p': tfds.features.Text(),
+      'fps': np.float32,
     }
-    meta = dict(fps=FPS, coordinate_frame=(
+    meta = dict(
+      fps=FPS,
+      coordinate_frame=(
         'AMASS/SMPL world frame (z up), metres, global orientation applied, '
-        'no translation (the body root stays at the rest pelvis)'),
-                joint_map='BABEL smpl_to_nturgbd (NTU 22-25 swap kept)',
-                flat_hand_mean=self._flat_hand_mean)
+        'no translation (the body root stays at the rest pelvis)'
+      ),
+      joint_map='BABEL smpl_to_nturgbd (NTU 22-25 swap kept)',
+      flat_hand_mean=self._flat_hand_mean,
+    )
     if cfg.classes:
       feats['labels'] = tfds.features.Tensor(shape=(None,), dtype=np.int32)
-      meta.update(class_names=list(cfg.classes) + ['background'],
-                  background_label=len(cfg.classes), max_frames=cfg.max_frames,
-                  label_rule=LABEL_RULE)
+      meta.update(
+        class_names=list(cfg.classes) + ['background'],
+        background_label=len(cfg.classes),
+        max_frames=cfg.max_frames,
+        label_rule=LABEL_RULE,
+      )
     else:
       feats['categories'] = tfds.features.Tensor(
-          shape=(None, len(category_names())), dtype=np.uint8)
+        shape=(None, len(category_names())), dtype=np.uint8
+      )
       meta.update(category_names=list(category_names()))
     return self.dataset_info_from_configs(
-        description=_DESCRIPTION,
-        features=tfds.features.FeaturesDict(feats),
-        supervised_keys=None,
-        homepage='https://babel.is.tue.mpg.de',
-        metadata=tfds.core.MetadataDict(**meta),
+      description=_DESCRIPTION,
+      features=tfds.features.FeaturesDict(feats),
+      supervised_keys=None,
+      homepage='https://babel.is.tue.mpg.de',
+      metadata=tfds.core.MetadataDict(**meta),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -311,9 +357,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     model_path = self._smplh_model and os.path.abspath(self._smplh_model)
     amass.cached_model(model_path, self._flat_hand_mean)
     releases = {s: _find_release_file(manual_dir, s) for s in SPLITS}
-    roots = tuple(os.path.abspath(r)
-                  for r in (os.path.join(manual_dir, 'amass'), manual_dir)
-                  if os.path.isdir(r))
+    roots = tuple(
+      os.path.abspath(r)
+      for r in (os.path.join(manual_dir, 'amass'), manual_dir)
+      if os.path.isdir(r)
+    )
     plans = {s: self._plan(s, releases[s], roots, model_path) for s in SPLITS}
     return {s: self._generate_examples(s, *plans[s]) for s in SPLITS}
 
@@ -333,8 +381,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         continue
       name = f'babel_sid {seq.sid} ({seq.feat_p})'
       if seq.sid in seen:  # it becomes the example key
-        err = common.RawFormatError(release, f'[{key!r}].babel_sid',
-                                    'a babel_sid unique in the file', seq.sid)
+        err = common.RawFormatError(
+          release,
+          f'[{key!r}].babel_sid',
+          'a babel_sid unique in the file',
+          seq.sid,
+        )
         if self._strict:
           raise err
         report.add(name, err)
@@ -347,23 +399,41 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       if n == 0:
         report.add(name, f'dur={seq.dur} s covers no 30-fps frame')
         continue
-      if cfg.classes and not (subset_labels(seq.segments, n, cfg.classes)
-                              != BACKGROUND).any():
-        report.add(name, f'no frame carries a {cfg.name} class '
-                   f'({", ".join(cfg.classes)})')
+      if (
+        cfg.classes
+        and not (
+          subset_labels(seq.segments, n, cfg.classes) != BACKGROUND
+        ).any()
+      ):
+        report.add(
+          name,
+          f'no frame carries a {cfg.name} class ({", ".join(cfg.classes)})',
+        )
         continue
       seqs[seq.sid] = seq
-      tasks.append(amass.SequenceTask(
-          sid=seq.sid, feat_p=seq.feat_p, roots=roots, model_path=model_path,
-          flat_hand_mean=self._flat_hand_mean, num_label_frames=n,
-          max_frames=cfg.max_frames))
+      tasks.append(
+        amass.SequenceTask(
+          sid=seq.sid,
+          feat_p=seq.feat_p,
+          roots=roots,
+          model_path=model_path,
+          flat_hand_mean=self._flat_hand_mean,
+          num_label_frames=n,
+          max_frames=cfg.max_frames,
+        )
+      )
     return tasks, seqs, report
 
   def _generate_examples(self, split, tasks, seqs, report):
     cfg = self.builder_config
     results = common.convert_parallel(
-        amass.convert_sequence, tasks, strict=self._strict, report=report,
-        num_workers=self._num_workers, desc=f'babel/{cfg.name}/{split}')
+      amass.convert_sequence,
+      tasks,
+      strict=self._strict,
+      report=report,
+      num_workers=self._num_workers,
+      desc=f'babel/{cfg.name}/{split}',
+    )
     for task, res in results:
       if res.dropped:
         report.converted -= 1  # counted by convert_parallel, but not kept
@@ -371,18 +441,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         continue
       seq, t = seqs[task.sid], len(res.skeleton)
       ex = {
-          'skeleton': res.skeleton[:, None],
-          'num_frames': np.int32(t),
-          'sequence_id': seq.sid,
-          'feat_p': seq.feat_p,
-          'fps': np.float32(res.fps),
+        'skeleton': res.skeleton[:, None],
+        'num_frames': np.int32(t),
+        'sequence_id': seq.sid,
+        'feat_p': seq.feat_p,
+        'fps': np.float32(res.fps),
       }
       if cfg.classes:
         ex['labels'] = subset_labels(seq.segments, t, cfg.classes)
         if not (ex['labels'] != BACKGROUND).any():  # classes only past the end
           report.converted -= 1
-          report.add(task, f'no {cfg.name} class within the {t} skeleton '
-                     'frames')
+          report.add(
+            task, f'no {cfg.name} class within the {t} skeleton frames'
+          )
           continue
       else:
         ex['categories'] = category_multi_hot(seq.segments, t)
@@ -392,8 +463,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     report.write(os.fspath(self.data_path))
     print(report.summary(), flush=True)
     if not report.converted:  # TFDS would fail with a bare "no examples"
-      reasons = '; '.join(f'{s["sample"]}: {s["reason"]}'
-                          for s in report.skipped[:5])
+      reasons = '; '.join(
+        f'{s["sample"]}: {s["reason"]}' for s in report.skipped[:5]
+      )
       raise ValueError(
-          f'babel/{cfg.name}/{split}: no sequence was kept '
-          f'({len(report.skipped)} skipped). First reasons: {reasons or "-"}')
+        f'babel/{cfg.name}/{split}: no sequence was kept '
+        f'({len(report.skipped)} skipped). First reasons: {reasons or "-"}'
+      )

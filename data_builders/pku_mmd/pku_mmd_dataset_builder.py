@@ -5,11 +5,12 @@
 
 Raw-file parsing lives in ``raw_files`` (conventions in README.md).
 """
+
 import dataclasses
 
-from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from data_builders import common
 from data_builders.pku_mmd import raw_files
@@ -46,6 +47,7 @@ class PkuConfig(tfds.core.BuilderConfig):
   Attributes:
     protocol: Key of ``raw_files.SPLIT_FILE_NAMES``: the split file to read.
   """
+
   protocol: str = 'cross_subject'
 
 
@@ -53,6 +55,7 @@ class PkuConfig(tfds.core.BuilderConfig):
 class PkuReport(common.SkipReport):
   """SkipReport plus notes on samples that were kept but repaired or odd
   (swapped start/end, overlapping or clipped segments, duplicate files)."""
+
   notes: list = dataclasses.field(default_factory=list)
 
   def note(self, sample, text):
@@ -68,15 +71,28 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   # Phase 2 (`*_v2.txt`) is not offered: its naming, class set and split
   # files are unverified here (see README.md).
   BUILDER_CONFIGS = [
-      PkuConfig(name='v1_xsub', protocol='cross_subject',
-                description='Cross-subject split (cross-subject.txt).'),
-      PkuConfig(name='v1_xview', protocol='cross_view',
-                description='Cross-view split (cross-view.txt).'),
+    PkuConfig(
+      name='v1_xsub',
+      protocol='cross_subject',
+      description='Cross-subject split (cross-subject.txt).',
+    ),
+    PkuConfig(
+      name='v1_xview',
+      protocol='cross_view',
+      description='Cross-view split (cross-view.txt).',
+    ),
   ]
   DEFAULT_CONFIG_NAME = 'v1_xsub'
 
-  def __init__(self, *, strict=False, num_workers=None, skeleton_dir=None,
-               label_dir=None, **kwargs):
+  def __init__(
+    self,
+    *,
+    strict=False,
+    num_workers=None,
+    skeleton_dir=None,
+    label_dir=None,
+    **kwargs,
+  ):
     """Builder options beyond TFDS's own kwargs.
 
     Args:
@@ -96,26 +112,29 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=_DESCRIPTION,
-        features=tfds.features.FeaturesDict({
-            'skeleton': tfds.features.Tensor(
-                shape=(None, raw_files.NUM_PERSONS, raw_files.NUM_JOINTS, 3),
-                dtype=np.float32),
-            'labels': tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            'segments': tfds.features.Tensor(shape=(None, 4), dtype=np.int32),
-            'num_frames': np.int32,
-            'sequence_id': tfds.features.Text(),
-            'view': tfds.features.Text(),
-        }),
-        supervised_keys=None,
-        homepage='https://www.icst.pku.edu.cn/struct/Projects/PKUMMD.html',
-        metadata=tfds.core.MetadataDict(
-            class_names=raw_files.class_names() + ['background'],
-            background_label=raw_files.BACKGROUND,
-            fps=30,
-            frame_convention=raw_files.FRAME_CONVENTION,
-            segments_columns=['label (1..51)', 'start', 'end', 'confidence'],
-        ),
+      description=_DESCRIPTION,
+      features=tfds.features.FeaturesDict(
+        {
+          'skeleton': tfds.features.Tensor(
+            shape=(None, raw_files.NUM_PERSONS, raw_files.NUM_JOINTS, 3),
+            dtype=np.float32,
+          ),
+          'labels': tfds.features.Tensor(shape=(None,), dtype=np.int32),
+          'segments': tfds.features.Tensor(shape=(None, 4), dtype=np.int32),
+          'num_frames': np.int32,
+          'sequence_id': tfds.features.Text(),
+          'view': tfds.features.Text(),
+        }
+      ),
+      supervised_keys=None,
+      homepage='https://www.icst.pku.edu.cn/struct/Projects/PKUMMD.html',
+      metadata=tfds.core.MetadataDict(
+        class_names=raw_files.class_names() + ['background'],
+        background_label=raw_files.BACKGROUND,
+        fps=30,
+        frame_convention=raw_files.FRAME_CONVENTION,
+        segments_columns=['label (1..51)', 'start', 'end', 'confidence'],
+      ),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -124,32 +143,49 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     split_file = raw_files.find_split_file(manual_dir, protocol)
     listed = raw_files.parse_split_file(split_file)
     skeletons, labels, duplicates = raw_files.index_raw_files(
-        manual_dir, self._skeleton_dir, self._label_dir)
-    logging.info('pku_mmd/%s: split file %s, %d skeleton and %d label files',
-                 self.builder_config.name, split_file, len(skeletons),
-                 len(labels))
+      manual_dir, self._skeleton_dir, self._label_dir
+    )
+    logging.info(
+      'pku_mmd/%s: split file %s, %d skeleton and %d label files',
+      self.builder_config.name,
+      split_file,
+      len(skeletons),
+      len(labels),
+    )
     generators = {}
     for split, entries in listed.items():
-      items = [raw_files.VideoItem(
-          video_id=vid, skeleton_path=skeletons.get(vid),
-          label_path=labels.get(vid), split_file=split_file, split_line=line,
-          manual_dir=manual_dir, strict=self._strict)
-               for vid, line in entries]
-      report = PkuReport(dataset=f'{self.name}/{self.builder_config.name}',
-                         split=split)
+      items = [
+        raw_files.VideoItem(
+          video_id=vid,
+          skeleton_path=skeletons.get(vid),
+          label_path=labels.get(vid),
+          split_file=split_file,
+          split_line=line,
+          manual_dir=manual_dir,
+          strict=self._strict,
+        )
+        for vid, line in entries
+      ]
+      report = PkuReport(
+        dataset=f'{self.name}/{self.builder_config.name}', split=split
+      )
       report.note('*', f'split file {split_file}')
       ids = {vid for vid, _ in entries}
       for (kind, vid), paths in sorted(duplicates.items()):
         if vid in ids:
-          report.note(vid, f'{len(paths)} {kind} files {paths}; used the '
-                      'first')
+          report.note(vid, f'{len(paths)} {kind} files {paths}; used the first')
       generators[split] = self._generate_examples(split, items, report)
     return generators
 
   def _generate_examples(self, split, items, report):
     converted = common.convert_parallel(
-        raw_files.convert_video, items, strict=self._strict, report=report,
-        num_workers=self._num_workers, desc=f'pku_mmd {split}')
+      raw_files.convert_video,
+      items,
+      strict=self._strict,
+      report=report,
+      num_workers=self._num_workers,
+      desc=f'pku_mmd {split}',
+    )
     for item, example in converted:
       for text in example.pop('notes'):
         report.note(item, text)

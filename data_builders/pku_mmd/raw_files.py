@@ -13,6 +13,7 @@ Conventions fixed here (see README.md):
   class = file label - 1, background = ``BACKGROUND`` (51, the last index).
   Overlaps: the segment that starts later wins; equal starts: the later line.
 """
+
 import dataclasses
 import os
 import re
@@ -34,8 +35,8 @@ NUM_VALUES = NUM_PERSONS * NUM_JOINTS * 3  # 150 floats per frame line
 FRAME_CONVENTION = 'zero_based_half_open'
 
 SPLIT_FILE_NAMES = {
-    'cross_subject': ('cross-subject.txt', 'cross_subject.txt'),
-    'cross_view': ('cross-view.txt', 'cross_view.txt'),
+  'cross_subject': ('cross-subject.txt', 'cross_subject.txt'),
+  'cross_view': ('cross-view.txt', 'cross_view.txt'),
 }
 SKELETON_EXTS = ('.txt', '.skeleton')
 LABEL_EXTS = ('.txt', '.label')
@@ -47,7 +48,8 @@ _VIDEO_ID = re.compile(r'^[A-Za-z0-9_]+-[LMR]$')
 _TRAIN_HEADER = re.compile(r'^\s*training\s+videos\s*:\s*$', re.I)
 # 'Validataion' (sic) is what the released files say.
 _TEST_HEADER = re.compile(
-    r'^\s*(validataion|validation|test|testing)\s+videos\s*:\s*$', re.I)
+  r'^\s*(validataion|validation|test|testing)\s+videos\s*:\s*$', re.I
+)
 
 
 class PkuFormatError(RawFormatError):
@@ -89,9 +91,10 @@ def find_split_file(manual_dir, protocol):
         found.append((rel.count(os.sep), names.index(name), path))
   if not found:
     raise FileNotFoundError(
-        f'PKU-MMD {protocol} split file not found: searched for '
-        f'{" or ".join(names)} anywhere under {manual_dir} (e.g. '
-        f'{os.path.join(manual_dir, "Split", names[0])})')
+      f'PKU-MMD {protocol} split file not found: searched for '
+      f'{" or ".join(names)} anywhere under {manual_dir} (e.g. '
+      f'{os.path.join(manual_dir, "Split", names[0])})'
+    )
   return min(found)[2]
 
 
@@ -112,10 +115,15 @@ def parse_split_file(path):
     lines.pop()
   if len(lines) != 4:
     raise PkuFormatError(
-        path, None, "4 lines ('Training videos:', ids, 'Validataion videos:', "
-        'ids)', f'{len(lines)} lines')
-  headers = ((1, _TRAIN_HEADER, "'Training videos:'"),
-             (3, _TEST_HEADER, "'Validataion videos:' (or Validation/Test)"))
+      path,
+      None,
+      "4 lines ('Training videos:', ids, 'Validataion videos:', ids)",
+      f'{len(lines)} lines',
+    )
+  headers = (
+    (1, _TRAIN_HEADER, "'Training videos:'"),
+    (3, _TEST_HEADER, "'Validataion videos:' (or Validation/Test)"),
+  )
   for lineno, pattern, what in headers:
     if not pattern.match(lines[lineno - 1]):
       raise PkuFormatError(path, lineno, what, lines[lineno - 1][:60])
@@ -126,11 +134,13 @@ def parse_split_file(path):
     seen = set()
     for vid in ids:
       if not _VIDEO_ID.match(vid):
-        raise PkuFormatError(path, lineno, "video ids like '0002-L' separated "
-                             'by commas', vid)
+        raise PkuFormatError(
+          path, lineno, "video ids like '0002-L' separated by commas", vid
+        )
       if vid in seen:
-        raise PkuFormatError(path, lineno, 'each video id once per list',
-                             f'{vid} twice')
+        raise PkuFormatError(
+          path, lineno, 'each video id once per list', f'{vid} twice'
+        )
       seen.add(vid)
     out[split] = [(vid, lineno) for vid in ids]
   return out
@@ -165,6 +175,7 @@ def index_raw_files(manual_dir, skeleton_dir=None, label_dir=None):
     ``{(kind, video_id): [paths]}`` where several files matched (the first
     path, the shallowest then alphabetical one, is used).
   """
+
   def walk(top):
     for root, _, files in os.walk(top, followlinks=True):
       for name in files:
@@ -233,11 +244,13 @@ def parse_skeleton(path):
   """
   lines = _read_lines(path)
   if not lines:
-    raise PkuFormatError(path, None, 'at least one frame line of 150 numbers',
-                         'an empty file')
+    raise PkuFormatError(
+      path, None, 'at least one frame line of 150 numbers', 'an empty file'
+    )
   try:  # fast C parser; any doubt falls through to the line-by-line check
-    values = np.loadtxt(lines, dtype=np.float64, comments=None, ndmin=2,
-                        usecols=range(NUM_VALUES))
+    values = np.loadtxt(
+      lines, dtype=np.float64, comments=None, ndmin=2, usecols=range(NUM_VALUES)
+    )
   except ValueError:
     values = None
   if values is None or values.shape[0] != len(lines):  # blank lines skipped
@@ -249,8 +262,9 @@ def parse_skeleton(path):
   if bad.size:
     row, col = (int(i) for i in bad[0])
     token = lines[row].split()[col]
-    raise PkuFormatError(path, row + 1,
-                         f'finite float32 values (value {col + 1})', token)
+    raise PkuFormatError(
+      path, row + 1, f'finite float32 values (value {col + 1})', token
+    )
   return skeleton.reshape(-1, NUM_PERSONS, NUM_JOINTS, 3)
 
 
@@ -261,8 +275,12 @@ def _parse_rows(path, lines):
     tokens = line.split()  # also eats the leading space of later lines
     if len(tokens) < NUM_VALUES:
       raise PkuFormatError(
-          path, lineno, f'at least {NUM_VALUES} whitespace-separated numbers '
-          '(2 persons x 25 joints x xyz)', f'{len(tokens)} values')
+        path,
+        lineno,
+        f'at least {NUM_VALUES} whitespace-separated numbers '
+        '(2 persons x 25 joints x xyz)',
+        f'{len(tokens)} values',
+      )
     rows.append(tokens[:NUM_VALUES])  # extra columns are appendix data
   try:
     values = np.array(rows, dtype=np.float64)
@@ -272,8 +290,9 @@ def _parse_rows(path, lines):
         try:
           float(token)
         except ValueError:
-          raise PkuFormatError(path, lineno, f'a number (value {col})',
-                               token) from None
+          raise PkuFormatError(
+            path, lineno, f'a number (value {col})', token
+          ) from None
     raise PkuFormatError(path, None, 'decimal numbers') from None
   return values
 
@@ -297,23 +316,31 @@ def parse_labels(path, *, strict):
     if not tokens:  # a blank line carries no segment; nothing is lost
       continue
     if len(tokens) != 4:
-      raise PkuFormatError(path, lineno, "4 integers 'label,start,end,"
-                           "confidence' (commas or whitespace)", line.strip())
+      raise PkuFormatError(
+        path,
+        lineno,
+        "4 integers 'label,start,end,confidence' (commas or whitespace)",
+        line.strip(),
+      )
     try:
       label, start, end, conf = (int(t) for t in tokens)
     except ValueError:
-      raise PkuFormatError(path, lineno, 'integer fields',
-                           line.strip()) from None
+      raise PkuFormatError(
+        path, lineno, 'integer fields', line.strip()
+      ) from None
     if not 1 <= label <= NUM_CLASSES:
-      raise PkuFormatError(path, lineno, f'a class label in 1..{NUM_CLASSES}',
-                           tokens[0])
+      raise PkuFormatError(
+        path, lineno, f'a class label in 1..{NUM_CLASSES}', tokens[0]
+      )
     if start < 0 or end < 0:
-      raise PkuFormatError(path, lineno, 'non-negative frame indices',
-                           line.strip())
+      raise PkuFormatError(
+        path, lineno, 'non-negative frame indices', line.strip()
+      )
     if start > end:
       if strict:
-        raise PkuFormatError(path, lineno, 'start <= end',
-                             f'start {start} > end {end}')
+        raise PkuFormatError(
+          path, lineno, 'start <= end', f'start {start} > end {end}'
+        )
       notes.append(f'{path}:{lineno}: start {start} > end {end}, swapped')
       start, end = end, start
     segments.append((label, start, end, conf))
@@ -341,14 +368,18 @@ def frame_labels(segments, num_frames):
   for i in order:
     label, start, end, _ = (int(v) for v in segments[i])
     if end > num_frames:
-      notes.append(f'segment {i + 1} ({label},{start},{end}) runs past the '
-                   f'last frame ({num_frames} frames); clipped')
+      notes.append(
+        f'segment {i + 1} ({label},{start},{end}) runs past the '
+        f'last frame ({num_frames} frames); clipped'
+      )
     labels[start:end] = label - 1  # slicing clips to num_frames
     coverage[start:end] += 1
   overlap = int(np.count_nonzero(coverage > 1))
   if overlap:
-    notes.append(f'{overlap} frame(s) covered by several segments; the later '
-                 'starting segment wins')
+    notes.append(
+      f'{overlap} frame(s) covered by several segments; the later '
+      'starting segment wins'
+    )
   return labels, notes
 
 
@@ -362,6 +393,7 @@ class VideoItem:
   ``split_file``/``split_line`` locate the listing, for errors about files
   that do not exist.
   """
+
   video_id: str
   skeleton_path: str | None
   label_path: str | None
@@ -379,24 +411,30 @@ def convert_video(item):
   vid = item.video_id
   if item.skeleton_path is None:
     raise PkuFormatError(
-        item.split_file, item.split_line,
-        f'a skeleton file {vid}{"/".join(SKELETON_EXTS)} under '
-        f'{item.manual_dir} for listed video {vid}', 'none')
+      item.split_file,
+      item.split_line,
+      f'a skeleton file {vid}{"/".join(SKELETON_EXTS)} under '
+      f'{item.manual_dir} for listed video {vid}',
+      'none',
+    )
   if item.label_path is None:
     raise PkuFormatError(
-        item.split_file, item.split_line,
-        f'a label file {vid}{"/".join(LABEL_EXTS)} under {item.manual_dir} '
-        f'for listed video {vid}', 'none')
+      item.split_file,
+      item.split_line,
+      f'a label file {vid}{"/".join(LABEL_EXTS)} under {item.manual_dir} '
+      f'for listed video {vid}',
+      'none',
+    )
   skeleton = parse_skeleton(item.skeleton_path)
   segments, notes = parse_labels(item.label_path, strict=item.strict)
   labels, frame_notes = frame_labels(segments, skeleton.shape[0])
   notes += [f'{item.label_path}: {n}' for n in frame_notes]
   return {
-      'skeleton': skeleton,
-      'labels': labels,
-      'segments': segments,
-      'num_frames': np.int32(skeleton.shape[0]),
-      'sequence_id': vid,
-      'view': vid.rsplit('-', 1)[1],
-      'notes': notes,
+    'skeleton': skeleton,
+    'labels': labels,
+    'segments': segments,
+    'num_frames': np.int32(skeleton.shape[0]),
+    'sequence_id': vid,
+    'view': vid.rsplit('-', 1)[1],
+    'notes': notes,
   }

@@ -13,14 +13,25 @@ Coordinates follow the Kinect v2 camera space used by NTU RGB+D: metres,
 ``y`` up, ``z`` = depth away from the sensor, ``x`` towards the sensor's left
 (i.e. a subject facing the camera has their right side at larger ``x``).
 """
+
 import dataclasses
 
 import numpy as np
 
 from skel_jax import graph
 
-CLASS_NAMES = ('walk', 'wave', 'jump', 'squat', 'kick', 'turn', 'clap',
-               'punch', 'bow', 'raise_arms')
+CLASS_NAMES = (
+  'walk',
+  'wave',
+  'jump',
+  'squat',
+  'kick',
+  'turn',
+  'clap',
+  'punch',
+  'bow',
+  'raise_arms',
+)
 NUM_CLASSES = len(CLASS_NAMES)
 BACKGROUND = NUM_CLASSES  # last label index
 
@@ -46,6 +57,7 @@ class SequenceSpec:
     fidget_prob: Probability that a background gap contains a small fidget.
     fps: Frame rate used to convert seconds to frames.
   """
+
   min_frames: int = 200
   max_frames: int = 320
   noise_std: float = 0.008
@@ -79,11 +91,29 @@ class SequenceSpec:
 # and walks leave the subject at a new heading / position.
 # ---------------------------------------------------------------------------
 _CHANNELS = (
-    'hip_flex_l', 'hip_abd_l', 'knee_l', 'hip_flex_r', 'hip_abd_r', 'knee_r',
-    'sh_flex_l', 'sh_abd_l', 'sh_ext_l', 'elbow_l',
-    'sh_flex_r', 'sh_abd_r', 'sh_ext_r', 'elbow_r',
-    'torso_bend', 'torso_side', 'torso_twist', 'neck_flex', 'head_yaw',
-    'root_height', 'yaw_rate', 'fwd_speed', 'lat_speed',
+  'hip_flex_l',
+  'hip_abd_l',
+  'knee_l',
+  'hip_flex_r',
+  'hip_abd_r',
+  'knee_r',
+  'sh_flex_l',
+  'sh_abd_l',
+  'sh_ext_l',
+  'elbow_l',
+  'sh_flex_r',
+  'sh_abd_r',
+  'sh_ext_r',
+  'elbow_r',
+  'torso_bend',
+  'torso_side',
+  'torso_twist',
+  'neck_flex',
+  'head_yaw',
+  'root_height',
+  'yaw_rate',
+  'fwd_speed',
+  'lat_speed',
 )
 _C = {name: i for i, name in enumerate(_CHANNELS)}
 NUM_CHANNELS = len(_CHANNELS)
@@ -96,8 +126,7 @@ for _name in _CHANNELS:
     _MIRROR_PERM[_C[_name]] = _C[_name[:-2] + '_r']
     _MIRROR_PERM[_C[_name[:-2] + '_r']] = _C[_name]
 _MIRROR_SIGN = np.ones(NUM_CHANNELS)
-for _name in ('torso_side', 'torso_twist', 'head_yaw', 'yaw_rate',
-              'lat_speed'):
+for _name in ('torso_side', 'torso_twist', 'head_yaw', 'yaw_rate', 'lat_speed'):
   _MIRROR_SIGN[_C[_name]] = -1.0
 
 
@@ -110,16 +139,16 @@ def _mirror(q):
 # ---------------------------------------------------------------------------
 # Nominal bone lengths (metres) for a ~1.75 m adult.
 _LENGTHS = {
-    'pelvis_spine': 0.28,  # spine_base -> spine_mid
-    'spine_chest': 0.25,  # spine_mid -> spine_shoulder
-    'neck': 0.08,
-    'head': 0.13,
-    'upper_arm': 0.28,
-    'forearm': 0.25,
-    'hand': 0.07,
-    'hand_tip': 0.06,
-    'thigh': 0.42,
-    'shin': 0.40,
+  'pelvis_spine': 0.28,  # spine_base -> spine_mid
+  'spine_chest': 0.25,  # spine_mid -> spine_shoulder
+  'neck': 0.08,
+  'head': 0.13,
+  'upper_arm': 0.28,
+  'forearm': 0.25,
+  'hand': 0.07,
+  'hand_tip': 0.06,
+  'thigh': 0.42,
+  'shin': 0.40,
 }
 _SHOULDER_OFFSET = np.array([0.17, -0.04, 0.0])  # from spine_shoulder (right)
 _HIP_OFFSET = np.array([0.08, -0.07, 0.0])  # from spine_base (right)
@@ -142,9 +171,14 @@ def _sample_body(rng, spec):
   scale = rng.uniform(*spec.scale_range)
   jit = lambda: scale * rng.uniform(1 - spec.bone_jitter, 1 + spec.bone_jitter)
   lengths = {k: v * jit() for k, v in _LENGTHS.items()}
-  return _Body(lengths=lengths, shoulder=_SHOULDER_OFFSET * jit(),
-               hip=_HIP_OFFSET * jit(), thumb=_THUMB_OFFSET * jit(),
-               foot=_FOOT_OFFSET * jit(), ankle_height=_ANKLE_HEIGHT * scale)
+  return _Body(
+    lengths=lengths,
+    shoulder=_SHOULDER_OFFSET * jit(),
+    hip=_HIP_OFFSET * jit(),
+    thumb=_THUMB_OFFSET * jit(),
+    foot=_FOOT_OFFSET * jit(),
+    ankle_height=_ANKLE_HEIGHT * scale,
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -180,8 +214,11 @@ def _leg_frames(q, side):
   the z/y rotations makes both legs share the channel conventions.
   """
   sfx = '_r' if side > 0 else '_l'
-  flex, abd, knee = (q[:, _C['hip_flex' + sfx]], q[:, _C['hip_abd' + sfx]],
-                     q[:, _C['knee' + sfx]])
+  flex, abd, knee = (
+    q[:, _C['hip_flex' + sfx]],
+    q[:, _C['hip_abd' + sfx]],
+    q[:, _C['knee' + sfx]],
+  )
   thigh = _rot('x', flex) @ _rot('z', side * abd)
   shin = thigh @ _rot('x', -knee)
   # A partly compensating ankle keeps the foot roughly level.
@@ -192,9 +229,11 @@ def _leg_frames(q, side):
 def _arm_frames(q, side):
   """Upper-arm and forearm frames relative to the chest."""
   sfx = '_r' if side > 0 else '_l'
-  upper = (_rot('x', q[:, _C['sh_flex' + sfx]])
-           @ _rot('z', side * q[:, _C['sh_abd' + sfx]])
-           @ _rot('y', -side * q[:, _C['sh_ext' + sfx]]))
+  upper = (
+    _rot('x', q[:, _C['sh_flex' + sfx]])
+    @ _rot('z', side * q[:, _C['sh_abd' + sfx]])
+    @ _rot('y', -side * q[:, _C['sh_ext' + sfx]])
+  )
   fore = upper @ _rot('x', q[:, _C['elbow' + sfx]])
   return upper, fore
 
@@ -208,13 +247,18 @@ def _forward_kinematics(q, root, yaw, body):
   r_yaw = _rot('y', yaw)
 
   # Spine: bend/side/twist split evenly over the two spine segments.
-  half = (_rot('y', 0.5 * q[:, _C['torso_twist']])
-          @ _rot('x', -0.5 * q[:, _C['torso_bend']])
-          @ _rot('z', 0.5 * q[:, _C['torso_side']]))
+  half = (
+    _rot('y', 0.5 * q[:, _C['torso_twist']])
+    @ _rot('x', -0.5 * q[:, _C['torso_bend']])
+    @ _rot('z', 0.5 * q[:, _C['torso_side']])
+  )
   r_lower = r_yaw @ half
   r_upper = r_lower @ half
-  r_head = (r_upper @ _rot('x', -q[:, _C['neck_flex']])
-            @ _rot('y', q[:, _C['head_yaw']]))
+  r_head = (
+    r_upper
+    @ _rot('x', -q[:, _C['neck_flex']])
+    @ _rot('y', q[:, _C['head_yaw']])
+  )
   joints[:, 0] = root
   joints[:, 1] = joints[:, 0] + _apply(r_lower, _UP * ln['pelvis_spine'])
   joints[:, 20] = joints[:, 1] + _apply(r_upper, _UP * ln['spine_chest'])
@@ -252,8 +296,9 @@ def _root_height(q, body):
   drops = []
   for side in (1, -1):
     thigh, shin, _ = _leg_frames(q, side)
-    drop = -(body.hip[1] + thigh[:, 1, 1] * -ln['thigh']
-             + shin[:, 1, 1] * -ln['shin'])
+    drop = -(
+      body.hip[1] + thigh[:, 1, 1] * -ln['thigh'] + shin[:, 1, 1] * -ln['shin']
+    )
     drops.append(drop)
   return np.maximum(*drops) + body.ankle_height + q[:, _C['root_height']]
 
@@ -348,11 +393,12 @@ def _jump(u, d, rng, ctx):
   q[:, _C['torso_bend']] = 0.35 * knee
   # Ballistic apex height for the flight time: h = g t^2 / 8.
   flight_s = 0.24 * d / n / ctx['fps']
-  height = float(np.clip(9.81 * flight_s ** 2 / 8, 0.04, 0.35))
+  height = float(np.clip(9.81 * flight_s**2 / 8, 0.04, 0.35))
   q[:, _C['root_height']] = height * _bump(p, 0.38, 0.62)
   if rng.uniform() < 0.6:  # arm swing: back in the crouch, up in flight
-    swing = (-0.4 * _bump(p, 0.0, 0.4) + rng.uniform(0.8, 1.8)
-             * _bump(p, 0.2, 0.85))
+    swing = -0.4 * _bump(p, 0.0, 0.4) + rng.uniform(0.8, 1.8) * _bump(
+      p, 0.2, 0.85
+    )
     q[:, _C['sh_flex_r']] = q[:, _C['sh_flex_l']] = swing
   return q
 
@@ -469,8 +515,9 @@ def _raise_arms(u, d, rng, ctx):
   p[-1] = 1.0
   # Each raise and lowering takes at least ~0.5 s.
   lo = min(0.45, 15.0 * n / d)
-  up = _plateau(p, rng.uniform(max(0.3, lo), 0.45),
-                1 - rng.uniform(max(0.3, lo), 0.45))
+  up = _plateau(
+    p, rng.uniform(max(0.3, lo), 0.45), 1 - rng.uniform(max(0.3, lo), 0.45)
+  )
   height = rng.uniform(2.4, 3.0)
   sfx_list = ('_r', '_l') if rng.uniform() < 0.8 else ('_r',)
   lateral = rng.uniform() < 0.5  # raise through the sides or the front
@@ -486,9 +533,16 @@ def _raise_arms(u, d, rng, ctx):
 
 
 _MOTIONS = {
-    'walk': _walk, 'wave': _wave, 'jump': _jump, 'squat': _squat,
-    'kick': _kick, 'turn': _turn, 'clap': _clap, 'punch': _punch,
-    'bow': _bow, 'raise_arms': _raise_arms,
+  'walk': _walk,
+  'wave': _wave,
+  'jump': _jump,
+  'squat': _squat,
+  'kick': _kick,
+  'turn': _turn,
+  'clap': _clap,
+  'punch': _punch,
+  'bow': _bow,
+  'raise_arms': _raise_arms,
 }
 # Walks and turns choose their own direction from the subject's position.
 _MIRRORABLE = frozenset(CLASS_NAMES) - {'walk', 'turn'}
@@ -519,15 +573,27 @@ def _idle(rng, t, fps):
     q[:, _C['elbow' + sfx]] = rng.uniform(0.05, 0.3)
     q[:, _C['knee' + sfx]] = rng.uniform(0.0, 0.06)
   q[:, _C['neck_flex']] = rng.uniform(-0.05, 0.15)
-  names = ('torso_bend', 'torso_side', 'torso_twist', 'head_yaw', 'neck_flex',
-           'sh_flex_r', 'sh_flex_l', 'hip_abd_r', 'hip_abd_l', 'fwd_speed',
-           'lat_speed')
+  names = (
+    'torso_bend',
+    'torso_side',
+    'torso_twist',
+    'head_yaw',
+    'neck_flex',
+    'sh_flex_r',
+    'sh_flex_l',
+    'hip_abd_r',
+    'hip_abd_l',
+    'fwd_speed',
+    'lat_speed',
+  )
   amps = (0.03, 0.03, 0.04, 0.1, 0.05, 0.05, 0.05, 0.02, 0.02, 0.0015, 0.0015)
   idx = [_C[n] for n in names]
   q[:, idx] += _slow_noise(rng, t, fps, amps)
   # Breathing: a ~4 s chest/shoulder oscillation.
-  br = np.sin(2 * np.pi * np.arange(t) / (rng.uniform(3.0, 5.0) * fps)
-              + rng.uniform(0, 2 * np.pi))
+  br = np.sin(
+    2 * np.pi * np.arange(t) / (rng.uniform(3.0, 5.0) * fps)
+    + rng.uniform(0, 2 * np.pi)
+  )
   q[:, _C['torso_bend']] -= 0.01 * br
   q[:, _C['sh_abd_r']] += 0.015 * br
   q[:, _C['sh_abd_l']] += 0.015 * br
@@ -592,8 +658,11 @@ def _time_warp(rng, d):
   # The derivative 1 + a1 cos(2 pi s) + a2 cos(4 pi s) stays positive for
   # |a1| + |a2| < 1, and the sines vanish at both ends so 0 -> 0 and 1 -> 1.
   a1, a2 = rng.uniform(-0.25, 0.25, size=2)
-  return (s + a1 * np.sin(2 * np.pi * s) / (2 * np.pi)
-          + a2 * np.sin(4 * np.pi * s) / (4 * np.pi))
+  return (
+    s
+    + a1 * np.sin(2 * np.pi * s) / (2 * np.pi)
+    + a2 * np.sin(4 * np.pi * s) / (4 * np.pi)
+  )
 
 
 def _edge_envelope(rng, d, spec):
@@ -620,8 +689,9 @@ def _integrate(q, yaw0):
   return yaw, np.cumsum(dx), np.cumsum(dz)
 
 
-def generate_sequence(rng: np.random.Generator, spec: SequenceSpec
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def generate_sequence(
+  rng: np.random.Generator, spec: SequenceSpec
+) -> tuple[np.ndarray, np.ndarray]:
   """Generates one untrimmed sequence and its per-frame labels.
 
   Args:
@@ -650,9 +720,9 @@ def generate_sequence(rng: np.random.Generator, spec: SequenceSpec
       if d >= 15 and rng.uniform() < spec.fidget_prob:
         fd = int(rng.integers(15, min(40, d) + 1))
         fs = start + int(rng.integers(0, d - fd + 1))
-        q[fs:fs + fd] += _fidget(rng, fd)
+        q[fs : fs + fd] += _fidget(rng, fd)
       continue
-    labels[start:start + d] = label
+    labels[start : start + d] = label
     name = CLASS_NAMES[label]
     yaw, x, z = state_at(start)
 
@@ -679,8 +749,12 @@ def generate_sequence(rng: np.random.Generator, spec: SequenceSpec
       towards = -np.sign(_wrap(yaw)) or 1.0
       return mag * (towards if rng.uniform() < 0.75 else -towards)
 
-    ctx = {'tempo': rng.uniform(*spec.tempo_range), 'fps': spec.fps,
-           'walk_plan': walk_plan, 'turn_angle': turn_angle}
+    ctx = {
+      'tempo': rng.uniform(*spec.tempo_range),
+      'fps': spec.fps,
+      'walk_plan': walk_plan,
+      'turn_angle': turn_angle,
+    }
     u = _time_warp(rng, d)
     motion = _MOTIONS[name](u, d, rng, ctx)
     if name in _MIRRORABLE and rng.uniform() < 0.5:
@@ -689,7 +763,7 @@ def generate_sequence(rng: np.random.Generator, spec: SequenceSpec
     motion *= _edge_envelope(rng, d, spec)[:, None]
     if name == 'turn':  # the yaw already eases in/out; keep the full angle
       motion[:, _C['yaw_rate']] = yaw_rate
-    q[start:start + d] += motion
+    q[start : start + d] += motion
 
   yaw, x, z = _integrate(q, yaw0)
   root = np.stack([x, _root_height(q, body), z], axis=-1)
@@ -699,12 +773,14 @@ def generate_sequence(rng: np.random.Generator, spec: SequenceSpec
   # slightly tilted/rolled; subjects start near the optical axis.
   cam_h = rng.uniform(0.7, 1.2)
   offset = np.array([rng.uniform(-0.5, 0.5), -cam_h, rng.uniform(2.6, 3.6)])
-  r_cam = (_rot('x', np.asarray(rng.uniform(-0.12, 0.12)))
-           @ _rot('z', np.asarray(rng.uniform(-0.03, 0.03))))
+  r_cam = _rot('x', np.asarray(rng.uniform(-0.12, 0.12))) @ _rot(
+    'z', np.asarray(rng.uniform(-0.03, 0.03))
+  )
   joints = (joints + offset) @ r_cam.T
 
   noise_scale = np.ones(graph.NUM_JOINTS)
   noise_scale[[7, 11, 21, 22, 23, 24, 15, 19]] = 1.5  # hands and feet jitter
-  joints += rng.normal(size=joints.shape) * (spec.noise_std * noise_scale)[
-      :, None]
+  joints += (
+    rng.normal(size=joints.shape) * (spec.noise_std * noise_scale)[:, None]
+  )
   return joints[:, None].astype(np.float32), labels

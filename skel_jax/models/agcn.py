@@ -3,6 +3,7 @@
 Layout is channels-last throughout: features are (batch, time, joints, channels).
 Persons are folded into the batch by the caller.
 """
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -51,8 +52,11 @@ class AdaptiveGraphConv(nnx.Module):
     adj = att + (adjacency + self.pa[...].astype(x.dtype))[None]
     agg = jnp.einsum('ntvc,nkvw->ntwkc', x, adj).reshape(n, t, v, k * c)
     y = self.bn(self.project(agg), use_running_average=not train)
-    res = x if self.down is None else self.down_bn(
-        self.down(x), use_running_average=not train)
+    res = (
+      x
+      if self.down is None
+      else self.down_bn(self.down(x), use_running_average=not train)
+    )
     return jax.nn.relu(y + res)
 
 
@@ -61,9 +65,15 @@ class TemporalConv(nnx.Module):
 
   def __init__(self, cin, cout, *, kernel=9, stride=1, rngs):
     pad = (kernel - 1) // 2
-    self.conv = nnx.Conv(cin, cout, (kernel, 1), strides=(stride, 1),
-                         padding=((pad, pad), (0, 0)),
-                         kernel_init=layers.weight_init, rngs=rngs)
+    self.conv = nnx.Conv(
+      cin,
+      cout,
+      (kernel, 1),
+      strides=(stride, 1),
+      padding=((pad, pad), (0, 0)),
+      kernel_init=layers.weight_init,
+      rngs=rngs,
+    )
     self.bn = layers.batch_norm(cout, rngs)
 
   def __call__(self, x, train):
@@ -94,13 +104,15 @@ class AGCNUnit(nnx.Module):
   def __init__(self, cin, cout, *, stride=1, residual=True, rngs):
     self.gcn = AdaptiveGraphConv(cin, cout, rngs=rngs)
     self.tcn = TemporalConv(cout, cout, stride=stride, rngs=rngs)
-    self.residual_kind, self.residual = make_residual(cin, cout, stride,
-                                                      residual, rngs)
+    self.residual_kind, self.residual = make_residual(
+      cin, cout, stride, residual, rngs
+    )
 
   def __call__(self, x, train):
     y = self.tcn(self.gcn(x, train), train)
-    return jax.nn.relu(add_residual(y, x, self.residual_kind, self.residual,
-                                    train))
+    return jax.nn.relu(
+      add_residual(y, x, self.residual_kind, self.residual, train)
+    )
 
 
 class AGCN(nnx.Module):
@@ -116,8 +128,9 @@ class AGCN(nnx.Module):
     units = []
     cin = in_channels
     for i, (cout, stride) in enumerate(zip(self.channels, self.strides)):
-      units.append(AGCNUnit(cin, cout, stride=stride, residual=i > 0,
-                            rngs=rngs))
+      units.append(
+        AGCNUnit(cin, cout, stride=stride, residual=i > 0, rngs=rngs)
+      )
       cin = cout
     self.units = nnx.List(units) if hasattr(nnx, 'List') else units
     self.out_channels = cin

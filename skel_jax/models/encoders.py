@@ -3,14 +3,18 @@
 Inputs are skeleton batches (N, M, T, V, 3): persons M are folded into the
 batch for the backbone and averaged after pooling over joints.
 """
+
 import jax.numpy as jnp
 from flax import nnx
 
 from skel_jax.models.agcn import AGCN
+from skel_jax.models.heads import GlobalHead
+from skel_jax.models.heads import PartRelationBranch
+from skel_jax.models.heads import SnippetHead
+from skel_jax.models.heads import UFusionHead
+from skel_jax.models.heads import UpsampleHead
+from skel_jax.models.heads import energy_attention_drop
 from skel_jax.models.stgcn import STGCN
-from skel_jax.models.heads import (GlobalHead, PartRelationBranch,
-                                   SnippetHead, UFusionHead, UpsampleHead,
-                                   energy_attention_drop)
 
 HEADS = {'ufusion': UFusionHead, 'upsample': UpsampleHead}
 
@@ -20,9 +24,11 @@ def build_backbone(cfg, rngs):
   if cfg.name == 'agcn':
     return AGCN(width=cfg.width, rngs=rngs)
   if cfg.name == 'stgcn':
-    return STGCN(width=cfg.width,
-                 corrected_partition=cfg.get('corrected_partition', False),
-                 rngs=rngs)
+    return STGCN(
+      width=cfg.width,
+      corrected_partition=cfg.get('corrected_partition', False),
+      rngs=rngs,
+    )
   raise ValueError(f'model.backbone.name={cfg.name!r}: expected agcn or stgcn')
 
 
@@ -56,10 +62,10 @@ class MoCoEncoder(nnx.Module):
     c, dim = self.backbone.out_channels, model_cfg.feature_dim
     rvt = base == 'rvtclr'
     bn = model_cfg.get('head_batch_norm', False)
-    self.global_head = GlobalHead(c, dim, mlp=not rvt, batch_norm=bn,
-                                  rngs=rngs)
-    self.snippet_head = SnippetHead(c, dim, model_cfg.num_snippets,
-                                    batch_norm=bn, rngs=rngs)
+    self.global_head = GlobalHead(c, dim, mlp=not rvt, batch_norm=bn, rngs=rngs)
+    self.snippet_head = SnippetHead(
+      c, dim, model_cfg.num_snippets, batch_norm=bn, rngs=rngs
+    )
     if rvt:
       self.tempo_head = GlobalHead(c, dim, mlp=False, rngs=rngs)
       self.dc_branch = PartRelationBranch(c, rngs=rngs)
@@ -76,11 +82,16 @@ class MoCoEncoder(nnx.Module):
     feat = _joint_and_person_mean(last, nm)
     if mode == 'eadm':
       dropped = _joint_and_person_mean(energy_attention_drop(last), nm)
-      return {'global': self.global_head(feat, train),
-              'global_drop': self.global_head(dropped, train)}
+      return {
+        'global': self.global_head(feat, train),
+        'global_drop': self.global_head(dropped, train),
+      }
     snippet_feats, snippets = self.snippet_head(feat, train)
-    out = {'global': self.global_head(feat, train), 'snippets': snippets,
-           'snippet_feats': snippet_feats}
+    out = {
+      'global': self.global_head(feat, train),
+      'snippets': snippets,
+      'snippet_feats': snippet_feats,
+    }
     if self.tempo_head is not None:
       out['tempo'] = self.tempo_head(feat)
     return out
@@ -93,8 +104,9 @@ class Localizer(nnx.Module):
     self.backbone = build_backbone(model_cfg.backbone, rngs)
     self.taps = tuple(model_cfg.taps)  # 1-based unit indices
     tap_channels = tuple(self.backbone.channels[i - 1] for i in self.taps)
-    self.head = HEADS[model_cfg.head](tap_channels, model_cfg.head_dim,
-                                      num_classes + 1, rngs=rngs)
+    self.head = HEADS[model_cfg.head](
+      tap_channels, model_cfg.head_dim, num_classes + 1, rngs=rngs
+    )
 
   def taps_of(self, x, train, dropout_key=None):
     xb, nm = _fold_persons(x)
@@ -103,5 +115,6 @@ class Localizer(nnx.Module):
 
   def __call__(self, x, train=True, dropout_key=None):
     """x: (N, M, T, V, 3) -> per-frame logits (N, T, K + 1)."""
-    return self.head(self.taps_of(x, train, dropout_key), train,
-                     length=x.shape[2])
+    return self.head(
+      self.taps_of(x, train, dropout_key), train, length=x.shape[2]
+    )

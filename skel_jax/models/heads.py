@@ -2,6 +2,7 @@
 
 All heads take joint-averaged features (N, T_i, C_i) (channels-last).
 """
+
 import functools
 
 import jax
@@ -13,8 +14,9 @@ from skel_jax.models import layers
 
 
 def l2_normalize(x, axis=-1, eps=1e-12):
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis, keepdims=True),
-                                       eps * eps))
+  return x * jax.lax.rsqrt(
+    jnp.maximum(jnp.sum(x * x, axis, keepdims=True), eps * eps)
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,8 +84,9 @@ class GlobalHead(nnx.Module):
 
   def __call__(self, feats, train=True):
     """feats: (N, T', C) joint-averaged backbone output."""
-    return _projection(self.fc1, self.bn, self.fc2, jnp.mean(feats, axis=1),
-                       train)
+    return _projection(
+      self.fc1, self.bn, self.fc2, jnp.mean(feats, axis=1), train
+    )
 
 
 def energy_attention_drop(feats, keep_prob=0.7, e_lambda=1e-4):
@@ -100,20 +103,28 @@ def energy_attention_drop(feats, keep_prob=0.7, e_lambda=1e-4):
   dev = (x - jnp.mean(x, axis=(1, 2), keepdims=True)) ** 2
   var = jnp.sum(dev, axis=(1, 2), keepdims=True) / (t * v - 1)
   att = jax.nn.sigmoid(dev / (4 * (var + e_lambda)) + 0.5)
+
   def mask_and_scale(keep):  # counts in float32 (exact under bf16 compute)
     keep = keep.astype(jnp.float32)
     scale = keep.size / jnp.maximum(jnp.sum(keep), 1.0)
     return (keep * scale).astype(feats.dtype)
 
-  out = feats * mask_and_scale(jnp.mean(att, axis=(1, 3)) < keep_prob)[
-      :, None, :, None]
+  out = (
+    feats
+    * mask_and_scale(jnp.mean(att, axis=(1, 3)) < keep_prob)[:, None, :, None]
+  )
   return out * mask_and_scale(att < keep_prob)
 
 
 # RVTCLR body parts (0-based NTU joints): torso, left leg, right leg, left arm,
 # right arm.
-BODY_PARTS = ((0, 1, 2, 3, 20), (16, 17, 18, 19), (12, 13, 14, 15),
-              (8, 9, 10, 11, 23, 24), (4, 5, 6, 7, 21, 22))
+BODY_PARTS = (
+  (0, 1, 2, 3, 20),
+  (16, 17, 18, 19),
+  (12, 13, 14, 15),
+  (8, 9, 10, 11, 23, 24),
+  (4, 5, 6, 7, 21, 22),
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -146,13 +157,16 @@ class PartRelationBranch(nnx.Module):
     self.out_bn = layers.batch_norm(channels, rngs)
 
   def __call__(self, feats, train):
-    parts = jnp.einsum('btvc,vp->btpc', feats,
-                       jnp.asarray(_part_pool_matrix(feats.shape[2]),
-                                   feats.dtype))
+    parts = jnp.einsum(
+      'btvc,vp->btpc',
+      feats,
+      jnp.asarray(_part_pool_matrix(feats.shape[2]), feats.dtype),
+    )
     x = self.excite(jax.nn.relu(self.squeeze(parts)))
     mean = jnp.mean(x, axis=2)
     att = jax.nn.softmax(
-        jnp.einsum('btc,bsc->bts', self.theta(mean), self.phi(mean)), axis=-1)
+      jnp.einsum('btc,bsc->bts', self.theta(mean), self.phi(mean)), axis=-1
+    )
     y = jnp.einsum('bts,bspc->btpc', att, self.g(x))
     return self.out_bn(self.out(y), use_running_average=not train) + x
 
@@ -179,8 +193,14 @@ class ConvUnit(nnx.Module):
   """conv k3 pad 1 (c -> c), BN, ReLU over time."""
 
   def __init__(self, channels, *, rngs):
-    self.conv = nnx.Conv(channels, channels, (3,), padding=((1, 1),),
-                         kernel_init=layers.weight_init, rngs=rngs)
+    self.conv = nnx.Conv(
+      channels,
+      channels,
+      (3,),
+      padding=((1, 1),),
+      kernel_init=layers.weight_init,
+      rngs=rngs,
+    )
     self.bn = layers.batch_norm(channels, rngs)
 
   def __call__(self, x, train):
@@ -204,8 +224,13 @@ class UFusionHead(nnx.Module):
     self.cu11 = ConvUnit(c1 + c2, rngs=rngs)
     c02 = c0 + (c0 + c1) + (c1 + c2)
     self.cu02 = ConvUnit(c02, rngs=rngs)
-    self.fuse = nnx.Conv(c0 + (c0 + c1) + c02, head_dim, (1,),
-                         kernel_init=layers.weight_init, rngs=rngs)
+    self.fuse = nnx.Conv(
+      c0 + (c0 + c1) + c02,
+      head_dim,
+      (1,),
+      kernel_init=layers.weight_init,
+      rngs=rngs,
+    )
     self.classifier = layers.dense(head_dim, num_outputs, rngs)
 
   def features(self, taps, train):
@@ -215,7 +240,8 @@ class UFusionHead(nnx.Module):
     x01 = self.cu01(jnp.concatenate([x0, upsample_nearest(x1, t0)], -1), train)
     x11 = self.cu11(jnp.concatenate([x1, upsample_nearest(x2, t1)], -1), train)
     x02 = self.cu02(
-        jnp.concatenate([x0, x01, upsample_nearest(x11, t0)], -1), train)
+      jnp.concatenate([x0, x01, upsample_nearest(x11, t0)], -1), train
+    )
     return self.fuse(jnp.concatenate([x0, x01, x02], -1))
 
   def __call__(self, taps, train, length=None):

@@ -1,4 +1,5 @@
 """Small building blocks shared by the models (init schemes of the released code)."""
+
 import math
 
 import jax
@@ -31,35 +32,42 @@ class BatchNorm(nnx.BatchNorm):
       use_running_average = self.use_running_average
     # Same dtype promotion as nnx.BatchNorm (input, statistics, params).
     x, mean, var, scale, bias = self.promote_dtype(
-        (x, self.mean[...], self.var[...], self.scale[...], self.bias[...]),
-        dtype=self.dtype)
+      (x, self.mean[...], self.var[...], self.scale[...], self.bias[...]),
+      dtype=self.dtype,
+    )
     if not use_running_average:
       axes = tuple(range(x.ndim - 1))
       n = math.prod(x.shape[:-1])
       if n < 2:
-        raise ValueError(f'BatchNorm in training needs more than 1 value per '
-                         f'channel, got input shape {x.shape}')
+        raise ValueError(
+          f'BatchNorm in training needs more than 1 value per '
+          f'channel, got input shape {x.shape}'
+        )
       xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
       mean = jnp.mean(xf, axes)
       var = jnp.maximum(0.0, jnp.mean(jnp.square(xf), axes) - jnp.square(mean))
       m = self.momentum
       self.mean[...] = jax.lax.stop_gradient(
-          m * self.mean[...] + (1 - m) * mean)
+        m * self.mean[...] + (1 - m) * mean
+      )
       self.var[...] = jax.lax.stop_gradient(
-          m * self.var[...] + (1 - m) * var * (n / (n - 1)))
+        m * self.var[...] + (1 - m) * var * (n / (n - 1))
+      )
     y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
     return y.astype(x.dtype)
 
 
 def batch_norm(features, rngs):
   # PyTorch BatchNorm momentum 0.1 == Flax momentum 0.9.
-  return BatchNorm(features, momentum=0.9, epsilon=1e-5,
-                   scale_init=bn_scale_init, rngs=rngs)
+  return BatchNorm(
+    features, momentum=0.9, epsilon=1e-5, scale_init=bn_scale_init, rngs=rngs
+  )
 
 
 def dense(cin, cout, rngs, use_bias=True):
-  return nnx.Linear(cin, cout, use_bias=use_bias, kernel_init=weight_init,
-                    rngs=rngs)
+  return nnx.Linear(
+    cin, cout, use_bias=use_bias, kernel_init=weight_init, rngs=rngs
+  )
 
 
 def scaled(channels, width):

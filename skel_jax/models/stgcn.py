@@ -3,6 +3,7 @@
 Layout is channels-last throughout: features are (batch, time, joints,
 channels). Persons are folded into the batch by the caller (B = N * M).
 """
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -53,22 +54,35 @@ class STGCNBlock(nnx.Module):
   1), identity (same width and stride 1) or 1x1 conv stride s + BN.
   """
 
-  def __init__(self, cin, cout, *, num_subsets, stride=1, dropout=0.0,
-               residual=True, edge_importance=True, rngs):
+  def __init__(
+    self,
+    cin,
+    cout,
+    *,
+    num_subsets,
+    stride=1,
+    dropout=0.0,
+    residual=True,
+    edge_importance=True,
+    rngs,
+  ):
     self.gcn = GraphConv(cin, cout, num_subsets=num_subsets, rngs=rngs)
     self.tcn_bn = layers.batch_norm(cout, rngs)
-    self.tcn = TemporalConv(cout, cout, kernel=TEMPORAL_KERNEL, stride=stride,
-                            rngs=rngs)
+    self.tcn = TemporalConv(
+      cout, cout, kernel=TEMPORAL_KERNEL, stride=stride, rngs=rngs
+    )
     self.dropout = float(dropout)
     num_joints = graph.NUM_JOINTS
     if edge_importance:
       # Multiplies the fixed partition; ones == plain ST-GCN at init.
       self.edge_importance = nnx.Param(
-          jnp.ones((num_subsets, num_joints, num_joints), jnp.float32))
+        jnp.ones((num_subsets, num_joints, num_joints), jnp.float32)
+      )
     else:
       self.edge_importance = None
-    self.residual_kind, self.residual = make_residual(cin, cout, stride,
-                                                      residual, rngs)
+    self.residual_kind, self.residual = make_residual(
+      cin, cout, stride, residual, rngs
+    )
 
   def __call__(self, x, adjacency, train, dropout_key=None):
     if self.edge_importance is not None:
@@ -78,8 +92,9 @@ class STGCNBlock(nnx.Module):
     y = self.tcn(y, train)
     if train and dropout_key is not None and self.dropout > 0:
       y = _dropout(y, self.dropout, dropout_key)
-    return jax.nn.relu(add_residual(y, x, self.residual_kind, self.residual,
-                                    train))
+    return jax.nn.relu(
+      add_residual(y, x, self.residual_kind, self.residual, train)
+    )
 
 
 class STGCN(nnx.Module):
@@ -103,9 +118,19 @@ class STGCN(nnx.Module):
   all of its state.
   """
 
-  def __init__(self, *, in_channels=3, width=1.0, hidden_channels=16,
-               hidden_dim=256, dropout=0.5, num_persons=2,
-               corrected_partition=False, edge_importance=True, rngs):
+  def __init__(
+    self,
+    *,
+    in_channels=3,
+    width=1.0,
+    hidden_channels=16,
+    hidden_dim=256,
+    dropout=0.5,
+    num_persons=2,
+    corrected_partition=False,
+    edge_importance=True,
+    rngs,
+  ):
     base = [m * hidden_channels for m in STGCN_WIDTH_MULTIPLIERS]
     self.channels = tuple(layers.scaled(c, width) for c in base + [hidden_dim])
     self.strides = STGCN_STRIDES
@@ -116,18 +141,27 @@ class STGCN(nnx.Module):
     blocks = []
     cin = in_channels
     for i, (cout, stride) in enumerate(zip(self.channels, self.strides)):
-      blocks.append(STGCNBlock(
-          cin, cout, num_subsets=num_subsets, stride=stride,
-          dropout=dropout if i > 0 else 0.0, residual=i > 0,
-          edge_importance=edge_importance, rngs=rngs))
+      blocks.append(
+        STGCNBlock(
+          cin,
+          cout,
+          num_subsets=num_subsets,
+          stride=stride,
+          dropout=dropout if i > 0 else 0.0,
+          residual=i > 0,
+          edge_importance=edge_importance,
+          rngs=rngs,
+        )
+      )
       cin = cout
     self.blocks = nnx.List(blocks) if hasattr(nnx, 'List') else blocks
     self.out_channels = cin
 
   def _partition(self):
     # Fetched on use (cached NumPy), so the module stores no raw arrays.
-    return graph.stgcn_partition('spatial', max_hop=1,
-                                 corrected=self.corrected_partition)
+    return graph.stgcn_partition(
+      'spatial', max_hop=1, corrected=self.corrected_partition
+    )
 
   def normalize_input(self, x, train):
     """data_bn on (B, T, V, C): channel v * C + c is x[..., v, c]."""
