@@ -73,10 +73,8 @@ def main():
   @jax.jit
   def views_fn(state, batch):
     keys = augment.sample_keys(state['rng'], state['step'], batch['index'])
-    return {
-      n: v.astype(dtype)
-      for n, v in pretrain.make_views(batch, keys, cfg).items()
-    }
+    views, frames = pretrain.make_views(batch, keys, cfg)
+    return {n: v.astype(dtype) for n, v in views.items()}, frames
 
   def forward(params, stats, views, names, modes):
     model = nnx.merge(
@@ -110,11 +108,11 @@ def main():
     )
 
   @jax.jit
-  def grad_fn(state, views, k_out):
+  def grad_fn(state, views, frames, k_out):
     def loss(params):
       q_out = forward(params, state['batch_stats'], views, q_names, q_modes)
       return pretrain.compute_losses(
-        q_out, k_out, state, pcfg, jax.numpy.bool_(True)
+        q_out, k_out, state, pcfg, jax.numpy.bool_(True), frames
       )[0]
 
     return jax.grad(loss)(state['params'])
@@ -131,7 +129,7 @@ def main():
     out_shardings=(rep, rep),
     donate_argnums=0,
   )
-  views = views_fn(state, batch)
+  views, frames = views_fn(state, batch)
   k_out = keys_fn(state, views)
   t = functools.partial(
     bench.time_calls, warmup=2, repeats=a.repeats, steps=a.steps
@@ -139,7 +137,9 @@ def main():
   parts = {
     'views (augmentations)': t(lambda: views_fn(state, batch)),
     'key forwards': t(lambda: keys_fn(state, views)),
-    'query forward+backward+losses': t(lambda: grad_fn(state, views, k_out)),
+    'query forward+backward+losses': t(
+      lambda: grad_fn(state, views, frames, k_out)
+    ),
   }
   stepper = bench._Stepper(
     step_fn,

@@ -219,7 +219,7 @@ def compute_losses(q_out, k_out, state, pcfg, mining, frames):
     # Snippets of q against the enqueued key view (RVTCLR's release pairs the
     # query with the other-tempo key: the argmax matching absorbs the shift).
     l_snip, snip_metrics = _snippet_loss(
-      q, bank_out, state, pcfg, mining, frames, mined
+      q, bank_out, state, pcfg, frames, mined
     )
     total = total + pcfg.snippet_weight * l_snip
     metrics['loss_snippet'] = l_snip
@@ -239,7 +239,7 @@ def _global_diagnostics(pos, neg, q, k):
   }
 
 
-def _snippet_loss(q, bank_out, state, pcfg, mining, frames, mined):
+def _snippet_loss(q, bank_out, state, pcfg, frames, mined):
   """Dense snippet InfoNCE of the configured variant, and its diagnostics.
 
   Positives (``snippet_positive``): 'argmax' of the raw pooled features (the

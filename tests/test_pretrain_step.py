@@ -239,7 +239,7 @@ def test_base_losses_and_queues_match_reference(base):
   state = jax.tree.map(jnp.asarray, before)
   batch = jax.tree.map(jnp.asarray, _batch(config.data.clip_len))
   keys = augment.sample_keys(state['rng'], state['step'], batch['index'])
-  views = pretrain.make_views(batch, keys, config)
+  views, _ = pretrain.make_views(batch, keys, config)
   m = p.momentum
   key_params = jax.tree.map(
     lambda k, q: m * k + (1 - m) * q, state['key_params'], state['params']
