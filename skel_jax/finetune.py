@@ -435,8 +435,13 @@ def write_results(
     {
       'name': p['id'],
       'gt': p['labels'],
-      'pred': np.argmax(p['probs'], -1),
-      'segments': pred[p['id']],
+      'methods': [
+        {
+          'name': config.protocol,
+          'pred': np.argmax(p['probs'], -1),
+          'segments': pred[p['id']],
+        }
+      ],
     }
     for p in predictions[: config.eval.num_plot_sequences]
   ]
