@@ -113,6 +113,21 @@ def _text_color(color):
   return 'black' if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else 'white'
 
 
+def _paint(segments, num_frames):
+  """(T,) the label drawn on top at each frame (-1: none), segments painted
+  in order."""
+  painted = np.full(int(np.ceil(num_frames)), -1)
+  for seg in segments:
+    start = max(int(seg[1]), 0)
+    painted[start : int(np.ceil(seg[2]))] = int(seg[0])
+  return painted
+
+
+def _visible(segments, num_frames):
+  painted = _paint(segments, num_frames)
+  return set(int(c) for c in np.unique(painted[painted >= 0]))
+
+
 def _draw_bar(
   ax,
   y,
@@ -131,7 +146,7 @@ def _draw_bar(
     [(0, num_frames)], (y - height / 2, height), facecolors=_BACKGROUND_COLOR
   )
   min_width = min_text_width or num_frames / 60.0
-  painted = np.full(int(np.ceil(num_frames)), -1)
+  painted = _paint(segments, num_frames)
   for seg in segments:
     label, start, end = int(seg[0]), seg[1], seg[2]
     color = colors[label % len(colors)]
@@ -142,7 +157,6 @@ def _draw_bar(
       edgecolors='white' if edge else 'none',
       linewidth=0.6 if edge else 0,
     )
-    painted[int(start) : int(np.ceil(end))] = label
   if not numbers:
     return
   # Numbers go on what stays visible, so a covered segment shows none.
@@ -259,20 +273,21 @@ def timeline_figure(
     gt = video['gt']
     gt_segs = labels_to_segments(gt, background)
     bars = [('ground truth', gt_segs, False)]
-    present.update(int(s[0]) for s in gt_segs)
+    present |= _visible(gt_segs, gt.size)
     for method in video['methods']:
       label = method['name']
       if method.get('pred') is not None:
         segs = labels_to_segments(
           np.asarray(method['pred']).reshape(-1), background
         )
-        present.update(int(s[0]) for s in segs)
+        present |= _visible(segs, gt.size)
         bars.append((f'{label}: frames', segs, False))
       segments = method.get('segments')
       if segments:
         k = max(int(top_k), len(gt_segs))
         best = top_segments(segments, k)
-        present.update(int(s[0]) for s in best)
+        # Only what stays visible: a covered segment's class is not shown.
+        present |= _visible(best, gt.size)
         bars.append((f'{label}: top {len(best)} segments', best, True))
     blocks.append((video['name'], bars, max(gt.size, 1)))
 
@@ -538,10 +553,15 @@ def confusion_text(
   rows = _row_normalised(confusion) * 100
   if len(names) <= max_classes:
     short = [n[:6] for n in names]
+    if len(set(short)) < len(short):  # ambiguous prefixes: number the classes
+      short = [str(i) for i in range(len(names))]
+      names = [f'{i:>2} {n}' for i, n in enumerate(names)]
     width = max(len(n) for n in names)
     lines = [' ' * width + ' ' + ' '.join(f'{s:>6}' for s in short)]
-    for name, row in zip(names, rows):
-      lines.append(f'{name:<{width}} ' + ' '.join(f'{v:6.1f}' for v in row))
+    seen = np.asarray(confusion).sum(axis=1) > 0
+    for name, row, has in zip(names, rows, seen):
+      cells = (f'{v:6.1f}' for v in row) if has else [f'{"-":>6}'] * len(row)
+      lines.append(f'{name:<{width}} ' + ' '.join(cells))
     return '\n'.join(lines)
   pairs = top_confusions(confusion, names, top)
   recall = np.diag(rows)

@@ -134,6 +134,23 @@ def test_top_segments_best_drawn_last():
   assert 'm: top 5 segments' in _tick_labels(fig)
 
 
+def test_legend_leaves_out_classes_of_covered_segments():
+  gt = np.array([4] * 10 + [0] * 30 + [4] * 10)
+  segments = [(2, 10, 30, 0.1), (0, 5, 45, 0.9)]  # class 2 wholly covered
+  fig = plotting.timeline_figure(
+    [
+      {
+        'name': 'v',
+        'gt': gt,
+        'methods': [{'name': 'm', 'pred': None, 'segments': segments}],
+      }
+    ],
+    ['a', 'b', 'c', 'd', 'background'],
+    background=4,
+  )
+  assert _legend_labels(fig) == ['a', 'background']
+
+
 def test_confusion_text_lists_largest_confusions_above_12_classes():
   k = 52
   names = [f'a_much_longer_class_name_{c}' for c in range(k)] + ['background']
@@ -146,8 +163,10 @@ def test_confusion_text_lists_largest_confusions_above_12_classes():
   assert 'a_much_longer_class_name_3' in lines[1]
   assert 'a_much_longer_class_name_7' in lines[1]
   # Small label sets keep the whole matrix.
-  small = plotting.confusion_text(np.eye(5, dtype=int), list('abcde'))
+  small = plotting.confusion_text(np.diag([1, 0, 1, 1, 1]), list('abcde'))
   assert len(small.splitlines()) == 6
+  # A class without true frames reads '-', not 0.0 (never recognised).
+  assert small.splitlines()[2].split()[1:] == ['-'] * 5
 
 
 def test_confusion_heat_map_at_120_classes(tmp_path):
