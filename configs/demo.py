@@ -18,6 +18,14 @@ import os
 
 import ml_collections
 
+from skel_jax import cli
+
+VARIANTS = {
+  'smoke': 'a minutes-long CPU run of the whole pipeline',
+  'bases': 'every base (SkeletonCLR, AimCLR, RVTCLR) with and without the '
+  'snippet loss',
+}
+
 
 def _sibling(name):
   path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + '.py')
@@ -40,9 +48,7 @@ BASE_METHODS = {
 
 
 def get_config(arg=None):
-  tokens = [t for t in (arg or '').split(',') if t]
-  if set(tokens) - {'smoke', 'bases'}:
-    raise ValueError(f'unknown variant {arg!r}; expected smoke and/or bases')
+  tokens = cli.parse_variant(arg, VARIANTS, 'configs/demo.py')
   variant = 'smoke' if 'smoke' in tokens else None
   c = ml_collections.ConfigDict()
   c.stage = 'demo'

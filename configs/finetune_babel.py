@@ -13,20 +13,27 @@ Whole sequences (<= 1000 frames after the builder's filter) padded to 1000,
 batch 8, released finetune settings; mAP at IoU 0.1..0.5 and their mean.
 """
 
+from skel_jax import cli
 from skel_jax import config_defaults
+
+VARIANTS = {
+  'subset1': 'BABEL subset 1 (the default)',
+  'subset2': 'BABEL subset 2',
+  'subset3': 'BABEL subset 3',
+  'smoke': 'a tiny model and a few steps (CPU check)',
+}
 
 
 def get_config(arg=None):
-  parts = [p for p in (arg or 'subset1').split(',') if p]
+  parts = cli.parse_variant(
+    arg,
+    VARIANTS,
+    'configs/finetune_babel.py',
+    exclusive=(('subset1', 'subset2', 'subset3'),),
+  )
+  if not any(p.startswith('subset') for p in parts):
+    parts.insert(0, 'subset1')
   subsets = [p for p in parts if p.startswith('subset')]
-  unknown = [
-    p for p in parts if p not in ('subset1', 'subset2', 'subset3', 'smoke')
-  ]
-  if unknown or len(subsets) > 1:
-    raise ValueError(
-      f'unknown variant {arg!r}; expected subset1|subset2|'
-      'subset3, optionally followed by ,smoke'
-    )
   c = config_defaults.finetune_config()
   c.data.name = 'babel'
   c.data.config = subsets[0] if subsets else 'subset1'

@@ -15,10 +15,14 @@ Headline metric: mAP@0.5; ``--config.eval.metric=pkummd_official`` gives the
 official evaluate.py definition, ``voc_inclusive`` the HiCLR/PCM3 one.
 """
 
+from skel_jax import cli
 from skel_jax import config_defaults
+
+VARIANTS = {'smoke': 'a tiny model and a few steps (CPU check)'}
 
 
 def get_config(arg=None):
+  cli.parse_variant(arg, VARIANTS, 'configs/finetune_pkummd.py')
   c = config_defaults.finetune_config()
   c.data.name, c.data.config = 'pku_mmd', 'v1_xsub'
   c.data.train_split, c.data.eval_split = 'train', 'test'
@@ -30,6 +34,4 @@ def get_config(arg=None):
     config_defaults.make_finetune_smoke(c)
     c.data.train_window = 32
     c.data.pad_length = 64
-  elif arg:
-    raise ValueError(f'unknown variant {arg!r}; expected smoke or none')
   return c

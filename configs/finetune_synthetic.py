@@ -11,10 +11,14 @@ Linear probe: ``--config.protocol=linear``; random init: ``--config.init=random`
 ``--config.model.head=upsample --config.optimizer.lr=1e-3``.
 """
 
+from skel_jax import cli
 from skel_jax import config_defaults
+
+VARIANTS = {'smoke': 'a tiny model and a few steps (CPU check)'}
 
 
 def get_config(arg=None):
+  cli.parse_variant(arg, VARIANTS, 'configs/finetune_synthetic.py')
   c = config_defaults.finetune_config()
   c.model.backbone.width = 0.125
   c.model.num_snippets = 8
@@ -30,6 +34,4 @@ def get_config(arg=None):
     c.data.pad_length = 128
     c.log_every = 4
     c.checkpoint.save_interval_steps = 6
-  elif arg:
-    raise ValueError(f'unknown variant {arg!r}; expected smoke or none')
   return c

@@ -18,6 +18,8 @@ normalisation per window. The paper does not give the BABEL window length:
 
 from skel_jax import config_defaults
 
+VARIANTS = config_defaults.PRETRAIN_VARIANTS
+
 
 def get_config(arg=None):
   c = config_defaults.pretrain_config()

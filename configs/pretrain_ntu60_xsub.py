@@ -23,6 +23,8 @@ length: 10 epochs here.
 
 from skel_jax import config_defaults
 
+VARIANTS = config_defaults.PRETRAIN_VARIANTS
+
 
 def get_config(arg=None):
   c = config_defaults.pretrain_config()

@@ -23,6 +23,8 @@ the projection heads, and the position-proof snippet contrast
 
 from skel_jax import config_defaults
 
+VARIANTS = config_defaults.PRETRAIN_VARIANTS
+
 
 def get_config(arg=None):
   c = config_defaults.pretrain_config()

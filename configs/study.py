@@ -21,6 +21,13 @@ import os
 
 import ml_collections
 
+from skel_jax import cli
+
+VARIANTS = {
+  'smoke': 'a minutes-long CPU run of the whole design',
+  'gpu': "the paper's clip length and S, full width, more steps and seeds",
+}
+
 # Study method -> pretrain_synthetic.py variant tokens.
 METHOD_TOKENS = {
   'video_moco': 'video',
@@ -38,9 +45,9 @@ def _sibling(name):
 
 
 def get_config(arg=None):
-  tokens = [t for t in (arg or '').split(',') if t]
-  if set(tokens) - {'smoke', 'gpu'} or len(tokens) > 1:
-    raise ValueError(f'unknown variant {arg!r}; expected one of smoke, gpu')
+  tokens = cli.parse_variant(
+    arg, VARIANTS, 'configs/study.py', exclusive=(('smoke', 'gpu'),)
+  )
   variant = tokens[0] if tokens else ''
   c = ml_collections.ConfigDict()
   c.stage = 'study'

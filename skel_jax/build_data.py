@@ -30,7 +30,6 @@ import time
 import tensorflow_datasets as tfds
 from absl import app
 from absl import flags
-from absl import logging
 
 # dataset name -> module holding its ``Builder`` class.
 REGISTRY = {
@@ -253,33 +252,40 @@ def build(builder, manual_dir=None, overwrite=False):
   return builder
 
 
-_DATASET = flags.DEFINE_string(
-  'dataset',
-  'synthetic_skeleton/default',
-  'NAME/CONFIG of the dataset to build.',
-)
-_DATA_DIR = flags.DEFINE_string('data_dir', 'data', 'TFDS data directory.')
-_MANUAL_DIR = flags.DEFINE_string(
-  'manual_dir', None, 'Folder with the raw downloaded files.'
-)
-_STRICT = flags.DEFINE_bool(
-  'strict',
-  False,
-  'Fail on the first malformed raw file instead of '
-  'skipping it and recording it in skipped_<split>.json.',
-)
-_NUM_WORKERS = flags.DEFINE_integer(
-  'num_workers', None, 'Conversion processes (default: CPU count, max 8).'
-)
-_OPTIONS = flags.DEFINE_multi_string(
-  'builder_option', [], 'Builder-specific KEY=VALUE options.'
-)
-_OVERWRITE = flags.DEFINE_bool(
-  'overwrite',
-  False,
-  'Rebuild the dataset even if one built from other '
-  'inputs (raw files, options) exists under --data_dir.',
-)
+def define_flags():
+  """The CLI flags; defined only when run as a script, so importing this module
+  (tests, the input pipeline) never clashes with ``main``'s ``--data_dir``."""
+  flags.DEFINE_string(
+    'dataset',
+    'synthetic_skeleton/default',
+    'NAME/CONFIG of the dataset to build (the list: --help).',
+  )
+  flags.DEFINE_string(
+    'data_dir',
+    'data',
+    'TFDS data directory (output; main and study read it with --data_dir).',
+  )
+  flags.DEFINE_string(
+    'manual_dir', None, 'Folder with the raw downloaded files.'
+  )
+  flags.DEFINE_bool(
+    'strict',
+    False,
+    'Fail on the first malformed raw file instead of '
+    'skipping it and recording it in skipped_<split>.json.',
+  )
+  flags.DEFINE_integer(
+    'num_workers', None, 'Conversion processes (default: CPU count, max 8).'
+  )
+  flags.DEFINE_multi_string(
+    'builder_option', [], 'Builder-specific KEY=VALUE options.'
+  )
+  flags.DEFINE_bool(
+    'overwrite',
+    False,
+    'Rebuild the dataset even if one built from other '
+    'inputs (raw files, options) exists under --data_dir.',
+  )
 
 
 def _parse_options(raw):
@@ -294,19 +300,25 @@ def _parse_options(raw):
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # TFDS logs every shard at INFO
-  name, _, config = _DATASET.value.partition('/')
-  kwargs = _parse_options(_OPTIONS.value)
+  from skel_jax import cli  # pylint: disable=g-import-not-at-top
+
+  # TFDS logs every shard at INFO and draws nested bars: WARNING and one bar
+  # per split unless --verbosity asks for more.
+  cli.apply_verbosity()
+  name, _, config = flags.FLAGS.dataset.partition('/')
+  kwargs = _parse_options(flags.FLAGS.builder_option)
   if name != 'synthetic_skeleton':
-    kwargs.update(strict=_STRICT.value, num_workers=_NUM_WORKERS.value)
+    kwargs.update(
+      strict=flags.FLAGS.strict, num_workers=flags.FLAGS.num_workers
+    )
   from data_builders import common  # pylint: disable=g-import-not-at-top
 
   try:
-    build(
-      make_builder(name, config or 'default', _DATA_DIR.value, **kwargs),
-      _MANUAL_DIR.value,
-      overwrite=_OVERWRITE.value,
+    builder = make_builder(
+      name, config or 'default', flags.FLAGS.data_dir, **kwargs
     )
+    cli.quiet_tfds(builder)
+    build(builder, flags.FLAGS.manual_dir, overwrite=flags.FLAGS.overwrite)
   except (
     InputsChangedError,
     common.EmptySplitError,
@@ -316,5 +328,22 @@ def main(argv):
     sys.exit(1)
 
 
+def dataset_listing():
+  """NAME/CONFIG of every registered builder, for ``--help``."""
+  lines = ['Datasets (--dataset=NAME/CONFIG):']
+  for name in sorted(REGISTRY):
+    try:
+      configs = [c.name for c in builder_class(name).BUILDER_CONFIGS]
+    except Exception as e:  # pylint: disable=broad-except
+      configs = [f'(cannot be loaded: {e})']
+    lines.append(f'  {name}: {", ".join(configs)}')
+  return '\n'.join(lines) + '\n'
+
+
 if __name__ == '__main__':
+  from skel_jax import cli  # pylint: disable=g-import-not-at-top
+
+  define_flags()
+  if cli.extend_help(only=False):
+    __doc__ += '\n' + dataset_listing()  # pylint: disable=redefined-builtin
   app.run(main)

@@ -171,6 +171,18 @@ def set_base(c, base, release_schedule=False):
   return c
 
 
+# ``--config=configs/pretrain_*.py:TOKENS`` (``pretrain_variant``).
+PRETRAIN_VARIANTS = {
+  'skeletonclr': 'base method SkeletonCLR (the default)',
+  'aimclr': 'base method AimCLR',
+  'rvtclr': 'base method RVTCLR',
+  'video': 'no snippet loss: the base alone (video-level MoCo)',
+  'release': 'released snippet contrast: argmax positives, video-mean negatives',
+  'stgcn': 'ST-GCN backbone instead of AGCN',
+  'smoke': 'a seconds-long CPU run',
+}
+
+
 def pretrain_variant(c, arg, smoke, release_schedule=False):
   """Applies a ``--config=FILE:TOKENS`` variant to a pretraining config.
 
@@ -180,14 +192,15 @@ def pretrain_variant(c, arg, smoke, release_schedule=False):
   ``stgcn`` (ST-GCN backbone instead of AGCN), ``smoke`` (``smoke(c)``: a
   seconds-long CPU run).
   """
-  tokens = [t for t in (arg or '').split(',') if t]
-  known = set(BASES) | {'video', 'release', 'stgcn', 'smoke'}
-  bad = [t for t in tokens if t not in known]
-  if bad or sum(t in BASES for t in tokens) > 1:
-    raise ValueError(
-      f'unknown config variant {arg!r}; expected comma-separated '
-      f'tokens from {sorted(known)} (at most one base)'
-    )
+  from skel_jax import cli  # pylint: disable=g-import-not-at-top
+
+  assert set(BASES) <= set(PRETRAIN_VARIANTS)
+  tokens = cli.parse_variant(
+    arg,
+    PRETRAIN_VARIANTS,
+    'pretraining config',
+    exclusive=(tuple(BASES),),
+  )
   base = next((t for t in tokens if t in BASES), 'skeletonclr')
   set_base(c, base, release_schedule)
   if 'video' in tokens:

@@ -184,14 +184,18 @@ def _plot_comparison(config, workdir):
   ids = [k for k in first.files if k.endswith('/labels')]
   for key in ids[: config.num_plot_sequences]:
     sid = key[: -len('/labels')]
-    for method, data in per_method.items():
-      rows.append(
-        {
-          'name': f'{sid} {method}',
-          'gt': data[key],
-          'pred': np.argmax(data[f'{sid}/probs'], -1),
-        }
-      )
+    # The ground truth once per video, then one row per method.
+    rows.append(
+      {
+        'name': sid,
+        'gt': first[key],
+        'methods': [
+          {'name': method, 'pred': np.argmax(data[f'{sid}/probs'], -1)}
+          for method, data in per_method.items()
+          if f'{sid}/probs' in data.files
+        ],
+      }
+    )
   plotting.plot_timelines(
     os.path.join(workdir, 'timelines.png'), rows, names, num_classes
   )

@@ -395,7 +395,10 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     flag_values=flag_values,
   )
   flags.DEFINE_string(
-    'out', None, 'Optional JSON file for the results.', flag_values=flag_values
+    'out',
+    None,
+    'Optional JSON file for the results (output).',
+    flag_values=flag_values,
   )
   flags.DEFINE_bool(
     'strict',
@@ -411,6 +414,9 @@ def define_flags(flag_values=flags.FLAGS) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from skel_jax import cli  # pylint: disable=g-import-not-at-top
+
+  cli.apply_verbosity()
   f = flags.FLAGS
   try:
     result = evaluate_files(
@@ -435,5 +441,8 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
+  from skel_jax import cli  # pylint: disable=g-import-not-at-top
+
   define_flags()
+  cli.extend_help(only=False)
   app.run(main)

@@ -218,14 +218,25 @@ def load_backbone(path):
 
 def main(argv):
   del argv
+  from skel_jax import cli  # pylint: disable=g-import-not-at-top
+
+  cli.apply_verbosity()  # Orbax logs ~60 INFO lines per restore
   f = flags.FLAGS
   export(f.workdir, f.out, f.include_heads)
 
 
 if __name__ == '__main__':
   # Flags live here so importing this module never clashes with main.py's.
-  flags.DEFINE_string('workdir', None, 'Pretraining/finetuning workdir.')
-  flags.DEFINE_string('out', None, 'Output directory of the export.')
+  from skel_jax import cli  # pylint: disable=g-import-not-at-top
+
+  flags.DEFINE_string(
+    'workdir',
+    None,
+    'Run directory to export (input): a pretraining or finetuning '
+    '--workdir of skel_jax.main.',
+  )
+  flags.DEFINE_string('out', None, 'Export directory (output).')
+  cli.extend_help(only=False)
   flags.DEFINE_bool(
     'include_heads',
     False,

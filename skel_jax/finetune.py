@@ -415,6 +415,7 @@ def write_results(
 ):
   from skel_jax import evaluate as evaluate_cli
   from skel_jax import plotting
+  from skel_jax import tensorboard
 
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(result, f, indent=2)
@@ -435,8 +436,13 @@ def write_results(
     {
       'name': p['id'],
       'gt': p['labels'],
-      'pred': np.argmax(p['probs'], -1),
-      'segments': pred[p['id']],
+      'methods': [
+        {
+          'name': config.protocol,
+          'pred': np.argmax(p['probs'], -1),
+          'segments': pred[p['id']],
+        }
+      ],
     }
     for p in predictions[: config.eval.num_plot_sequences]
   ]
@@ -457,7 +463,8 @@ def write_results(
   named = dict(
     result, per_class={names[int(c)]: v for c, v in result['per_class'].items()}
   )
-  print(evaluate_cli.format_table(named), flush=True)
+  table = evaluate_cli.format_table(named)
+  print(table, flush=True)
   print(
     'frame confusion (% of true frames):\n'
     + plotting.confusion_text(result['confusion'], names),
@@ -465,6 +472,19 @@ def write_results(
   )
   plotting.plot_confusion(
     os.path.join(workdir, 'confusion.png'), result['confusion'], names
+  )
+  # The same results in TensorBoard, at the step the evaluation ran.
+  tensorboard.log_evaluation(
+    workdir,
+    result.get('steps', 0),
+    result,
+    names,
+    images={
+      'eval/timelines': os.path.join(workdir, 'timelines.png'),
+      'eval/confusion': os.path.join(workdir, 'confusion.png'),
+    },
+    config=config,
+    text='\n'.join('    ' + line for line in table.splitlines()),
   )
   print(
     f'[{config.protocol}] mAP '

@@ -1,7 +1,11 @@
 r"""Entry point for every stage: ``python -m skel_jax.main --config=... --workdir=...``.
 
-The config's ``stage`` field picks pretraining, localization finetuning or the
-demo pipeline. Each config file carries its own run command in its docstring.
+  python -m skel_jax.main --config=configs/FILE.py[:TOKEN,...] --workdir=DIR \
+      [--data_dir=data] [--config.KEY=VALUE ...] [--verbosity=0]
+
+The config's ``stage`` field picks pretraining, localization finetuning, the
+demo pipeline or the study. Each config file carries its own run command in
+its docstring; ``--help`` lists the config files and their variant tokens.
 """
 
 import difflib
@@ -12,17 +16,25 @@ import sys
 import jax
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config',
   None,
-  'Experiment config file (configs/*.py[:variant]).',
+  'Experiment config file, configs/FILE.py[:TOKEN,...] (the files and their '
+  'variant tokens: --help).',
   lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(
-  'workdir', None, 'Directory for checkpoints, logs and results.'
+  'workdir',
+  None,
+  'Run directory (output): checkpoints, logs, TensorBoard events, results.',
+)
+_DATA_DIR = flags.DEFINE_string(
+  'data_dir',
+  None,
+  'TFDS data directory (as in build_data); sets config.data.dir of every '
+  "stage of the run. Default: the config's (data).",
 )
 _MULTIHOST = flags.DEFINE_bool(
   'multihost',
@@ -116,17 +128,55 @@ def unknown_override(argv, config_flag='config'):
   return None
 
 
+def config_file_error(error):
+  """The one-line message of a config file's own ValueError (e.g. an unknown
+  variant token) inside absl's flag error, or None. ml_collections re-raises
+  it as the same type with a traceback as message, so the deepest one is the
+  config's own."""
+  chain, e = [], error
+  while e is not None and all(e is not c for c in chain):
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  for e in reversed(chain):
+    if isinstance(e, (ValueError, TypeError)) and str(e).strip():
+      return str(e).strip().splitlines()[0]
+  return None
+
+
+def _config_spec(argv, config_flag='config'):
+  for i, arg in enumerate(argv):
+    m = re.match(rf'^--?{config_flag}(=(.*))?$', arg)
+    if m:
+      return m.group(2) if m.group(1) else argv[i + 1 : i + 2] or None
+  return None
+
+
 def parse_flags(argv):
-  """absl's parser, but a mistyped ``--config.KEY`` is one line (exit 2)
-  instead of an AttributeError traceback from ml_collections."""
+  """absl's parser, but a mistyped ``--config.KEY`` or an unknown variant
+  token is one line (exit 2) instead of a traceback from ml_collections."""
+  from skel_jax import cli  # pylint: disable=g-import-not-at-top
+
+  cli.extend_help(argv)
   try:
-    return app.parse_flags_with_usage(argv)
+    return flags.FLAGS(argv)
+  except flags.IllegalFlagValueError as e:
+    message = config_file_error(e)
+    if message is None:
+      raise
+    spec = _config_spec(argv)
+    print(
+      f'config error: --config={spec}: {message}', file=sys.stderr, flush=True
+    )
+    sys.exit(2)
   except (AttributeError, KeyError):
     message = unknown_override(argv)
     if message is None:
       raise
     print(f'config error: {message}', file=sys.stderr, flush=True)
     sys.exit(2)
+  except flags.Error:
+    # absl's own one-line message and usage hint (exit 1).
+    return app.parse_flags_with_usage(argv)
 
 
 def run(config, workdir):
@@ -156,8 +206,11 @@ def run(config, workdir):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  # Orbax logs every save at INFO; keep the console for progress and results.
-  logging.set_verbosity(logging.WARNING)
+  from skel_jax import cli  # pylint: disable=g-import-not-at-top
+
+  # Orbax logs every save at INFO; keep the console for progress and results
+  # unless --verbosity asks for more.
+  cli.apply_verbosity()
   if _MULTIHOST.value:
     jax.distributed.initialize(
       coordinator_address=_COORDINATOR.value,
@@ -170,8 +223,11 @@ def main(argv):
   from skel_jax import run_record
 
   try:
+    config = _CONFIG.value
+    if _DATA_DIR.value:
+      cli.set_data_dir(config, _DATA_DIR.value)
     with run_record.allow_config_change(_ALLOW_CONFIG_CHANGE.value):
-      run(_CONFIG.value, _WORKDIR.value)
+      run(config, _WORKDIR.value)
   except config_validation.ConfigError as e:
     print(f'config error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)

@@ -487,12 +487,16 @@ def train(config, workdir):
     desc='pretrain',
     log_extra=lambda step: {'epoch': step * config.batch_size / num_sequences},
   )
+  probe_scores = {}
   if config.probe.enabled:
     from skel_jax import probe  # pylint: disable=g-import-not-at-top
 
     result = probe.probe_pretrain_state(
       config, state, os.path.join(workdir, 'probe.json')
     )
+    probe_scores = {
+      f'probe/{k}': v for k, v in result.items() if isinstance(v, float)
+    }
     print(
       '[pretrain] frozen-feature probe: '
       + ', '.join(
@@ -500,4 +504,12 @@ def train(config, workdir):
       ),
       flush=True,
     )
+  if train_utils.is_chief():
+    # Probe scores and the run's hyperparameters next to the training
+    # scalars (the diagnostics 'diag/...' went there through MetricLog).
+    from skel_jax import tensorboard  # pylint: disable=g-import-not-at-top
+
+    with tensorboard.ScalarWriter(os.path.join(workdir, 'tb')) as tb:
+      tb.scalars(total_steps, probe_scores)
+      tb.hparams(tensorboard.flatten_config(config), sorted(probe_scores))
   return graphdef, state

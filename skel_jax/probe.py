@@ -163,14 +163,16 @@ def probe_pretrain_state(config, state, out_path=None):
 
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from absl import logging  # pylint: disable=g-import-not-at-top
 
+  from skel_jax import cli  # pylint: disable=g-import-not-at-top
   from skel_jax import export  # pylint: disable=g-import-not-at-top
 
   del argv
-  logging.set_verbosity(logging.WARNING)
+  cli.apply_verbosity()
   f = flags.FLAGS
   config, _, params, stats = export.restore_workdir(f.workdir)
+  if f.data_dir:
+    cli.set_data_dir(config, f.data_dir)
   state = {
     'params': {'backbone': params['backbone']},
     'batch_stats': {'backbone': stats['backbone']},
@@ -184,7 +186,18 @@ if __name__ == '__main__':
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
 
-  flags.DEFINE_string('workdir', None, 'Pretraining workdir to probe.')
-  flags.DEFINE_string('out', '', 'Output JSON (default WORKDIR/probe.json).')
+  from skel_jax import cli  # pylint: disable=g-import-not-at-top
+
+  flags.DEFINE_string(
+    'workdir', None, 'Pretraining run directory to probe (input).'
+  )
+  flags.DEFINE_string('out', '', 'Output JSON (default: WORKDIR/probe.json).')
+  flags.DEFINE_string(
+    'data_dir',
+    None,
+    'TFDS data directory (as in build_data / main); default: the one the '
+    'run recorded.',
+  )
+  cli.extend_help(only=False)
   flags.mark_flags_as_required(['workdir'])
   app.run(main)

@@ -420,4 +420,6 @@ if __name__ == '__main__':
   from skel_jax import main as main_lib  # pylint: disable=g-import-not-at-top
 
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main_lib.main)
+  # main's flags, parser (one-line config errors, --help listing the
+  # configs) and quiet logs.
+  app.run(main_lib.main, flags_parser=main_lib.parse_flags)

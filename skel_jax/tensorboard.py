@@ -1,8 +1,23 @@
-"""Optional TensorBoard scalar/text logging through tensorboardX.
+"""Optional TensorBoard logging through tensorboardX.
 
 tensorboardX writes event files without TensorFlow. It is an optional
 dependency: without it ``ScalarWriter`` warns once and does nothing, so
 training never fails for want of a logger.
+
+What a run's ``WORKDIR/tb`` holds:
+
+- training scalars at every log step (``MetricLog``): the losses, ``lr``,
+  ``epoch``, ``time_s`` and the pretraining diagnostics ``diag/...``;
+- at every evaluation (``log_evaluation``, step = training steps done):
+  ``eval/mAP_iou_<IoU>`` per threshold (e.g. ``eval/mAP_iou_0.5``: '@' is
+  not allowed in tags), ``eval/mAP_mean``,
+  ``eval/frame_accuracy``, ``eval/AP_class/<class name>`` (AP averaged over
+  the thresholds), the images ``eval/timelines`` and ``eval/confusion``, the
+  text ``eval/results`` (the console table);
+- after pretraining, the frozen-feature probe as ``probe/<name>``;
+- the run's hyperparameters (the flattened config) in the HParams
+  dashboard, with ``eval/mAP_mean`` and ``eval/frame_accuracy`` (or the probe
+  scores) as its metrics.
 """
 
 import atexit
@@ -126,6 +141,46 @@ class ScalarWriter:
       return
     self._get().add_text(str(tag), str(markdown), global_step=int(step))
 
+  def image(self, step: int, tag: str, image) -> None:
+    """Logs an image: a PNG/GIF path (first frame) or an (H, W, 3|4) uint8
+    array."""
+    if self._closed:
+      return
+    import numpy as np  # pylint: disable=g-import-not-at-top
+
+    if isinstance(image, (str, os.PathLike)):
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+
+      with Image.open(image) as im:
+        image = np.asarray(im.convert('RGB'))
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+      raise ValueError(
+        f'{tag}: expected an (H, W, 3|4) image, got {image.shape}'
+      )
+    self._get().add_image(
+      str(tag), image, global_step=int(step), dataformats='HWC'
+    )
+
+  def hparams(self, hparams: dict, metric_tags=()) -> None:
+    """Records the run's hyperparameters for TensorBoard's HParams dashboard.
+
+    Args:
+      hparams: flat {name: bool | int | float | str} (``flatten_config``).
+      metric_tags: scalar tags (logged by ``scalars``, in this logdir) the
+        dashboard shows next to the hyperparameters.
+    """
+    if self._closed:
+      return
+    from tensorboardX.summary import hparams as hparams_summary  # pylint: disable=g-import-not-at-top
+
+    writer = self._get()
+    exp, ssi, sei = hparams_summary(
+      dict(hparams), {str(t): 0.0 for t in metric_tags}
+    )
+    for summary in (exp, ssi, sei):
+      writer.file_writer.add_summary(summary)
+
   def flush(self) -> None:
     """Writes everything logged so far to disk.
 
@@ -149,3 +204,67 @@ class ScalarWriter:
   def __exit__(self, *exc):
     self.close()
     return False
+
+
+def flatten_config(config, prefix='') -> dict:
+  """{dotted key: value} of a (nested) ConfigDict/dict, values made
+  TensorBoard-HParams types: bool/int/float/str stay, None becomes 'None',
+  sequences and anything else their ``str``."""
+  out = {}
+  items = config.items() if hasattr(config, 'items') else []
+  for key, value in items:
+    name = f'{prefix}{key}'
+    if hasattr(value, 'items'):
+      out.update(flatten_config(value, name + '.'))
+    elif isinstance(value, (bool, int, float, str)):
+      out[name] = value
+    else:
+      out[name] = str(value)
+  return out
+
+
+def eval_scalars(result, class_names=None) -> dict:
+  """TensorBoard tags of an evaluation result (``finetune.evaluate_predictions``
+  / ``metrics.compute_map`` layout): mAP per IoU and mean, frame accuracy,
+  per-class AP (mean over the IoU thresholds)."""
+  out = {
+    f'eval/mAP_iou_{float(theta):g}': float(v)
+    for theta, v in result.get('iou', {}).items()
+  }
+  if 'mean' in result:
+    out['eval/mAP_mean'] = float(result['mean'])
+  if 'frame_accuracy' in result:
+    out['eval/frame_accuracy'] = float(result['frame_accuracy'])
+  for label, aps in result.get('per_class', {}).items():
+    name = str(label)
+    try:
+      name = str(class_names[int(label)])
+    except (TypeError, ValueError, IndexError):
+      pass
+    if aps:
+      out[f'eval/AP_class/{name}'] = float(
+        sum(float(v) for v in aps.values()) / len(aps)
+      )
+  return out
+
+
+EVAL_HPARAM_METRICS = ('eval/mAP_mean', 'eval/frame_accuracy')
+
+
+def log_evaluation(
+  workdir, step, result, class_names=None, images=None, config=None, text=None
+) -> None:
+  """Writes one evaluation to ``WORKDIR/tb`` (tags in the module docstring):
+  its scalars, ``images`` ({tag: PNG path or array}; missing files are
+  skipped), ``text`` (markdown, as ``eval/results``) and, with ``config``,
+  the run's hyperparameters."""
+  with ScalarWriter(os.path.join(workdir, 'tb')) as tb:
+    tb.scalars(step, eval_scalars(result, class_names))
+    for tag, image in (images or {}).items():
+      if isinstance(image, (str, os.PathLike)) and not os.path.exists(image):
+        continue
+      tb.image(step, tag, image)
+    if text:
+      tb.text(step, 'eval/results', text)
+    if config is not None:
+      tb.hparams(flatten_config(config), EVAL_HPARAM_METRICS)
