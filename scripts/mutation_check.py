@@ -80,8 +80,8 @@ MUTATIONS = [
   M(
     'key_encoder_bn_aliased',
     'skel_jax/pretrain.py',
-    "state['key_batch_stats'], copy=True)",
-    "state['key_batch_stats'])",
+    "state['key_batch_stats'], copy=True\n",
+    "state['key_batch_stats']\n",
     ('tests/test_resume.py::test_nonfinite_loss_skip_policy',),
     'found by the strengthened skip test: skipped steps kept key BN updates',
   ),
@@ -110,15 +110,15 @@ MUTATIONS = [
   M(
     'rvtclr_views_swapped',
     'skel_jax/pretrain.py',
-    'augment.relative_tempo(\n        x_q, x_k, keys, ratio)',
-    'augment.relative_tempo(\n        x_k, x_q, keys, ratio)',
+    'augment.relative_tempo(\n      x_q, x_k, keys, ratio\n',
+    'augment.relative_tempo(\n      x_k, x_q, keys, ratio\n',
     ('tests/test_pretrain_losses.py::test_make_views_wiring_per_sample',),
   ),
   M(
     'part_relation_softmax_axis',
     'skel_jax/models/heads.py',
-    'self.theta(mean), self.phi(mean)), axis=-1)',
-    'self.theta(mean), self.phi(mean)), axis=1)',
+    'self.theta(mean), self.phi(mean)), axis=-1\n',
+    'self.theta(mean), self.phi(mean)), axis=1\n',
     ('tests/test_models.py::test_part_relation_branch_matches_numpy',),
   ),
   M(
@@ -132,7 +132,7 @@ MUTATIONS = [
   M(
     'crop_labels_at_zero',
     'skel_jax/input_pipeline.py',
-    'labels[start:start + pad_length]',
+    'labels[start : start + pad_length]',
     'labels[:pad_length]',
     ('tests/test_input_pipeline.py',),
     'skeleton and labels cropped at different starts',
@@ -205,7 +205,7 @@ MUTATIONS = [
   M(
     'decode_config_drops_smooth_kernel',
     'skel_jax/finetune.py',
-    "      smooth_kernel=int(get('smooth_kernel')),\n",
+    "    smooth_kernel=int(get('smooth_kernel')),\n",
     '',
     (
       'tests/test_finetune_glue.py::'
@@ -224,8 +224,8 @@ MUTATIONS = [
   M(
     'linear_trains_fusion',
     'skel_jax/finetune.py',
-    "protocol, ('head', 'classifier'))",
-    "protocol, ('head',))",
+    "protocol, ('head', 'classifier')\n",
+    "protocol, ('head',)\n",
     ('tests/test_finetune_protocols.py',),
   ),
   M(
