@@ -207,12 +207,23 @@ def load_backbone(path):
   """The exported backbone as an NNX module with its trained weights."""
   desc, params, stats = load_variables(path)
   model_cfg = ml_collections.ConfigDict(desc['model'])
+  return backbone_with(
+    model_cfg, params['backbone'], stats['backbone'], source=path
+  )
+
+
+def backbone_with(model_cfg, params, batch_stats, source='weights'):
+  """A backbone module of ``model_cfg`` holding ``params`` / ``batch_stats``
+  (nested dicts or nnx states of the backbone subtree); a shape mismatch
+  names ``source``."""
+  pure = lambda t: nnx.to_pure_dict(t) if isinstance(t, nnx.State) else t
+  params, batch_stats = pure(params), pure(batch_stats)
   backbone = build_backbone(model_cfg.backbone, nnx.Rngs(0))
   graphdef, p, s = nnx.split(backbone, nnx.Param, nnx.BatchStat)
-  checkpoint.check_same_shapes(path, nnx.to_pure_dict(p), params['backbone'])
-  checkpoint.check_same_shapes(path, nnx.to_pure_dict(s), stats['backbone'])
-  nnx.replace_by_pure_dict(p, params['backbone'])
-  nnx.replace_by_pure_dict(s, stats['backbone'])
+  checkpoint.check_same_shapes(source, nnx.to_pure_dict(p), params)
+  checkpoint.check_same_shapes(source, nnx.to_pure_dict(s), batch_stats)
+  nnx.replace_by_pure_dict(p, params)
+  nnx.replace_by_pure_dict(s, batch_stats)
   return nnx.merge(graphdef, p, s)
 
 

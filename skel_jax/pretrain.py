@@ -369,24 +369,20 @@ def train_step(state, batch, *, graphdef, tx, config, schedule, mining_step=-1):
     state['snippet_queue_ptr'],
   )
   enq = enqueued_keys(k_out, pcfg)
-  if pcfg.negatives == 'queue':
-    queue, queue_ptr = losses.enqueue(queue, queue_ptr, enq['global'])
-  if pcfg.negatives == 'queue' and pcfg.snippet_weight > 0:
-    snippet_queue, snippet_ptr = losses.enqueue(
-      snippet_queue, snippet_ptr, snippet_bank_entries(enq['snippets'], pcfg)
-    )
   metrics['lr'] = schedule(state['step'])
   metrics['mining'] = mining.astype(jnp.float32)
   if pcfg.negatives == 'queue':
-    n = enq['global'].shape[0]
+    queue, queue_ptr = losses.enqueue(queue, queue_ptr, enq['global'])
     metrics['diag/queue_fill'] = diagnostics.queue_fill(
-      state['step'], n, queue.shape[0]
+      state['step'], enq['global'].shape[0], queue.shape[0]
     )
     if pcfg.snippet_weight > 0:
+      entries = snippet_bank_entries(enq['snippets'], pcfg)
+      snippet_queue, snippet_ptr = losses.enqueue(
+        snippet_queue, snippet_ptr, entries
+      )
       metrics['diag/snippet_queue_fill'] = diagnostics.queue_fill(
-        state['step'],
-        snippet_bank_entries(enq['snippets'], pcfg).shape[0],
-        snippet_queue.shape[0],
+        state['step'], entries.shape[0], snippet_queue.shape[0]
       )
   new_state = dict(
     state,

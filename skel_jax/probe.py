@@ -26,10 +26,9 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from skel_jax import export
 from skel_jax import input_pipeline
-from skel_jax.models.encoders import build_backbone
 
 
 def _group_share(x, groups):
@@ -123,29 +122,16 @@ def probe_backbone(
   }
 
 
-def backbone_from_params(model_cfg, params, batch_stats):
-  """A backbone module holding ``params``/``batch_stats`` (pure dicts or
-  nnx states of the backbone subtree)."""
-  backbone = build_backbone(model_cfg.backbone, nnx.Rngs(0))
-  graphdef, p, s = nnx.split(backbone, nnx.Param, nnx.BatchStat)
-  nnx.replace_by_pure_dict(p, jax.tree.map(jnp.asarray, _pure(params)))
-  nnx.replace_by_pure_dict(s, jax.tree.map(jnp.asarray, _pure(batch_stats)))
-  return nnx.merge(graphdef, p, s)
-
-
-def _pure(tree):
-  return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
-
-
 def probe_pretrain_state(config, state, out_path=None):
   """Probe of a pretraining run's query backbone (``config.probe``)."""
   limit = config.get('probe', {}).get('limit', 0)  # older workdirs: none
   data_cfg = config.data
   num_outputs = len(input_pipeline.class_names(data_cfg))
-  backbone = backbone_from_params(
+  backbone = export.backbone_with(
     config.model,
-    jax.device_get(state['params']['backbone']),
-    jax.device_get(state['batch_stats']['backbone']),
+    jax.tree.map(jnp.asarray, jax.device_get(state['params']['backbone'])),
+    jax.tree.map(jnp.asarray, jax.device_get(state['batch_stats']['backbone'])),
+    source='the pretraining state',
   )
   result = probe_backbone(
     backbone,
@@ -165,7 +151,6 @@ def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   from skel_jax import cli  # pylint: disable=g-import-not-at-top
-  from skel_jax import export  # pylint: disable=g-import-not-at-top
 
   del argv
   cli.apply_verbosity()

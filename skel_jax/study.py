@@ -138,7 +138,8 @@ def _run_pretrain(config, workdir, method, seed):
       return json.load(f), True
   c = pretrain_config(config, method, seed)
   _, state = pretrain.train(c, pdir)
-  summary = {'final': _last_metrics(pdir), 'first': _first_metrics(pdir)}
+  logged = _metric_lines(pdir)
+  summary = {'first': logged[0], 'final': logged[-1]}
   probe_path = os.path.join(pdir, 'probe.json')
   if os.path.exists(probe_path):
     with open(probe_path) as f:
@@ -152,14 +153,6 @@ def _run_pretrain(config, workdir, method, seed):
 def _metric_lines(pdir):
   with open(os.path.join(pdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f if line.strip()]
-
-
-def _first_metrics(pdir):
-  return _metric_lines(pdir)[0]
-
-
-def _last_metrics(pdir):
-  return _metric_lines(pdir)[-1]
 
 
 def _run_localize(config, workdir, method, p_seed, l_seed, protocol):
