@@ -22,6 +22,7 @@ jax.config.update('jax_num_cpu_devices', 8)
 import numpy as np  # noqa: E402
 
 from skel_jax import config_defaults  # noqa: E402
+from skel_jax import optim  # noqa: E402
 from skel_jax import pretrain  # noqa: E402
 from skel_jax import train_utils  # noqa: E402
 
@@ -41,8 +42,8 @@ def _per_device_bytes(state, shardings, keys=None):
 def main():
   config = config_defaults.pretrain_config()
   config.model.backbone.width = 1.0
-  schedule = train_utils.warmup_step_schedule(config.optimizer.lr, 0, [])
-  tx = train_utils.make_optimizer(config.optimizer, schedule)
+  schedule = optim.warmup_step_schedule(config.optimizer.lr, 0, [])
+  tx = optim.make_optimizer(config.optimizer, schedule)
   # Shapes only: the state is never materialised.
   state = jax.eval_shape(lambda: pretrain.init_state(config, tx)[1])
   n_params = sum(

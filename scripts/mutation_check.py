@@ -59,8 +59,8 @@ MUTATIONS = [
   M(
     'momentum_hard_coded',
     'skel_jax/pretrain.py',
-    '  m = pcfg.momentum\n',
-    '  m = 0.3\n',
+    "state['params'], pcfg.momentum\n",
+    "state['params'], 0.3\n",
     ('tests/test_pretrain_step.py::test_momentum_update_of_key_encoder',),
   ),
   M(
@@ -80,8 +80,8 @@ MUTATIONS = [
   M(
     'key_encoder_bn_aliased',
     'skel_jax/pretrain.py',
-    "state['key_batch_stats'], copy=True\n",
-    "state['key_batch_stats']\n",
+    "state['key_batch_stats'],\n    copy=True,\n",
+    "state['key_batch_stats'],\n",
     ('tests/test_resume.py::test_nonfinite_loss_skip_policy',),
     'found by the strengthened skip test: skipped steps kept key BN updates',
   ),
@@ -109,9 +109,9 @@ MUTATIONS = [
   ),
   M(
     'rvtclr_views_swapped',
-    'skel_jax/pretrain.py',
-    'augment.relative_tempo(\n      x_q, x_k, keys, ratio\n',
-    'augment.relative_tempo(\n      x_k, x_q, keys, ratio\n',
+    'skel_jax/bases/rvtclr.py',
+    "views['q'], views['k'], keys, ratio\n",
+    "views['k'], views['q'], keys, ratio\n",
     ('tests/test_pretrain_losses.py::test_make_views_wiring_per_sample',),
   ),
   M(
@@ -223,9 +223,9 @@ MUTATIONS = [
   ),
   M(
     'linear_trains_fusion',
-    'skel_jax/finetune.py',
-    "protocol, ('head', 'classifier')\n",
-    "protocol, ('head',)\n",
+    'skel_jax/protocols.py',
+    "'linear': ('head', 'classifier'),",
+    "'linear': ('head',),",
     ('tests/test_finetune_protocols.py',),
   ),
   M(
@@ -241,10 +241,13 @@ MUTATIONS = [
   ),
   M(
     'finetune_steps_per_epoch_floor',
-    'skel_jax/finetune.py',
-    'steps_per_epoch = max(1, -(-len(labeled) // config.batch_size))',
-    'steps_per_epoch = max(1, len(labeled) // config.batch_size)',
-    ('tests/test_end_to_end.py::test_linear_probe_trains_only_the_classifier',),
+    'skel_jax/optim.py',
+    'else -(-num_sequences // b)',
+    'else num_sequences // b',
+    (
+      'tests/test_finetune_glue.py::'
+      'test_epoch_schedule_rounds_as_the_release_loaders',
+    ),
   ),
   M(
     'knn_features_train_mode',
@@ -259,19 +262,19 @@ MUTATIONS = [
   # Schedules.
   M(
     'warmup_off_by_one',
-    'skel_jax/train_utils.py',
+    'skel_jax/optim.py',
     'warm = base_lr * (step + 1) / warmup_steps',
     'warm = base_lr * step / warmup_steps',
     ('tests/test_finetune_glue.py::test_warmup_step_schedule_hand_values',),
   ),
   M(
     'pretrain_steps_per_epoch_ceil',
-    'skel_jax/pretrain.py',
-    'steps_per_epoch = max(1, num_sequences // config.batch_size)',
-    'steps_per_epoch = max(1, -(-num_sequences // config.batch_size))',
+    'skel_jax/optim.py',
+    'num_sequences // b if drop_last',
+    '-(-num_sequences // b) if drop_last',
     (
       'tests/test_finetune_glue.py::'
-      'test_pretrain_steps_per_epoch_drops_the_partial_batch',
+      'test_epoch_schedule_rounds_as_the_release_loaders',
     ),
   ),
 ]

@@ -20,8 +20,9 @@ import numpy as np
 from flax import nnx
 
 from skel_jax import augment
+from skel_jax import bases
 from skel_jax import bench
-from skel_jax import config_defaults
+from skel_jax import optim
 from skel_jax import pretrain
 from skel_jax import train_utils
 
@@ -29,7 +30,7 @@ from skel_jax import train_utils
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument(
-    '--base', default='skeletonclr', choices=sorted(config_defaults.BASES)
+    '--base', default='skeletonclr', choices=sorted(bases.REGISTRY)
   )
   p.add_argument('--snippet', action='store_true')
   p.add_argument('--backbone', default='agcn', choices=['agcn', 'stgcn'])
@@ -55,8 +56,10 @@ def main():
   cfg = bench.pretrain_config(opts, a.backbone, method)
   mesh = train_utils.make_mesh()
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
-  schedule, _, _ = pretrain.schedule_and_steps(cfg, 100 * cfg.batch_size)
-  tx = train_utils.make_optimizer(cfg.optimizer, schedule)
+  schedule, _, _ = optim.epoch_schedule(
+    cfg, 100 * cfg.batch_size, drop_last=True
+  )
+  tx = optim.make_optimizer(cfg.optimizer, schedule)
   graphdef, state = pretrain.init_state(cfg, tx)
   state = jax.device_put(state, rep)
   rng = np.random.default_rng(0)
@@ -76,59 +79,34 @@ def main():
     views, frames = pretrain.make_views(batch, keys, cfg)
     return {n: v.astype(dtype) for n, v in views.items()}, frames
 
-  def forward(params, stats, views, names, modes):
-    model = nnx.merge(
-      graphdef,
-      pretrain._cast(params, dtype),
-      stats,  # pylint: disable=protected-access
-      copy=True,
-    )
-    return {
-      n: pretrain._cast(
-        model(
-          views[n],
-          train=True,  # pylint: disable=protected-access
-          mode=modes.get(n, 'main'),
-        ),
-        np.float32,
-      )
-      for n in names
-    }
+  base = bases.get(cfg.pretrain.base)
+  drop_key = jax.random.key(0)
 
-  k_names = ('k_other', 'k') if pcfg.base == 'rvtclr' else ('k',)
-  q_names = ('q',) + {'aimclr': ('extreme',), 'rvtclr': ('dc',)}.get(
-    pcfg.base, ()
-  )
-  q_modes = {'extreme': 'eadm', 'dc': 'dc'}
+  def forward(params, stats, views, names, modes=None):
+    model = nnx.merge(
+      graphdef, pretrain.cast_floats(params, dtype), stats, copy=True
+    )
+    return pretrain.encode(model, views, names, drop_key, modes)
 
   @jax.jit
   def keys_fn(state, views):
     return forward(
-      state['key_params'], state['key_batch_stats'], views, k_names, {}
+      state['key_params'], state['key_batch_stats'], views, base.key_views
     )
 
   @jax.jit
   def grad_fn(state, views, frames, k_out):
     def loss(params):
-      q_out = forward(params, state['batch_stats'], views, q_names, q_modes)
+      q_out = forward(
+        params, state['batch_stats'], views, base.query_views, base.view_modes
+      )
       return pretrain.compute_losses(
         q_out, k_out, state, pcfg, jax.numpy.bool_(True), frames
       )[0]
 
     return jax.grad(loss)(state['params'])
 
-  step_fn = jax.jit(
-    functools.partial(
-      pretrain.train_step,
-      graphdef=graphdef,
-      tx=tx,
-      config=cfg,
-      schedule=schedule,
-    ),
-    in_shardings=(rep, dsh),
-    out_shardings=(rep, rep),
-    donate_argnums=0,
-  )
+  step_fn = pretrain.make_train_step(cfg, graphdef, tx, schedule, mesh=mesh)
   views, frames = views_fn(state, batch)
   k_out = keys_fn(state, views)
   t = functools.partial(

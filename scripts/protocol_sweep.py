@@ -15,8 +15,8 @@ import os
 from absl import app
 from absl import flags
 
-from skel_jax import finetune
 from skel_jax import main as main_lib
+from skel_jax import protocols
 
 _PRE = flags.DEFINE_string('pretrain_workdir', None, 'Pretraining workdir.')
 _OUT = flags.DEFINE_string('out', 'runs/protocols', 'Output directory.')
@@ -41,7 +41,7 @@ def main(argv):
   runs = [
     (p, float(f), 'ufusion')
     for f in _FRACTIONS.value
-    for p in finetune.PROTOCOLS
+    for p in protocols.PROTOCOLS
   ]
   runs.append(('finetune', 0.2, 'upsample'))
   rows = []

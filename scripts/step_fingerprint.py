@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 
 from skel_jax import config_defaults  # noqa: E402
 from skel_jax import finetune  # noqa: E402
+from skel_jax import optim  # noqa: E402
 from skel_jax import pretrain  # noqa: E402
-from skel_jax import train_utils  # noqa: E402
 
 PRETRAIN_CASES = (
   ('skeletonclr', 0.0, -1),
@@ -66,8 +66,8 @@ def pretrain_case(base, snippet_weight, mining_step):
     ),
     'index': np.arange(B, dtype=np.int32),
   }
-  schedule = train_utils.warmup_step_schedule(c.optimizer.lr, 2, [5])
-  tx = train_utils.make_optimizer(c.optimizer, schedule)
+  schedule = optim.warmup_step_schedule(c.optimizer.lr, 2, [5])
+  tx = optim.make_optimizer(c.optimizer, schedule)
   graphdef, state = pretrain.init_state(c, tx)
   step = jax.jit(
     lambda s, b: pretrain.train_step(
@@ -99,8 +99,8 @@ def finetune_case(protocol):
     'x': (0.3 * rng.normal(size=(B, 1, t, 25, 3))).astype(np.float32),
     'labels': rng.integers(-1, 4, size=(B, t)).astype(np.int32),
   }
-  schedule = train_utils.warmup_step_schedule(c.optimizer.lr, 1, [])
-  tx = train_utils.make_optimizer(c.optimizer, schedule)
+  schedule = optim.warmup_step_schedule(c.optimizer.lr, 1, [])
+  tx = optim.make_optimizer(c.optimizer, schedule)
   graphdef, state = finetune.initial_state(c, tx, 3)
   step = jax.jit(
     lambda s, b: finetune.train_step(

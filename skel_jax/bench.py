@@ -32,7 +32,6 @@ table. Model inputs are random skeletons of ``persons`` people x 25 joints.
 
 import dataclasses
 import datetime
-import functools
 import inspect
 import json
 import math
@@ -44,19 +43,19 @@ import time
 import jax
 import numpy as np
 
+from skel_jax import bases
 from skel_jax import config_defaults
 from skel_jax import config_validation
 from skel_jax import finetune
 from skel_jax import graph
 from skel_jax import input_pipeline
+from skel_jax import optim
 from skel_jax import pretrain
 from skel_jax import train_utils
 
 SECTIONS = ('pretrain', 'finetune', 'inference', 'pipeline')
 # Pretraining methods: each base alone and with the snippet loss (lambda 1.5).
-METHODS = tuple(
-  m for base in config_defaults.BASES for m in (base, base + '+snippet')
-)
+METHODS = tuple(m for base in bases.REGISTRY for m in (base, base + '+snippet'))
 # Protocols with a training step (finetune's 'knn' has none).
 TRAIN_PROTOCOLS = ('finetune', 'linear')
 
@@ -137,8 +136,8 @@ def pretrain_config(opts, backbone, method):
   base, snippet = method.split('+')[0], method.endswith('+snippet')
   cfg = config_defaults.pretrain_config()
   config_defaults.set_base(cfg, base)
-  # RVTCLR's query/key tempo views keep half of the clip.
-  frames = opts.clip_len // (2 if base == 'rvtclr' else 1)
+  # Frames of the query/key views (RVTCLR's tempo views keep half).
+  frames = bases.get(base).view_frames(opts.clip_len, cfg.pretrain)
   _model(cfg, opts, backbone, frames)
   cfg.seed = opts.seed
   cfg.fsdp = opts.fsdp
@@ -150,7 +149,7 @@ def pretrain_config(opts, backbone, method):
   queue = max(opts.batch, opts.queue_size // opts.batch * opts.batch)
   cfg.pretrain.queue_size = queue
   cfg.pretrain.snippet_queue_size = queue
-  config_validation.validate(cfg, check_sources=False)
+  config_validation.validate(cfg)
   return cfg
 
 
@@ -163,7 +162,7 @@ def finetune_config(opts, backbone, protocol):
   cfg.batch_size = opts.ft_batch
   cfg.data.pad_length = opts.pad_length
   cfg.eval.batch_size = opts.infer_batch
-  config_validation.validate(cfg, check_sources=False)
+  config_validation.validate(cfg)
   return cfg
 
 
@@ -232,27 +231,20 @@ class _Stepper:
 # ---------------------------------------------------------------------------
 def bench_pretrain(opts, backbone, method, mesh, rng):
   cfg = pretrain_config(opts, backbone, method)
-  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
+  dsh = train_utils.data_sharding(mesh)
   # As pretrain.train: schedule from an epoch size, optimizer, sharded
   # state, a jitted step donating the state. Bases that mine compute their
   # top-k masks every step (mining only switches them on), so the timing
   # holds before and after the mining epoch.
-  schedule, _, _ = pretrain.schedule_and_steps(cfg, 100 * cfg.batch_size)
-  tx = train_utils.make_optimizer(cfg.optimizer, schedule)
+  schedule, _, _ = optim.epoch_schedule(
+    cfg, 100 * cfg.batch_size, drop_last=True
+  )
+  tx = optim.make_optimizer(cfg.optimizer, schedule)
   graphdef, state = pretrain.init_state(cfg, tx)
   state_sh = train_utils.state_shardings(state, mesh)
   state = jax.device_put(state, state_sh)
-  step_fn = jax.jit(
-    functools.partial(
-      pretrain.train_step,
-      graphdef=graphdef,
-      tx=tx,
-      config=cfg,
-      schedule=schedule,
-    ),
-    in_shardings=(state_sh, dsh),
-    out_shardings=(state_sh, rep),
-    donate_argnums=0,
+  step_fn = pretrain.make_train_step(
+    cfg, graphdef, tx, schedule, mesh=mesh, state_shardings=state_sh
   )
   x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.clip_len)
   batch = jax.device_put(
@@ -284,8 +276,8 @@ def bench_finetune(opts, backbone, protocol, mesh, rng, with_inference):
   """Finetune-step row, plus the inference row when ``with_inference``."""
   cfg = finetune_config(opts, backbone, protocol)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
-  schedule = train_utils.warmup_step_schedule(cfg.optimizer.lr, 10, [])
-  tx = train_utils.make_optimizer(cfg.optimizer, schedule)
+  schedule = optim.warmup_step_schedule(cfg.optimizer.lr, 10, [])
+  tx = optim.make_optimizer(cfg.optimizer, schedule)
   k = opts.num_classes
   graphdef, state = finetune.initial_state(cfg, tx, k, restore_backbone=False)
   state = jax.device_put(state, rep)
@@ -295,18 +287,7 @@ def bench_finetune(opts, backbone, protocol, mesh, rng, with_inference):
     labels = rng.integers(0, k + 1, (cfg.batch_size, cfg.data.pad_length))
     labels[:, -cfg.data.pad_length // 4 :] = -1  # some padded frames
     batch = jax.device_put({'x': x, 'labels': labels.astype(np.int32)}, dsh)
-    step_fn = jax.jit(
-      functools.partial(
-        finetune.train_step,
-        graphdef=graphdef,
-        tx=tx,
-        protocol=protocol,
-        schedule=schedule,
-      ),
-      in_shardings=(rep, dsh),
-      out_shardings=(rep, rep),
-      donate_argnums=0,
-    )
+    step_fn = finetune.make_train_step(graphdef, tx, protocol, schedule, mesh)
     stepper = _Stepper(step_fn, state, batch)
     stats = time_calls(
       stepper, warmup=opts.warmup, repeats=opts.repeats, steps=opts.steps
@@ -329,13 +310,7 @@ def bench_finetune(opts, backbone, protocol, mesh, rng, with_inference):
     xi = jax.device_put(
       _skeletons(rng, opts.infer_batch, opts.persons, opts.infer_len), dsh
     )
-    predict_fn = jax.jit(
-      functools.partial(
-        finetune.predict_step, graphdef=graphdef, protocol=protocol
-      ),
-      in_shardings=(rep, dsh),
-      out_shardings=dsh,
-    )
+    predict_fn = finetune.make_predict_step(graphdef, protocol, mesh)
     stats = time_calls(
       lambda: predict_fn(state, xi),
       warmup=opts.warmup,

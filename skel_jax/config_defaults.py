@@ -8,6 +8,8 @@ line, e.g. ``--config.pretrain.snippet_weight=0``.
 
 import ml_collections
 
+from skel_jax import bases
+
 
 def data_config(name='synthetic_skeleton', config='default', dir='data'):
   return ml_collections.ConfigDict(
@@ -69,7 +71,7 @@ def pretrain_config():
   c.data = data_config()
   c.model = model_config()
   c.pretrain = {
-    'base': 'skeletonclr',  # skeletonclr | aimclr | rvtclr (see BASES)
+    'base': 'skeletonclr',  # a name of skel_jax.bases.REGISTRY
     'momentum': 0.999,
     'temperature': 0.07,
     'queue_size': 32768,
@@ -127,42 +129,10 @@ def pretrain_config():
   return c
 
 
-# Settings each base method's release uses (docs/method.md §3,
-# docs/data_and_eval.md §4.3).
-BASES = {
-  # SkeletonCLR (MoCo v2) with the SnipCLR release's strong query view and
-  # schedule (600 epochs, x0.1 at 550).
-  'skeletonclr': {
-    'mining_epoch': -1,
-    'query_strong': True,
-    'num_epochs': 600,
-    'lr_decay_epochs': (550,),
-  },
-  # AimCLR: normal query and key + an extreme view with EADM drop and the
-  # distributional (DDM) loss; top-1 mining from epoch 150 of 300.
-  'aimclr': {
-    'mining_epoch': 150,
-    'query_strong': False,
-    'num_epochs': 300,
-    'lr_decay_epochs': (250,),
-  },
-  # RVTCLR as in the SnipCLR example: relative-tempo views, tempo ranking
-  # loss, distribution-consistency view; mining from epoch 200 of 600.
-  'rvtclr': {
-    'mining_epoch': 200,
-    'query_strong': True,
-    'num_epochs': 600,
-    'lr_decay_epochs': (550,),
-  },
-}
-
-
 def set_base(c, base, release_schedule=False):
   """Switches a pretraining config to ``base`` with that release's settings
-  (and its epoch budget when ``release_schedule``)."""
-  if base not in BASES:
-    raise ValueError(f'unknown base {base!r}; expected one of {sorted(BASES)}')
-  b = BASES[base]
+  (``Base.release``; its epoch budget too when ``release_schedule``)."""
+  b = bases.get(base).release
   c.pretrain.base = base
   c.pretrain.mining_epoch = b['mining_epoch']
   c.augment.query_strong = b['query_strong']
@@ -173,9 +143,10 @@ def set_base(c, base, release_schedule=False):
 
 # ``--config=configs/pretrain_*.py:TOKENS`` (``pretrain_variant``).
 PRETRAIN_VARIANTS = {
-  'skeletonclr': 'base method SkeletonCLR (the default)',
-  'aimclr': 'base method AimCLR',
-  'rvtclr': 'base method RVTCLR',
+  **{
+    name: f'base method {b.title}' + ' (the default)' * (name == 'skeletonclr')
+    for name, b in bases.REGISTRY.items()
+  },
   'video': 'no snippet loss: the base alone (video-level MoCo)',
   'release': 'released snippet contrast: argmax positives, video-mean negatives',
   'stgcn': 'ST-GCN backbone instead of AGCN',
@@ -194,14 +165,13 @@ def pretrain_variant(c, arg, smoke, release_schedule=False):
   """
   from skel_jax import cli  # pylint: disable=g-import-not-at-top
 
-  assert set(BASES) <= set(PRETRAIN_VARIANTS)
   tokens = cli.parse_variant(
     arg,
     PRETRAIN_VARIANTS,
     'pretraining config',
-    exclusive=(tuple(BASES),),
+    exclusive=(tuple(bases.REGISTRY),),
   )
-  base = next((t for t in tokens if t in BASES), 'skeletonclr')
+  base = next((t for t in tokens if t in bases.REGISTRY), 'skeletonclr')
   set_base(c, base, release_schedule)
   if 'video' in tokens:
     c.pretrain.snippet_weight = 0.0
@@ -211,9 +181,10 @@ def pretrain_variant(c, arg, smoke, release_schedule=False):
     c.model.backbone.name = 'stgcn'
   if 'smoke' in tokens:
     smoke(c)
-    if base == 'rvtclr':
-      # Tempo views halve the clip: keep T' >= S snippets.
-      c.data.clip_len *= 2
+    # The query/key views keep the smoke clip's frames (RVTCLR's tempo views
+    # keep 1 / tempo_ratio of the clip): T' >= S snippets.
+    view = bases.get(base).view_frames(c.data.clip_len, c.pretrain)
+    c.data.clip_len = c.data.clip_len * c.data.clip_len // view
   return c
 
 

@@ -4,29 +4,34 @@ Every problem is one line naming the key, its value and what is allowed:
 unknown keys (against the stage's defaults), wrong types, and values that
 would only fail later inside JAX (batch not divisible by the device count,
 queues not divisible by the batch, more snippets than backbone time steps, ...).
+
+The allowed names come from the registries the code dispatches on:
+``bases.REGISTRY``, ``models.BACKBONES`` / ``models.HEADS``,
+``optim.OPTIMIZERS``, ``protocols.PROTOCOLS``, ``postprocess.DECODERS``,
+``metrics.METRICS``, ``preprocess.CONFIG_FAMILIES`` and the dataset registry.
 """
 
 import math
-import os
 
 import jax
 
+from skel_jax import bases
 from skel_jax import config_defaults
+from skel_jax import metrics
+from skel_jax import models
+from skel_jax import optim
+from skel_jax import postprocess
+from skel_jax import preprocess
+from skel_jax import protocols
 
 STAGES = ('pretrain', 'finetune', 'demo', 'study')
-BACKBONES = ('agcn', 'stgcn')
-HEADS = ('ufusion', 'upsample')
-OPTIMIZERS = ('sgd', 'adam', 'adamw', 'lars')
-DECODERS = ('outer_inner', 'jhang')
-# Temporal stride-2 units of each backbone (output length = ceil-halved).
-BACKBONE_DOWNSAMPLING = {'agcn': 3, 'stgcn': 2}
 
 
 class ConfigError(ValueError):
   """A config value that cannot work; the message is one line."""
 
 
-def _fail(key, value, expected):
+def fail(key, value, expected):
   raise ConfigError(f'config.{key}={value!r}: {expected}')
 
 
@@ -51,67 +56,72 @@ def check_schema(config, defaults, prefix=''):
     value = config[key]
     if key not in defaults:
       allowed = ', '.join(sorted(defaults.keys()))
-      _fail(path, value, f'unknown key; allowed keys here: {allowed}')
+      fail(path, value, f'unknown key; allowed keys here: {allowed}')
     default = defaults[key]
     if hasattr(default, 'keys'):
       if not hasattr(value, 'keys'):
-        _fail(path, value, 'expected a nested config')
+        fail(path, value, 'expected a nested config')
       check_schema(value, default, prefix=path + '.')
     elif default is not None and not _type_ok(value, default):
-      _fail(
+      fail(
         path,
         value,
         f'expected {type(default).__name__} like the default {default!r}',
       )
 
 
-def _one_of(key, value, allowed):
+def one_of(key, value, allowed):
   if value not in allowed:
-    _fail(key, value, f'expected one of {list(allowed)}')
+    fail(key, value, f'expected one of {list(allowed)}')
 
 
 def _positive(key, value):
   if not value > 0:
-    _fail(key, value, 'must be > 0')
+    fail(key, value, 'must be > 0')
 
 
 def _check_data(data, prefix):
   from skel_jax import build_data
 
-  _one_of(f'{prefix}data.name', data.name, sorted(build_data.REGISTRY))
+  one_of(f'{prefix}data.name', data.name, sorted(build_data.REGISTRY))
   try:
     configs = [
       c.name for c in build_data.builder_class(data.name).BUILDER_CONFIGS
     ]
   except ImportError as e:  # builder package missing
-    _fail(f'{prefix}data.name', data.name, f'builder cannot be imported ({e})')
-  _one_of(f'{prefix}data.config', data.config, configs)
+    fail(f'{prefix}data.name', data.name, f'builder cannot be imported ({e})')
+  one_of(f'{prefix}data.config', data.config, configs)
   if not data.dir:
-    _fail(f'{prefix}data.dir', data.dir, 'must name a TFDS data directory')
-  from skel_jax import input_pipeline
-
-  _one_of(f'{prefix}data.preprocess', data.preprocess, input_pipeline.FAMILIES)
+    fail(f'{prefix}data.dir', data.dir, 'must name a TFDS data directory')
+  one_of(
+    f'{prefix}data.preprocess', data.preprocess, preprocess.CONFIG_FAMILIES
+  )
   _positive(f'{prefix}data.num_persons', data.num_persons)
   if data.train_window < 0:
-    _fail(f'{prefix}data.train_window', data.train_window, 'expected >= 0')
+    fail(f'{prefix}data.train_window', data.train_window, 'expected >= 0')
 
 
 def _check_model(model, prefix):
-  _one_of(f'{prefix}model.backbone.name', model.backbone.name, BACKBONES)
+  one_of(
+    f'{prefix}model.backbone.name',
+    model.backbone.name,
+    sorted(models.BACKBONES),
+  )
   _positive(f'{prefix}model.backbone.width', model.backbone.width)
-  _one_of(f'{prefix}model.head', model.head, HEADS)
+  one_of(f'{prefix}model.head', model.head, sorted(models.HEADS))
   _positive(f'{prefix}model.num_snippets', model.num_snippets)
-  if len(model.taps) != 3 or any(not 1 <= t <= 10 for t in model.taps):
-    _fail(
+  units = len(models.BACKBONES[model.backbone.name].strides)
+  if len(model.taps) != 3 or any(not 1 <= t <= units for t in model.taps):
+    fail(
       f'{prefix}model.taps',
       model.taps,
-      'expected 3 backbone unit indices in 1..10',
+      f'expected 3 backbone unit indices in 1..{units}',
     )
 
 
 def _check_run(c, prefix, devices):
   if c.num_devices < 0 or c.num_devices > jax.device_count():
-    _fail(
+    fail(
       f'{prefix}num_devices',
       c.num_devices,
       f'expected 0 (all) .. {jax.device_count()}',
@@ -119,33 +129,31 @@ def _check_run(c, prefix, devices):
   fsdp = c.get('fsdp', 1)
   n = c.num_devices or jax.device_count()
   if not isinstance(fsdp, int) or isinstance(fsdp, bool) or fsdp < 1:
-    _fail(
-      f'{prefix}fsdp', fsdp, 'expected an int >= 1 (1 = pure data parallel)'
-    )
+    fail(f'{prefix}fsdp', fsdp, 'expected an int >= 1 (1 = pure data parallel)')
   if n % fsdp:
-    _fail(
+    fail(
       f'{prefix}fsdp',
       fsdp,
       f'must divide the {n} devices (num_devices or all devices)',
     )
-  _one_of(f'{prefix}nonfinite', c.nonfinite, ('stop', 'skip'))
-  _one_of(f'{prefix}optimizer.name', c.optimizer.name, OPTIMIZERS)
+  one_of(f'{prefix}nonfinite', c.nonfinite, ('stop', 'skip'))
+  one_of(f'{prefix}optimizer.name', c.optimizer.name, sorted(optim.OPTIMIZERS))
   _positive(f'{prefix}optimizer.lr', c.optimizer.lr)
   _positive(f'{prefix}batch_size', c.batch_size)
   if c.batch_size % devices:
-    _fail(
+    fail(
       f'{prefix}batch_size',
       c.batch_size,
       f'must be divisible by the {devices} data-parallel devices',
     )
   if c.batch_size % jax.process_count():
-    _fail(
+    fail(
       f'{prefix}batch_size',
       c.batch_size,
       f'must be divisible by the {jax.process_count()} processes',
     )
   if c.num_steps <= 0 and c.num_epochs <= 0:
-    _fail(
+    fail(
       f'{prefix}num_epochs', c.num_epochs, 'num_epochs or num_steps must be > 0'
     )
   _positive(f'{prefix}log_every', c.log_every)
@@ -160,13 +168,13 @@ def _check_pretrain(c, prefix, devices):
   _check_data(c.data, prefix)
   _check_model(c.model, prefix)
   p = c.pretrain
-  _one_of(f'{prefix}pretrain.negatives', p.negatives, ('queue', 'in_batch'))
-  _one_of(
+  one_of(f'{prefix}pretrain.negatives', p.negatives, ('queue', 'in_batch'))
+  one_of(
     f'{prefix}pretrain.snippet_positive',
     p.snippet_positive,
     ('argmax', 'geometry'),
   )
-  _one_of(
+  one_of(
     f'{prefix}pretrain.snippet_negatives',
     p.snippet_negatives,
     ('video_mean', 'snippets'),
@@ -180,7 +188,7 @@ def _check_pretrain(c, prefix, devices):
   for name, entries in per_step.items():
     size = p[name]
     if p.negatives == 'queue' and (size <= 0 or size % entries):
-      _fail(
+      fail(
         f'{prefix}pretrain.{name}',
         size,
         f'must be a positive multiple of the {entries} keys each step '
@@ -188,20 +196,20 @@ def _check_pretrain(c, prefix, devices):
         "with snippet_negatives='snippets')",
       )
   if not 0.0 <= p.momentum < 1.0:
-    _fail(f'{prefix}pretrain.momentum', p.momentum, 'expected 0 <= m < 1')
+    fail(f'{prefix}pretrain.momentum', p.momentum, 'expected 0 <= m < 1')
   _positive(f'{prefix}pretrain.temperature', p.temperature)
   if p.snippet_weight < 0:
-    _fail(
+    fail(
       f'{prefix}pretrain.snippet_weight',
       p.snippet_weight,
       'expected >= 0 (0 = video-level MoCo)',
     )
-  _one_of(f'{prefix}pretrain.base', p.base, sorted(config_defaults.BASES))
-  _one_of(
+  one_of(f'{prefix}pretrain.base', p.base, sorted(bases.REGISTRY))
+  one_of(
     f'{prefix}pretrain.compute_dtype', p.compute_dtype, ('float32', 'bfloat16')
   )
   if not isinstance(p.mining_epoch, int) or p.mining_epoch < -1:
-    _fail(
+    fail(
       f'{prefix}pretrain.mining_epoch',
       p.mining_epoch,
       'expected an epoch >= 0, or -1 for no mining',
@@ -212,22 +220,20 @@ def _check_pretrain(c, prefix, devices):
   }[p.negatives]
   for name in ('mining_topk', 'snippet_mining_topk'):
     if p.mining_epoch >= 0 and not 1 <= p[name] <= banks:
-      _fail(
+      fail(
         f'{prefix}pretrain.{name}',
         p[name],
         f'expected 1 .. {banks} (the negatives each query sees)',
       )
-  # RVTCLR's query/key views keep T / tempo_ratio frames.
-  frames = c.data.clip_len
-  if p.base == 'rvtclr':
-    if p.tempo_ratio < 2:
-      _fail(f'{prefix}pretrain.tempo_ratio', p.tempo_ratio, 'expected >= 2')
-    frames //= p.tempo_ratio
+  # Frames of the query/key views (RVTCLR's keep T / tempo_ratio).
+  base = bases.get(p.base)
+  base.check(p, lambda key, value, why: fail(f'{prefix}{key}', value, why))
+  frames = base.view_frames(c.data.clip_len, p)
   steps = frames
-  for _ in range(BACKBONE_DOWNSAMPLING[c.model.backbone.name]):
-    steps = math.ceil(steps / 2)
+  for stride in models.BACKBONES[c.model.backbone.name].strides:
+    steps = math.ceil(steps / stride)
   if c.model.num_snippets > steps:
-    _fail(
+    fail(
       f'{prefix}model.num_snippets',
       c.model.num_snippets,
       f'must be <= the {steps} backbone time steps of a '
@@ -237,54 +243,43 @@ def _check_pretrain(c, prefix, devices):
 
 
 def _check_finetune(c, prefix, devices):
-  from skel_jax import finetune  # pylint: disable=g-import-not-at-top
-  from skel_jax import metrics  # pylint: disable=g-import-not-at-top
-
   _check_run(c, prefix, devices)
   _check_data(c.data, prefix)
   _check_model(c.model, prefix)
-  _one_of(f'{prefix}protocol', c.protocol, finetune.PROTOCOLS)
+  one_of(f'{prefix}protocol', c.protocol, list(protocols.PROTOCOLS))
   _positive(f'{prefix}knn.k', c.knn.k)
   _positive(f'{prefix}knn.chunk', c.knn.chunk)
-  _one_of(f'{prefix}init', c.init, ('pretrained', 'random'))
+  one_of(f'{prefix}init', c.init, ('pretrained', 'random'))
   if not 0.0 < c.label_fraction <= 1.0:
-    _fail(f'{prefix}label_fraction', c.label_fraction, 'expected 0 < f <= 1')
+    fail(f'{prefix}label_fraction', c.label_fraction, 'expected 0 < f <= 1')
   if c.data.pad_length < 8:
-    _fail(f'{prefix}data.pad_length', c.data.pad_length, 'expected >= 8')
+    fail(f'{prefix}data.pad_length', c.data.pad_length, 'expected >= 8')
   e = c.eval
   if e.batch_size <= 0 or e.batch_size % devices:
-    _fail(
+    fail(
       f'{prefix}eval.batch_size',
       e.batch_size,
       f'must be a positive multiple of the {devices} devices',
     )
-  _one_of(f'{prefix}eval.metric', e.metric, sorted(metrics.METRICS))
-  _one_of(f'{prefix}eval.decoder', e.decoder, DECODERS)
+  one_of(f'{prefix}eval.metric', e.metric, sorted(metrics.METRICS))
+  one_of(f'{prefix}eval.decoder', e.decoder, list(postprocess.DECODERS))
   if not e.iou_thresholds or any(not 0 < t <= 1 for t in e.iou_thresholds):
-    _fail(
+    fail(
       f'{prefix}eval.iou_thresholds',
       e.iou_thresholds,
       'expected IoU thresholds in (0, 1]',
     )
 
 
-def _pretrain_source_ok(path):
-  return os.path.exists(os.path.join(path, 'model.json')) or os.path.isdir(
-    os.path.join(path, 'checkpoints')
-  )
-
-
 def _check_study(config):
   devices = config.finetune.num_devices or jax.device_count()
   check_schema(config.finetune, config_defaults.finetune_config(), 'finetune.')
   _check_finetune(config.finetune, 'finetune.', devices)
-  from skel_jax import finetune  # pylint: disable=g-import-not-at-top
-
   for protocol in config.protocols:
-    _one_of('protocols', protocol, finetune.PROTOCOLS)
+    one_of('protocols', protocol, list(protocols.PROTOCOLS))
   for method in config.methods:
     if method != 'random_init' and method not in config.pretrain_methods:
-      _fail(
+      fail(
         'methods',
         method,
         'needs an entry in pretrain_methods (or use random_init)',
@@ -294,19 +289,24 @@ def _check_study(config):
     check_schema(c, config_defaults.pretrain_config(), prefix)
     _check_pretrain(c, prefix, c.num_devices or jax.device_count())
   if not config.pretrain_seeds or not config.localization_seeds:
-    _fail(
+    fail(
       'pretrain_seeds',
       config.pretrain_seeds,
       'the study needs at least one pretraining and localization seed',
     )
 
 
-def validate(config, workdir=None, check_sources=True):
-  """Raises ConfigError (one line) for the first problem found."""
+def validate(config, workdir=None):
+  """Raises ConfigError (one line) for the first problem found.
+
+  What only a stage knows is checked there: the demo's method names
+  (``demo.run``) and a pretrained source's files and architecture
+  (``finetune.check_pretrained_source``).
+  """
   if workdir is not None and not workdir:
     raise ConfigError('--workdir is empty: name a directory for the run')
   stage = config.get('stage')
-  _one_of('stage', stage, STAGES)
+  one_of('stage', stage, STAGES)
   if stage == 'demo':
     devices = config.pretrain.num_devices or jax.device_count()
     check_schema(
@@ -315,10 +315,6 @@ def validate(config, workdir=None, check_sources=True):
     check_schema(
       config.finetune, config_defaults.finetune_config(), 'finetune.'
     )
-    from skel_jax import demo  # pylint: disable=g-import-not-at-top
-
-    for method in config.methods:
-      _one_of('methods', method, demo.METHODS)
     _check_pretrain(config.pretrain, 'pretrain.', devices)
     for method, c in config.get('pretrain_methods', {}).items():
       check_schema(
@@ -339,14 +335,8 @@ def validate(config, workdir=None, check_sources=True):
     _check_finetune(config, '', devices)
     if config.init == 'pretrained':
       if not config.pretrain_workdir:
-        _fail(
+        fail(
           'pretrain_workdir',
           config.pretrain_workdir,
           'init=pretrained needs a pretraining workdir or an export dir',
         )
-      if check_sources:  # readable and of this architecture (small files)
-        from skel_jax import export  # pylint: disable=g-import-not-at-top
-
-        problem = export.source_problem(config.pretrain_workdir, config.model)
-        if problem:
-          _fail('pretrain_workdir', config.pretrain_workdir, problem)

@@ -93,6 +93,8 @@ def format_table(rows, thresholds):
 
 def run(config, workdir):
   config_validation.validate(config, workdir)
+  for method in config.methods:
+    config_validation.one_of('methods', method, METHODS)
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
   input_pipeline.ensure_built(config.data)

@@ -24,6 +24,7 @@ from absl import flags
 from flax import nnx
 
 from skel_jax import checkpoint
+from skel_jax import optim
 from skel_jax import train_utils
 from skel_jax.models import build_backbone
 
@@ -105,7 +106,7 @@ def restore_workdir(workdir):
     raise FileNotFoundError(f'no checkpoint under {directory}')
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   if config.stage == 'pretrain':
-    tx = train_utils.make_optimizer(config.optimizer, lambda s: 0.0)
+    tx = optim.make_optimizer(config.optimizer, lambda s: 0.0)
     abstract = jax.eval_shape(lambda: pretrain.init_state(config, tx)[1])
     # The newest readable step (older ones after a warning naming it).
     step, state, _ = ckpt.restore_readable(
@@ -113,7 +114,7 @@ def restore_workdir(workdir):
     )
     params, stats = state['params'], state['batch_stats']
   elif config.stage == 'finetune':
-    tx = train_utils.make_optimizer(config.optimizer, lambda s: 0.0)
+    tx = optim.make_optimizer(config.optimizer, lambda s: 0.0)
     abstract = jax.eval_shape(
       lambda: finetune.initial_state(
         config, tx, config.model.num_classes, restore_backbone=False

@@ -1,14 +1,9 @@
 """Stage 2: frame-level localization (full finetune or linear probe) + evaluation.
 
 Only backbone weights (and their BN statistics) come from a pretraining run;
-heads start from scratch. Protocols (``PROTOCOLS``):
-  finetune      : everything trains;
-  linear        : the released probe: only the per-frame classifier (``fc_loc``)
-                  trains; backbone and U-fusion module are frozen, their
-                  BatchNorms in inference mode;
-  linear_fusion : frozen backbone (inference mode), trainable fusion module
-                  and classifier;
-  knn           : nothing trains (``skel_jax.knn``).
+heads start from scratch. Protocols (``skel_jax.protocols``): finetune
+(everything trains), linear (the released probe: the per-frame classifier
+only), linear_fusion (fusion module + classifier), knn (nothing trains).
 Frozen parameters are not in the trainable tree: they get no gradients and no
 optimizer state.
 """
@@ -28,11 +23,11 @@ from skel_jax import config_validation
 from skel_jax import input_pipeline
 from skel_jax import loop
 from skel_jax import metrics as metrics_lib
+from skel_jax import optim
 from skel_jax import postprocess
+from skel_jax import protocols
 from skel_jax import train_utils
 from skel_jax.models import Localizer
-
-PROTOCOLS = ('finetune', 'linear', 'linear_fusion', 'knn')
 
 
 # ---------------------------------------------------------------------------
@@ -47,6 +42,18 @@ def build_model(config, num_classes):
   return Localizer(
     config.model, num_classes, rngs=nnx.Rngs(seed if seed >= 0 else config.seed)
   )
+
+
+def check_pretrained_source(config):
+  """ConfigError (one line) when ``init=pretrained`` names a source that
+  cannot give this model its backbone (reads only small files)."""
+  from skel_jax import export  # pylint: disable=g-import-not-at-top
+
+  if config.init != 'pretrained':
+    return
+  problem = export.source_problem(config.pretrain_workdir, config.model)
+  if problem:
+    config_validation.fail('pretrain_workdir', config.pretrain_workdir, problem)
 
 
 def load_pretrained_backbone(path):
@@ -96,17 +103,9 @@ def initial_state(config, tx, num_classes, restore_backbone=True):
   return graphdef, state
 
 
-def _trainable_prefix(protocol):
-  """Path prefix of the trained parameters ((): all). The KNN probe trains
-  nothing but keeps the linear probe's state layout."""
-  return {'finetune': (), 'linear_fusion': ('head',)}.get(
-    protocol, ('head', 'classifier')
-  )
-
-
 def split_trainable(params, protocol):
   """(trainable, frozen) States with full paths; frozen is None when all train."""
-  prefix = _trainable_prefix(protocol)
+  prefix = protocols.PROTOCOLS[protocol]
   if not prefix:
     return params, None
   return nnx.split_state(
@@ -179,6 +178,34 @@ def train_step(state, batch, *, graphdef, tx, protocol, schedule):
   new_state = train_utils.guard_nonfinite(new_state, state, [metrics['loss']])
   metrics['skipped_steps'] = new_state['skipped_steps']
   return new_state, metrics
+
+
+def make_train_step(graphdef, tx, protocol, schedule, mesh=None, donate=True):
+  """``train_step`` jitted as training runs it (state replicated over
+  ``mesh``, batch on the data axis, state donated; without a mesh plain
+  ``jax.jit``). Training, the benchmark and the tests build it here."""
+  fn = functools.partial(
+    train_step, graphdef=graphdef, tx=tx, protocol=protocol, schedule=schedule
+  )
+  donate_argnums = (0,) if donate else ()
+  if mesh is None:
+    return jax.jit(fn, donate_argnums=donate_argnums)
+  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
+  return jax.jit(
+    fn,
+    in_shardings=(rep, dsh),
+    out_shardings=(rep, rep),
+    donate_argnums=donate_argnums,
+  )
+
+
+def make_predict_step(graphdef, protocol, mesh=None):
+  """``predict_step`` jitted: frame probabilities sharded like the batch."""
+  fn = functools.partial(predict_step, graphdef=graphdef, protocol=protocol)
+  if mesh is None:
+    return jax.jit(fn)
+  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
+  return jax.jit(fn, in_shardings=(rep, dsh), out_shardings=dsh)
 
 
 def predict_step(state, x, *, graphdef, protocol):
@@ -258,6 +285,7 @@ def evaluate_predictions(predictions, num_classes, eval_cfg):
 def train_and_evaluate(config, workdir):
   """Trains the localizer, evaluates on the val split, writes results.json."""
   config_validation.validate(config, workdir)
+  check_pretrained_source(config)
   train_utils.print_banner(f'{config.protocol} -> {workdir}')
   mesh = train_utils.mesh_for(config)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
@@ -273,16 +301,10 @@ def train_and_evaluate(config, workdir):
     label_fraction=config.label_fraction,
     seed=config.seed,
   )
-  steps_per_epoch = max(1, -(-len(labeled) // config.batch_size))
-  total_steps = (
-    config.get('num_steps', 0) or config.num_epochs * steps_per_epoch
+  schedule, total_steps, _ = optim.epoch_schedule(
+    config, len(labeled), drop_last=False
   )
-  schedule = train_utils.warmup_step_schedule(
-    config.optimizer.lr,
-    int(config.warmup_epochs * steps_per_epoch),
-    [int(e * steps_per_epoch) for e in config.lr_decay_epochs],
-  )
-  tx = train_utils.make_optimizer(config.optimizer, schedule)
+  tx = optim.make_optimizer(config.optimizer, schedule)
 
   config.model.num_classes = num_classes  # recorded for exports
   graphdef, state = initial_state(config, tx, num_classes)
@@ -300,18 +322,7 @@ def train_and_evaluate(config, workdir):
       config, graphdef, state, labeled, num_classes, rep, dsh
     )
   else:
-    step_fn = jax.jit(
-      functools.partial(
-        train_step,
-        graphdef=graphdef,
-        tx=tx,
-        protocol=config.protocol,
-        schedule=schedule,
-      ),
-      in_shardings=(rep, dsh),
-      out_shardings=(rep, rep),
-      donate_argnums=0,
-    )
+    step_fn = make_train_step(graphdef, tx, config.protocol, schedule, mesh)
     state = loop.run(
       step_fn=step_fn,
       state=state,
@@ -326,13 +337,7 @@ def train_and_evaluate(config, workdir):
       nonfinite_policy=config.nonfinite,
       desc=config.protocol,
     )
-    predict_fn = jax.jit(
-      functools.partial(
-        predict_step, graphdef=graphdef, protocol=config.protocol
-      ),
-      in_shardings=(rep, dsh),
-      out_shardings=dsh,
-    )
+    predict_fn = make_predict_step(graphdef, config.protocol, mesh)
   predictions = predict_split(
     config, state, predict_fn, dsh, config.data.eval_split
   )

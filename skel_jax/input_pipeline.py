@@ -166,10 +166,10 @@ def class_names(data_cfg):
 # ---------------------------------------------------------------------------
 # Per-sequence preprocessing (NumPy, host side).
 # ---------------------------------------------------------------------------
-# data.preprocess: 'plain' (localization default: translation only, applied
-# per pretraining window), 'aimclr' (frame50, family A), 'aimclr_raw' (A1 only:
-# first two bodies, 300 frames, as recorded), 'agcn' (family B).
-FAMILIES = ('plain', 'aimclr', 'aimclr_raw', 'agcn')
+# data.preprocess (preprocess.CONFIG_FAMILIES): 'plain' (localization
+# default: translation only, applied per pretraining window), 'aimclr'
+# (frame50, family A), 'aimclr_raw' (A1 only: first two bodies, 300 frames,
+# as recorded), 'agcn' (family B).
 
 
 def to_model_layout(skeleton):

@@ -281,13 +281,24 @@ def decode_segments(
     raise ValueError(f'background {background} out of range.')
   if probs.shape[0] == 0:
     return []
-  if cfg.method == 'jhang':
-    return _jhang(probs, background, cfg)
+  if cfg.method not in DECODERS:
+    raise ValueError(
+      f'decoder {cfg.method!r}: expected one of {sorted(DECODERS)}'
+    )
+  return DECODERS[cfg.method](probs, background, cfg)
+
+
+def _outer_inner(probs, background, cfg):
   out = []
-  for c in range(num_columns):
+  for c in range(probs.shape[1]):
     if c != background:
       out.extend(_outer_inner_class(probs[:, c], c, cfg))
   return out
+
+
+# DecodeConfig.method -> decoder(probs, background, cfg); config validation
+# reads the names.
+DECODERS = {'outer_inner': _outer_inner, 'jhang': _jhang}
 
 
 def decode_videos(

@@ -34,6 +34,9 @@ import numpy as np
 NUM_JOINTS = 25
 MAX_FRAMES = 300  # the fixed length of every reference NTU array
 FAMILIES = ('plain', 'aimclr', 'agcn')
+# ``data.preprocess`` values: the families above plus 'aimclr_raw' (AimCLR's
+# A1 stage only: first two bodies, 300 frames, as recorded).
+CONFIG_FAMILIES = ('plain', 'aimclr', 'aimclr_raw', 'agcn')
 
 
 # ---------------------------------------------------------------------------

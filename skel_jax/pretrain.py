@@ -26,13 +26,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from skel_jax import augment
+from skel_jax import bases
 from skel_jax import checkpoint
-from skel_jax import config_defaults
 from skel_jax import config_validation
 from skel_jax import diagnostics
 from skel_jax import input_pipeline
 from skel_jax import loop
 from skel_jax import losses
+from skel_jax import optim
 from skel_jax import train_utils
 from skel_jax.models import MoCoEncoder
 
@@ -42,11 +43,8 @@ from skel_jax.models import MoCoEncoder
 # ---------------------------------------------------------------------------
 def build_model(config):
   # Workdirs written before the base option existed are SkeletonCLR runs.
-  return MoCoEncoder(
-    config.model,
-    base=config.pretrain.get('base', 'skeletonclr'),
-    rngs=nnx.Rngs(config.seed),
-  )
+  base = bases.get(config.pretrain.get('base', 'skeletonclr'))
+  return MoCoEncoder(config.model, **base.encoder, rngs=nnx.Rngs(config.seed))
 
 
 def init_state(config, tx):
@@ -78,52 +76,29 @@ def init_state(config, tx):
 # ---------------------------------------------------------------------------
 # Update step.
 # ---------------------------------------------------------------------------
-BASES = tuple(config_defaults.BASES)
-# Every loss term any base can report (fixed order: the non-finite record
-# stores an index into it).
-LOSS_TERMS = (
-  'loss_global',
-  'loss_snippet',
-  'loss_ddm',
-  'loss_cross_tempo',
-  'loss_tempo_rank',
-)
+LOSS_TERMS = bases.LOSS_TERMS
 
 
 def make_views(batch, keys, config):
   """The augmented inputs of one step, keyed by role, and the source frame
-  maps (N, T_view) of the query and key views ('q', 'k', and 'k_other').
+  maps (N, T_view) of the query and key views.
 
-  q: query; k: key; skeletonclr adds nothing; aimclr adds 'extreme';
-  rvtclr re-times q and k (relative tempo), adds 'k_other' (the key at the
-  other tempo) and 'dc' (a normal view at full length).
+  'q' (query) and 'k' (key) for every base; the base adds its own views
+  (``Base.add_views``: AimCLR's 'extreme', RVTCLR's re-timed q/k, 'k_other'
+  and 'dc').
   """
-  cfg, base = config.augment, config.pretrain.base
+  cfg = config.augment
   x_q, x_k = augment.two_views(batch['x'], keys, cfg, cfg.query_strong)
   f_q, f_k = augment.two_view_frames(batch['x'].shape[2], keys, cfg)
   views, frames = {'q': x_q, 'k': x_k}, {'q': f_q, 'k': f_k}
-  if base == 'aimclr':
-    views['extreme'] = augment.third_view(batch['x'], keys, cfg, 'extreme')
-  elif base == 'rvtclr':
-    ratio = config.pretrain.tempo_ratio
-    views['dc'] = augment.third_view(batch['x'], keys, cfg, 'normal')
-    views['q'], views['k'], views['k_other'] = augment.relative_tempo(
-      x_q, x_k, keys, ratio
-    )
-    frames['q'], frames['k'], frames['k_other'] = augment.relative_tempo_frames(
-      f_q, f_k, keys, ratio
-    )
-  return views, frames
-
-
-def enqueued_view(pcfg):
-  """The key view whose embeddings enter the queues (RVTCLR's release
-  enqueues the other-tempo key view) and serve as the in-batch bank."""
-  return 'k_other' if pcfg.base == 'rvtclr' else 'k'
+  return bases.get(config.pretrain.base).add_views(
+    batch, keys, config, views, frames
+  )
 
 
 def enqueued_keys(k_out, pcfg):
-  return k_out[enqueued_view(pcfg)]
+  """Key outputs that enter the queues and serve as the in-batch bank."""
+  return k_out[bases.get(pcfg.base).enqueued_view]
 
 
 def snippet_bank_entries(k_snip, pcfg):
@@ -139,29 +114,21 @@ def snippet_bank_entries(k_snip, pcfg):
 def compute_losses(q_out, k_out, state, pcfg, mining, frames):
   """Total loss and metrics of the configured base (+ snippet loss).
 
-  q_out: query-encoder outputs per view ('q', and 'extreme' or 'dc');
-  k_out: key-encoder outputs per view ('k', and 'k_other' for RVTCLR).
-  ``mining``: traced bool, True once nearest-neighbour mining is on.
-  ``frames``: source frame maps of the views (``make_views``), which give
-  the content-correct snippet correspondence.
-
-  skeletonclr: InfoNCE(q, k).
-  aimclr: InfoNCE(q, k) + (DDM(extreme) + DDM(extreme after EADM)) / 2,
-          where DDM is the cross-entropy to the stopped distribution of q.
-  rvtclr: InfoNCE(q, k) + InfoNCE(q, k_other) + tempo margin ranking
-          (q.k > q.k_other on the tempo head) + DDM(dc view).
-  Mined positives (top-k of the bank, unioned over the query views of the
-  release) join the global positives from the mining epoch on; snippet
-  positives gain the top ``snippet_mining_topk`` entries of queue 2.
+  q_out / k_out: query- and key-encoder outputs per view (the base's
+  ``query_views`` / ``key_views``). ``mining``: traced bool, True once
+  nearest-neighbour mining is on. ``frames``: source frame maps of the views
+  (``make_views``), which give the content-correct snippet correspondence.
+  The base computes its losses (``Base.losses``) from the shared contrast
+  (``bases.Contrast``); mined positives (top-k of the bank) join the global
+  positives from the mining epoch on; snippet positives gain the top
+  ``snippet_mining_topk`` entries of queue 2.
   """
-  t, base = pcfg.temperature, pcfg.base
   in_batch = pcfg.negatives == 'in_batch'
   bank_out = enqueued_keys(k_out, pcfg)
   bank = bank_out['global'] if in_batch else state['queue']
-  q, k = q_out['q'], k_out['k']
 
-  def logits(query, key):
-    return losses.global_logits(query['global'], key['global'], bank, in_batch)
+  def logits_of(query, key):
+    return losses.global_logits(query, key, bank, in_batch)
 
   def mined(*negs, topk=pcfg.mining_topk):
     if pcfg.mining_epoch < 0:  # never mines: no top-k work at all
@@ -171,50 +138,16 @@ def compute_losses(q_out, k_out, state, pcfg, mining, frames):
     )
     return extra & mining
 
-  pos, neg = logits(q, k)
-  metrics = {}
-  if base == 'skeletonclr':
-    total = metrics['loss_global'] = losses.info_nce(pos, neg, t, mined(neg))
-  elif base == 'aimclr':
-    e = q_out['extreme']
-    pos_e, neg_e = logits(e, k)
-    pos_d, neg_d = losses.global_logits(
-      e['global_drop'], k['global'], bank, in_batch
-    )
-    metrics['loss_global'] = losses.info_nce(
-      pos, neg, t, mined(neg, neg_e, neg_d)
-    )
-    metrics['loss_ddm'] = 0.5 * (
-      losses.soft_target_loss(pos_e, neg_e, pos, neg, t)
-      + losses.soft_target_loss(pos_d, neg_d, pos, neg, t)
-    )
-    total = metrics['loss_global'] + metrics['loss_ddm']
-  else:  # rvtclr
-    other = k_out['k_other']
-    pos_dc, neg_dc = logits(q_out['dc'], k)
-    extra = mined(neg, neg_dc)
-    metrics['loss_global'] = losses.info_nce(pos, neg, t, extra)
-    pos_x = jnp.sum(q['global'] * other['global'], -1)
-    metrics['loss_cross_tempo'] = losses.info_nce(pos_x, neg, t, extra)
-    metrics['loss_tempo_rank'] = losses.margin_ranking_loss(
-      jnp.sum(q['tempo'] * k['tempo'], -1),
-      jnp.sum(q['tempo'] * other['tempo'], -1),
-      pcfg.tempo_margin,
-      t,
-    )
-    # The release leaves the DC positive logit undivided by T before the
-    # mining epoch (a commented-out line) and divides it after; always here.
-    metrics['loss_ddm'] = losses.soft_target_loss(pos_dc, neg_dc, pos, neg, t)
-    total = sum(
-      metrics[name]
-      for name in (
-        'loss_global',
-        'loss_cross_tempo',
-        'loss_tempo_rank',
-        'loss_ddm',
-      )
-    )
-  metrics.update(_global_diagnostics(pos, neg, q, k))
+  contrast = bases.Contrast(
+    logits=lambda query, key: logits_of(query['global'], key['global']),
+    logits_of=logits_of,
+    mined=mined,
+    temperature=pcfg.temperature,
+    pcfg=pcfg,
+  )
+  total, metrics = bases.get(pcfg.base).losses(q_out, k_out, contrast)
+  q, k = q_out['q'], k_out['k']
+  metrics.update(_global_diagnostics(*contrast.logits(q, k), q, k))
   if pcfg.snippet_weight > 0:
     # Snippets of q against the enqueued key view (RVTCLR's release pairs the
     # query with the other-tempo key: the argmax matching absorbs the shift).
@@ -255,7 +188,7 @@ def _snippet_loss(q, bank_out, state, pcfg, frames, mined):
     q['snippet_feats'], bank_out['snippet_feats']
   )
   geo, geo_valid = diagnostics.geometric_match(
-    frames['q'], frames[enqueued_view(pcfg)], s
+    frames['q'], frames[bases.get(pcfg.base).enqueued_view], s
   )
   if pcfg.snippet_positive == 'geometry':
     match, valid = geo, geo_valid
@@ -292,11 +225,35 @@ def _snippet_loss(q, bank_out, state, pcfg, frames, mined):
   return loss, metrics
 
 
-def _cast(tree, dtype):
+def cast_floats(tree, dtype):
   return jax.tree.map(
     lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
     tree,
   )
+
+
+def encode(model, views, names, drop_key, modes=None):
+  """Encoder outputs of ``views[name]`` for each name, in call order, in
+  float32 (losses are computed in float32). ``modes``: encoder mode per view
+  ('main' when absent)."""
+  modes = modes or {}
+  return {
+    n: cast_floats(
+      model(
+        views[n],
+        train=True,
+        dropout_key=jax.random.fold_in(drop_key, i),
+        mode=modes.get(n, 'main'),
+      ),
+      jnp.float32,
+    )
+    for i, n in enumerate(names)
+  }
+
+
+def momentum_update(key_params, params, m):
+  """MoCo's key encoder: k <- m k + (1 - m) q."""
+  return jax.tree.map(lambda k, q: m * k + (1.0 - m) * q, key_params, params)
 
 
 def train_step(state, batch, *, graphdef, tx, config, schedule, mining_step=-1):
@@ -314,45 +271,32 @@ def train_step(state, batch, *, graphdef, tx, config, schedule, mining_step=-1):
   views = {name: v.astype(dtype) for name, v in views.items()}
   mining = (mining_step >= 0) & (state['step'] >= mining_step)
 
-  def run(model, names, drop_key, **modes):
-    # Outputs leave the model in float32 (losses are computed in float32).
-    return {
-      n: _cast(
-        model(
-          views[n],
-          train=True,
-          dropout_key=jax.random.fold_in(drop_key, i),
-          mode=modes.get(n, 'main'),
-        ),
-        jnp.float32,
-      )
-      for i, n in enumerate(names)
-    }
-
   # Momentum update of the key encoder before computing keys (MoCo order).
-  m = pcfg.momentum
-  key_params = jax.tree.map(
-    lambda k, q: m * k + (1.0 - m) * q, state['key_params'], state['params']
+  base = bases.get(pcfg.base)
+  key_params = momentum_update(
+    state['key_params'], state['params'], pcfg.momentum
   )
   # copy=True: the key encoder's BN updates must not alias
   # state['key_batch_stats'], or a skipped (non-finite) step would keep them.
   key_model = nnx.merge(
-    graphdef, _cast(key_params, dtype), state['key_batch_stats'], copy=True
+    graphdef,
+    cast_floats(key_params, dtype),
+    state['key_batch_stats'],
+    copy=True,
   )
-  # RVTCLR's release encodes the other-tempo key first (BN running stats are
-  # updated in call order).
-  k_names = ('k_other', 'k') if pcfg.base == 'rvtclr' else ('k',)
-  k_out = jax.lax.stop_gradient(run(key_model, k_names, drop_k))
+  # Views in the base's call order (BN running statistics follow it).
+  k_out = jax.lax.stop_gradient(
+    encode(key_model, views, base.key_views, drop_k)
+  )
   key_batch_stats = nnx.state(key_model, nnx.BatchStat)
-  q_names = ('q',) + {'aimclr': ('extreme',), 'rvtclr': ('dc',)}.get(
-    pcfg.base, ()
-  )
 
   # BN statistics go through grad as an argument so that NNX mutates them at
   # the right trace level. Params are cast inside, so grads are float32.
   def loss_fn(params, batch_stats):
-    model = nnx.merge(graphdef, _cast(params, dtype), batch_stats, copy=True)
-    q_out = run(model, q_names, drop_q, extreme='eadm', dc='dc')
+    model = nnx.merge(
+      graphdef, cast_floats(params, dtype), batch_stats, copy=True
+    )
+    q_out = encode(model, views, base.query_views, drop_q, base.view_modes)
     total, metrics = compute_losses(q_out, k_out, state, pcfg, mining, frames)
     return total, (metrics, nnx.state(model, nnx.BatchStat))
 
@@ -405,20 +349,46 @@ def train_step(state, batch, *, graphdef, tx, config, schedule, mining_step=-1):
   return new_state, metrics
 
 
+def make_train_step(
+  config,
+  graphdef,
+  tx,
+  schedule,
+  *,
+  mining_step=-1,
+  mesh=None,
+  state_shardings=None,
+  donate=True,
+):
+  """``train_step`` jitted as training runs it: over ``mesh`` with the state
+  laid out by ``state_shardings`` (default replicated), the batch sharded on
+  the data axis, metrics replicated, the state donated (``donate``). Without
+  a mesh: plain ``jax.jit`` on the default device. Training, the benchmark,
+  the tests and scripts/profile_step.py all build the step here."""
+  fn = functools.partial(
+    train_step,
+    graphdef=graphdef,
+    tx=tx,
+    config=config,
+    schedule=schedule,
+    mining_step=mining_step,
+  )
+  donate_argnums = (0,) if donate else ()
+  if mesh is None:
+    return jax.jit(fn, donate_argnums=donate_argnums)
+  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
+  sh = rep if state_shardings is None else state_shardings
+  return jax.jit(
+    fn,
+    in_shardings=(sh, dsh),
+    out_shardings=(sh, rep),
+    donate_argnums=donate_argnums,
+  )
+
+
 # ---------------------------------------------------------------------------
 # Training loop.
 # ---------------------------------------------------------------------------
-def schedule_and_steps(config, num_sequences):
-  steps_per_epoch = max(1, num_sequences // config.batch_size)
-  total = config.get('num_steps', 0) or config.num_epochs * steps_per_epoch
-  warmup = int(config.warmup_epochs * steps_per_epoch)
-  decays = [int(e * steps_per_epoch) for e in config.lr_decay_epochs]
-  schedule = train_utils.warmup_step_schedule(
-    config.optimizer.lr, warmup, decays
-  )
-  return schedule, total, steps_per_epoch
-
-
 def mining_start_step(pcfg, steps_per_epoch):
   """First mined step: the release mines when its 0-based epoch index
   exceeds ``mining_epoch``, i.e. after mining_epoch + 1 full epochs."""
@@ -433,7 +403,7 @@ def train(config, workdir):
   train_utils.print_banner(f'pretrain [{config.pretrain.base}] -> {workdir}')
   train_utils.write_run_record(workdir, config)
   mesh = train_utils.mesh_for(config)
-  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
+  dsh = train_utils.data_sharding(mesh)
 
   input_pipeline.ensure_built(config.data)
   ds, num_sequences = input_pipeline.pretrain_dataset(
@@ -442,10 +412,10 @@ def train(config, workdir):
     global_batch=config.batch_size,
     seed=config.seed,
   )
-  schedule, total_steps, steps_per_epoch = schedule_and_steps(
-    config, num_sequences
+  schedule, total_steps, steps_per_epoch = optim.epoch_schedule(
+    config, num_sequences, drop_last=True
   )
-  tx = train_utils.make_optimizer(config.optimizer, schedule)
+  tx = optim.make_optimizer(config.optimizer, schedule)
 
   graphdef, state = init_state(config, tx)
   # Replicated, or parameters/optimizer state sharded over 'fsdp' (config.fsdp).
@@ -455,18 +425,14 @@ def train(config, workdir):
     workdir, config.checkpoint, state, state_sh, 'pretrain'
   )
 
-  step_fn = jax.jit(
-    functools.partial(
-      train_step,
-      graphdef=graphdef,
-      tx=tx,
-      config=config,
-      schedule=schedule,
-      mining_step=mining_start_step(config.pretrain, steps_per_epoch),
-    ),
-    in_shardings=(state_sh, dsh),
-    out_shardings=(state_sh, rep),
-    donate_argnums=0,
+  step_fn = make_train_step(
+    config,
+    graphdef,
+    tx,
+    schedule,
+    mining_step=mining_start_step(config.pretrain, steps_per_epoch),
+    mesh=mesh,
+    state_shardings=state_sh,
   )
   state = loop.run(
     step_fn=step_fn,

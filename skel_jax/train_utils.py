@@ -1,4 +1,5 @@
-"""Shared training plumbing: mesh and shardings, schedules, run banners, metric logs."""
+"""Shared training plumbing: mesh and shardings, run banners, metric logs,
+the non-finite guard (optimizers and schedules: ``skel_jax.optim``)."""
 
 import json
 import os
@@ -10,7 +11,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -106,7 +106,7 @@ def state_shardings(state, mesh, min_size=2**14):
 # Versions and run records.
 # ---------------------------------------------------------------------------
 def versions():
-  import optax as _optax
+  import optax as _optax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp
 
   return {
@@ -225,55 +225,6 @@ class MetricLog:
 
 # ---------------------------------------------------------------------------
 # Optimisers and schedules (PyTorch-style coupled weight decay).
-# ---------------------------------------------------------------------------
-def warmup_step_schedule(base_lr, warmup_steps, decay_steps, decay_factor=0.1):
-  """Linear warm-up to ``base_lr``, then x decay_factor at each decay step."""
-  boundaries = {int(s): decay_factor for s in decay_steps}
-  step_fn = optax.piecewise_constant_schedule(base_lr, boundaries)
-  if warmup_steps <= 0:
-    return step_fn
-
-  def schedule(step):
-    warm = base_lr * (step + 1) / warmup_steps
-    return jnp.where(step < warmup_steps, warm, step_fn(step))
-
-  return schedule
-
-
-def make_optimizer(opt_cfg, schedule):
-  """The released optimisers plus two large-batch options.
-
-  'sgd' (momentum) and 'adam' add L2 weight decay to the gradient, as PyTorch's
-  ``weight_decay`` argument does (what the released configs use); 'adamw'
-  decouples it; 'lars' (layer-wise trust ratio, momentum 0.9) is the usual
-  choice for very large contrastive batches.
-  """
-  chain = []
-  if opt_cfg.get('grad_clip_norm', 0):
-    chain.append(optax.clip_by_global_norm(opt_cfg.grad_clip_norm))
-  wd = opt_cfg.weight_decay
-  if opt_cfg.name == 'adamw':
-    chain.append(optax.adamw(schedule, weight_decay=wd))
-  elif opt_cfg.name == 'lars':
-    chain.append(
-      optax.lars(
-        schedule, weight_decay=wd, momentum=opt_cfg.get('momentum', 0.9)
-      )
-    )
-  else:
-    if wd:
-      chain.append(optax.add_decayed_weights(wd))
-    if opt_cfg.name == 'sgd':
-      chain.append(optax.sgd(schedule, momentum=opt_cfg.momentum))
-    elif opt_cfg.name == 'adam':
-      chain.append(optax.adam(schedule))
-    else:
-      raise ValueError(
-        f'optimizer.name={opt_cfg.name!r}: expected sgd, adam, adamw or lars'
-      )
-  return optax.chain(*chain)
-
-
 # ---------------------------------------------------------------------------
 # Non-finite losses: decided on device, checked on the host only at log and
 # checkpoint points (no per-step host sync).

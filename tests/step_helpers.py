@@ -1,12 +1,11 @@
 """Shared by the pretraining-step tests: a tiny config and batch, one jitted
 step on a given mesh, and the "same step" comparison of two runs."""
 
-import functools
-
 import jax
 import numpy as np
 
 from skel_jax import config_defaults
+from skel_jax import optim
 from skel_jax import pretrain
 from skel_jax import train_utils
 
@@ -44,24 +43,26 @@ def run_step(config, mesh, state_shardings=None, mining_step=-1, prepare=None):
   the compiled step is shared). Returns (graphdef, state before (host),
   state after (device arrays, with their shardings), metrics (host)).
   """
-  schedule = train_utils.warmup_step_schedule(config.optimizer.lr, 0, [])
-  tx = train_utils.make_optimizer(config.optimizer, schedule)
+  schedule = optim.warmup_step_schedule(config.optimizer.lr, 0, [])
+  tx = optim.make_optimizer(config.optimizer, schedule)
   graphdef, state = pretrain.init_state(config, tx)
   if prepare is not None:
     state = prepare(state)
-  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
-  sh = rep if state_shardings is None else state_shardings(state, mesh)
-  step = jax.jit(
-    functools.partial(
-      pretrain.train_step,
-      graphdef=graphdef,
-      tx=tx,
-      config=config,
-      schedule=schedule,
-      mining_step=mining_step,
-    ),
-    in_shardings=(sh, dsh),
-    out_shardings=(sh, rep),
+  dsh = train_utils.data_sharding(mesh)
+  sh = (
+    train_utils.replicated(mesh)
+    if state_shardings is None
+    else state_shardings(state, mesh)
+  )
+  step = pretrain.make_train_step(
+    config,
+    graphdef,
+    tx,
+    schedule,
+    mining_step=mining_step,
+    mesh=mesh,
+    state_shardings=sh,
+    donate=False,
   )
   before = jax.device_get(state)
   after, metrics = step(

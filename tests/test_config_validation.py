@@ -8,6 +8,7 @@ import pytest
 
 from skel_jax import config_defaults
 from skel_jax import config_validation
+from skel_jax import finetune
 from skel_jax.config_validation import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,14 +42,22 @@ def _finetune(tmp_path):
   return c
 
 
+def _validate(config, workdir='w'):
+  """The checks a stage runs before building anything: the config's, and a
+  finetune run's pretrained source (``finetune.check_pretrained_source``)."""
+  config_validation.validate(config, workdir)
+  if config.stage == 'finetune':
+    finetune.check_pretrained_source(config)
+
+
 def test_defaults_pass(tmp_path):
-  config_validation.validate(_pretrain(), 'w')
-  config_validation.validate(_finetune(tmp_path), 'w')
+  _validate(_pretrain())
+  _validate(_finetune(tmp_path))
 
 
 def _expect(config, *fragments, workdir='w'):
   with pytest.raises(ConfigError) as e:
-    config_validation.validate(config, workdir)
+    _validate(config, workdir)
   msg = str(e.value)
   assert '\n' not in msg
   for f in fragments:
@@ -198,7 +207,7 @@ def test_closest_key(key, closest):
 
 def test_pretrain_source_must_be_readable_and_fit(tmp_path):
   c = _finetune(tmp_path / 'ok')
-  config_validation.validate(c, 'w')
+  _validate(c)
   c.model.backbone.width = 0.25
   _expect(
     c,

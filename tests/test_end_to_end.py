@@ -12,6 +12,7 @@ from flax import nnx
 from skel_jax import evaluate
 from skel_jax import finetune
 from skel_jax import main as main_lib
+from skel_jax import optim
 
 # Module fixtures/caches are shared: keep this file on one xdist worker.
 pytestmark = pytest.mark.xdist_group('end_to_end')
@@ -85,7 +86,7 @@ def test_localization_from_pretrained_backbone(
   config.num_steps = 48 if floor_run else 6
 
   # Only the backbone comes from the checkpoint; heads are fresh.
-  tx = finetune.train_utils.make_optimizer(config.optimizer, 1e-3)
+  tx = optim.make_optimizer(config.optimizer, 1e-3)
   _, state = finetune.initial_state(config, tx, num_classes=10)
   params = finetune.join_params(state['trainable'], state['frozen'], protocol)
   bb, _ = finetune.load_pretrained_backbone(pre_dir)
@@ -156,7 +157,7 @@ def test_demo_bases_variant_builds_each_method_config():
   from skel_jax import demo
 
   config = _load('configs/demo.py', 'bases,smoke')
-  config_validation.validate(config, 'unused', check_sources=False)
+  config_validation.validate(config, 'unused')
   assert config.protocols == ('linear',)
   for method in config.methods:
     base, snippet = demo.PRETRAINED[method]
@@ -170,7 +171,7 @@ def test_demo_bases_variant_builds_each_method_config():
       config.data.dir,
     )
     assert c.data.clip_len == (2 if base == 'rvtclr' else 1) * 64
-    config_validation.validate(c, check_sources=False)
+    config_validation.validate(c)
     assert (c.pretrain.mining_epoch >= 0) == (base != 'skeletonclr')
 
 
@@ -189,7 +190,7 @@ def test_linear_probe_trains_only_the_classifier(
   config.num_steps = 0
   config.num_epochs = 1
   config.label_fraction = 0.3
-  tx = finetune.train_utils.make_optimizer(config.optimizer, 1e-2)
+  tx = optim.make_optimizer(config.optimizer, 1e-2)
   _, before = finetune.initial_state(config, tx, num_classes=10)
   before = jax.device_get(before)
   result = main_lib.run(config, str(tmp_path))

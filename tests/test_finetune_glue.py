@@ -12,9 +12,9 @@ import pytest
 from skel_jax import config_defaults
 from skel_jax import finetune
 from skel_jax import knn
+from skel_jax import optim
 from skel_jax import postprocess
 from skel_jax import pretrain
-from skel_jax import train_utils
 
 # ------------------------------------------------------ masked frame CE ----
 
@@ -173,18 +173,19 @@ def test_background_only_probabilities():
 
 def test_warmup_step_schedule_hand_values():
   """Linear warm-up (step + 1) / W, then x0.1 from each decay step on."""
-  f = train_utils.warmup_step_schedule(0.1, 4, [6, 8])
+  f = optim.warmup_step_schedule(0.1, 4, [6, 8])
   want = [0.025, 0.05, 0.075, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
   np.testing.assert_allclose([float(f(s)) for s in range(10)], want, rtol=1e-6)
-  g = train_utils.warmup_step_schedule(0.5, 0, [2])
+  g = optim.warmup_step_schedule(0.5, 0, [2])
   np.testing.assert_allclose(
     [float(g(s)) for s in range(4)], [0.5, 0.5, 0.05, 0.05], rtol=1e-6
   )
 
 
-def test_pretrain_steps_per_epoch_drops_the_partial_batch():
-  """70 sequences in batches of 16: 4 full batches an epoch (the pretraining
-  input drops the remainder); epochs convert to steps through that."""
+def test_epoch_schedule_rounds_as_the_release_loaders():
+  """70 sequences in batches of 16: pretraining counts 4 batches an epoch
+  (the release's loader drops the partial batch), localization 5 (it keeps
+  it); epochs convert to steps through that."""
   c = config_defaults.pretrain_config()
   c.batch_size = 16
   c.optimizer.lr = 0.2
@@ -192,7 +193,7 @@ def test_pretrain_steps_per_epoch_drops_the_partial_batch():
   c.num_epochs = 5
   c.warmup_epochs = 1.5
   c.lr_decay_epochs = (3,)
-  schedule, total, per_epoch = pretrain.schedule_and_steps(c, 70)
+  schedule, total, per_epoch = optim.epoch_schedule(c, 70, drop_last=True)
   assert (per_epoch, total) == (4, 20)
   # Warm-up over int(1.5 * 4) = 6 steps, decay at step 12.
   np.testing.assert_allclose(
@@ -200,8 +201,9 @@ def test_pretrain_steps_per_epoch_drops_the_partial_batch():
     [0.2 / 6, 0.2, 0.2, 0.2, 0.02],
     rtol=1e-6,
   )
+  assert optim.epoch_schedule(c, 70, drop_last=False)[1:] == (25, 5)
   c.num_steps = 7
-  assert pretrain.schedule_and_steps(c, 70)[1] == 7
+  assert optim.epoch_schedule(c, 70, drop_last=True)[1] == 7
   # Mining starts after mining_epoch + 1 full epochs; -1 never.
   c.pretrain.mining_epoch = 2
   assert pretrain.mining_start_step(c.pretrain, 4) == 12

@@ -12,7 +12,8 @@ from flax import nnx
 
 from skel_jax import config_defaults
 from skel_jax import finetune
-from skel_jax import train_utils
+from skel_jax import optim
+from skel_jax import protocols
 
 NUM_CLASSES = 3
 T = 16
@@ -57,7 +58,7 @@ def test_trainable_tree_per_protocol(head):
     'knn': CLASSIFIER,
     'linear_fusion': head_paths,
   }
-  assert set(want) == set(finetune.PROTOCOLS)
+  assert set(want) == set(protocols.PROTOCOLS)
   for protocol, trained in want.items():
     trainable, frozen = finetune.split_trainable(params, protocol)
     assert _paths(trainable) == trained, protocol
@@ -73,8 +74,8 @@ def _one_step(protocol, head):
   """(before, after) as {'params', 'stats'} flat dicts, and the optimizer
   state's parameter count, after one jitted ``finetune.train_step``."""
   cfg = _config(protocol, head)
-  schedule = train_utils.warmup_step_schedule(cfg.optimizer.lr, 0, [])
-  tx = train_utils.make_optimizer(cfg.optimizer, schedule)
+  schedule = optim.warmup_step_schedule(cfg.optimizer.lr, 0, [])
+  tx = optim.make_optimizer(cfg.optimizer, schedule)
   graphdef, state = finetune.initial_state(
     cfg, tx, NUM_CLASSES, restore_backbone=False
   )

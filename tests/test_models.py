@@ -762,7 +762,7 @@ def test_energy_attention_drop_matches_simam_drop():
 def test_rvtclr_encoder_outputs():
   cfg = model_config(width=0.125)
   cfg.num_snippets = 4
-  enc = MoCoEncoder(cfg, base='rvtclr', rngs=nnx.Rngs(0))
+  enc = MoCoEncoder(cfg, relative_tempo_heads=True, rngs=nnx.Rngs(0))
   x = jnp.asarray(
     np.random.default_rng(0).normal(size=(2, 2, 32, 25, 3)), jnp.float32
   )
@@ -776,6 +776,6 @@ def test_rvtclr_encoder_outputs():
   # Released RVTCLR heads: linear appearance/tempo heads, MLP on the DC view.
   assert enc.global_head.fc1 is None and enc.tempo_head.fc1 is None
   assert enc.dc_head.fc1 is not None
-  eadm = MoCoEncoder(cfg, base='aimclr', rngs=nnx.Rngs(0))(x, mode='eadm')
+  eadm = MoCoEncoder(cfg, rngs=nnx.Rngs(0))(x, mode='eadm')
   assert set(eadm) == {'global', 'global_drop'}
   assert not np.allclose(eadm['global'], eadm['global_drop'])

@@ -18,6 +18,7 @@ from skel_jax import config_defaults
 from skel_jax import export
 from skel_jax import finetune
 from skel_jax import main as main_lib
+from skel_jax import optim
 from skel_jax import pretrain
 from skel_jax import train_utils
 
@@ -274,7 +275,7 @@ def test_export_roundtrip_and_architecture_mismatch(data_dir, tmp_path):
   ft = config_defaults.finetune_config()
   ft.model.backbone.width = 0.125
   ft.pretrain_workdir = out
-  tx = train_utils.make_optimizer(ft.optimizer, 1e-3)
+  tx = optim.make_optimizer(ft.optimizer, 1e-3)
   _, state = finetune.initial_state(ft, tx, num_classes=10)
   jax.tree.map(
     np.testing.assert_array_equal,

@@ -18,6 +18,7 @@ import pytest
 
 from skel_jax import checkpoint
 from skel_jax import loop
+from skel_jax import optim
 from skel_jax import train_utils
 
 # Orbax's failed reads of damaged checkpoints leave a callback on a closed
@@ -214,7 +215,7 @@ def pretrained(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp('pre'))
   train_utils.write_run_record(workdir, c)
   _, state = pretrain.init_state(
-    c, train_utils.make_optimizer(c.optimizer, lambda s: 0.0)
+    c, optim.make_optimizer(c.optimizer, lambda s: 0.0)
   )
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
   for step in (5, 10):

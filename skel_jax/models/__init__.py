@@ -3,6 +3,8 @@
 from skel_jax.models.agcn import AGCN
 from skel_jax.models.agcn import AGCN_CHANNELS
 from skel_jax.models.agcn import AGCN_STRIDES
+from skel_jax.models.encoders import BACKBONES
+from skel_jax.models.encoders import HEADS
 from skel_jax.models.encoders import Localizer
 from skel_jax.models.encoders import MoCoEncoder
 from skel_jax.models.encoders import build_backbone
@@ -16,6 +18,8 @@ __all__ = [
   'AGCN',
   'AGCN_CHANNELS',
   'AGCN_STRIDES',
+  'BACKBONES',
+  'HEADS',
   'MoCoEncoder',
   'Localizer',
   'build_backbone',

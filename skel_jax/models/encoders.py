@@ -4,10 +4,14 @@ Inputs are skeleton batches (N, M, T, V, 3): persons M are folded into the
 batch for the backbone and averaged after pooling over joints.
 """
 
+import dataclasses
+from typing import Callable
+
 import jax.numpy as jnp
 from flax import nnx
 
 from skel_jax.models.agcn import AGCN
+from skel_jax.models.agcn import AGCN_STRIDES
 from skel_jax.models.heads import GlobalHead
 from skel_jax.models.heads import PartRelationBranch
 from skel_jax.models.heads import SnippetHead
@@ -15,21 +19,45 @@ from skel_jax.models.heads import UFusionHead
 from skel_jax.models.heads import UpsampleHead
 from skel_jax.models.heads import energy_attention_drop
 from skel_jax.models.stgcn import STGCN
+from skel_jax.models.stgcn import STGCN_STRIDES
 
+# model.head -> localization head class.
 HEADS = {'ufusion': UFusionHead, 'upsample': UpsampleHead}
 
 
-def build_backbone(cfg, rngs):
-  """cfg: ConfigDict with ``name`` and ``width``."""
-  if cfg.name == 'agcn':
-    return AGCN(width=cfg.width, rngs=rngs)
-  if cfg.name == 'stgcn':
-    return STGCN(
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+  """build(cfg, rngs) -> module returning every unit's output; ``strides``:
+  the temporal stride of each unit (taps index units 1..len(strides))."""
+
+  build: Callable
+  strides: tuple
+
+
+# model.backbone.name -> spec; config validation reads the names, the unit
+# count (valid taps) and the strides (backbone time steps per clip).
+BACKBONES = {
+  'agcn': BackboneSpec(
+    lambda cfg, rngs: AGCN(width=cfg.width, rngs=rngs), AGCN_STRIDES
+  ),
+  'stgcn': BackboneSpec(
+    lambda cfg, rngs: STGCN(
       width=cfg.width,
       corrected_partition=cfg.get('corrected_partition', False),
       rngs=rngs,
+    ),
+    STGCN_STRIDES,
+  ),
+}
+
+
+def build_backbone(cfg, rngs):
+  """cfg: ConfigDict with ``name`` and ``width`` (``BACKBONES``)."""
+  if cfg.name not in BACKBONES:
+    raise ValueError(
+      f'model.backbone.name={cfg.name!r}: expected one of {sorted(BACKBONES)}'
     )
-  raise ValueError(f'model.backbone.name={cfg.name!r}: expected agcn or stgcn')
+  return BACKBONES[cfg.name].build(cfg, rngs)
 
 
 def _fold_persons(x):
@@ -47,9 +75,10 @@ def _joint_and_person_mean(feat, nm):
 class MoCoEncoder(nnx.Module):
   """Backbone + contrastive heads of one base method (query or key encoder).
 
-  Every base has the global head and the dense snippet head. RVTCLR's global
-  ("appearance") and tempo heads are single linear layers, as released, and it
-  adds the part-relation branch for its distribution-consistency view.
+  Every base has the global head and the dense snippet head. With
+  ``relative_tempo_heads`` (RVTCLR, ``bases.rvtclr``) the global
+  ("appearance") and tempo heads are single linear layers, as released, and
+  the part-relation branch serves the distribution-consistency view.
 
   ``mode`` picks what a forward pass returns:
     'main'  : global, snippets, snippet_feats (+ tempo for RVTCLR);
@@ -57,10 +86,10 @@ class MoCoEncoder(nnx.Module):
     'dc'    : global from the part-relation branch (RVTCLR's DC view).
   """
 
-  def __init__(self, model_cfg, *, base='skeletonclr', rngs):
+  def __init__(self, model_cfg, *, relative_tempo_heads=False, rngs):
     self.backbone = build_backbone(model_cfg.backbone, rngs)
     c, dim = self.backbone.out_channels, model_cfg.feature_dim
-    rvt = base == 'rvtclr'
+    rvt = relative_tempo_heads
     bn = model_cfg.get('head_batch_norm', False)
     self.global_head = GlobalHead(c, dim, mlp=not rvt, batch_norm=bn, rngs=rngs)
     self.snippet_head = SnippetHead(
