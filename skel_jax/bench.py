@@ -34,7 +34,6 @@ import dataclasses
 import datetime
 import inspect
 import json
-import math
 import os
 import platform
 import tempfile
@@ -49,6 +48,7 @@ from skel_jax import config_validation
 from skel_jax import finetune
 from skel_jax import graph
 from skel_jax import input_pipeline
+from skel_jax import models
 from skel_jax import optim
 from skel_jax import pretrain
 from skel_jax import train_utils
@@ -112,11 +112,8 @@ def quick_options(**overrides):
 # Configs (validated like a real run, so the benchmark runs what training runs).
 # ---------------------------------------------------------------------------
 def backbone_steps(backbone, clip_len):
-  """Backbone output length of a clip (ceil-halved at each stride-2 unit)."""
-  steps = clip_len
-  for _ in range(config_validation.BACKBONE_DOWNSAMPLING[backbone]):
-    steps = math.ceil(steps / 2)
-  return steps
+  """Backbone output length of a clip."""
+  return models.BACKBONES[backbone].time_steps(clip_len)
 
 
 def _model(cfg, opts, backbone, frames=None):
@@ -487,7 +484,7 @@ def run(opts, out=None, verbose=True):
     ('sections', SECTIONS),
     ('methods', METHODS),
     ('protocols', TRAIN_PROTOCOLS),
-    ('backbones', config_validation.BACKBONES),
+    ('backbones', tuple(models.BACKBONES)),
   ):
     unknown = set(getattr(opts, name)) - set(allowed)
     if unknown:

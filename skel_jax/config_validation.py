@@ -11,8 +11,6 @@ The allowed names come from the registries the code dispatches on:
 ``metrics.METRICS``, ``preprocess.CONFIG_FAMILIES`` and the dataset registry.
 """
 
-import math
-
 import jax
 
 from skel_jax import bases
@@ -229,9 +227,7 @@ def _check_pretrain(c, prefix, devices):
   base = bases.get(p.base)
   base.check(p, lambda key, value, why: fail(f'{prefix}{key}', value, why))
   frames = base.view_frames(c.data.clip_len, p)
-  steps = frames
-  for stride in models.BACKBONES[c.model.backbone.name].strides:
-    steps = math.ceil(steps / stride)
+  steps = models.BACKBONES[c.model.backbone.name].time_steps(frames)
   if c.model.num_snippets > steps:
     fail(
       f'{prefix}model.num_snippets',

@@ -5,6 +5,7 @@ batch for the backbone and averaged after pooling over joints.
 """
 
 import dataclasses
+import math
 from typing import Callable
 
 import jax.numpy as jnp
@@ -32,6 +33,12 @@ class BackboneSpec:
 
   build: Callable
   strides: tuple
+
+  def time_steps(self, frames):
+    """Output length of a ``frames``-long input (ceil-divided per stride)."""
+    for stride in self.strides:
+      frames = math.ceil(frames / stride)
+    return frames
 
 
 # model.backbone.name -> spec; config validation reads the names, the unit
