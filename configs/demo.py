@@ -13,11 +13,9 @@ steps; all six localization runs train the same U-fusion head for the same
 number of epochs on the same 20% of labeled training sequences.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
+import configs
 from skel_jax import cli
 
 VARIANTS = {
@@ -25,14 +23,6 @@ VARIANTS = {
   'bases': 'every base (SkeletonCLR, AimCLR, RVTCLR) with and without the '
   'snippet loss',
 }
-
-
-def _sibling(name):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + '.py')
-  spec = importlib.util.spec_from_file_location(f'_skel_cfg_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 # ':bases' -> each base alone and with the snippet loss (pretrain_synthetic
@@ -57,8 +47,8 @@ def get_config(arg=None):
   c.label_fraction = 0.2
   c.linear_lr = 1e-3
   c.num_plot_sequences = 3
-  c.pretrain = _sibling('pretrain_synthetic').get_config(variant)
-  c.finetune = _sibling('finetune_synthetic').get_config(variant)
+  c.pretrain = configs.load('pretrain_synthetic', variant)
+  c.finetune = configs.load('finetune_synthetic', variant)
   c.data = c.pretrain.data.copy_and_resolve_references()
   c.data.pad_length = c.finetune.data.pad_length
   if variant is None:
@@ -72,8 +62,9 @@ def get_config(arg=None):
     c.protocols = ('linear',)
     c.pretrain_methods = {}
     for method, base_tokens in BASE_METHODS.items():
-      p = _sibling('pretrain_synthetic').get_config(
-        ','.join([base_tokens] + ([variant] if variant else []))
+      p = configs.load(
+        'pretrain_synthetic',
+        ','.join([base_tokens] + ([variant] if variant else [])),
       )
       p.num_steps = c.pretrain.num_steps
       if p.pretrain.mining_epoch >= 0:  # half-way through the demo budget

@@ -22,7 +22,7 @@ VARIANTS = {'smoke': 'a tiny model and a few steps (CPU check)'}
 
 
 def get_config(arg=None):
-  cli.parse_variant(arg, VARIANTS, 'configs/finetune_pkummd.py')
+  tokens = cli.parse_variant(arg, VARIANTS, 'configs/finetune_pkummd.py')
   c = config_defaults.finetune_config()
   c.data.name, c.data.config = 'pku_mmd', 'v1_xsub'
   c.data.train_split, c.data.eval_split = 'train', 'test'
@@ -30,7 +30,7 @@ def get_config(arg=None):
   c.data.train_window = 1000
   c.data.pad_length = 8192
   c.eval.batch_size = 8
-  if arg == 'smoke':
+  if 'smoke' in tokens:
     config_defaults.make_finetune_smoke(c)
     c.data.train_window = 32
     c.data.pad_length = 64

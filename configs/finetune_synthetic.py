@@ -18,7 +18,7 @@ VARIANTS = {'smoke': 'a tiny model and a few steps (CPU check)'}
 
 
 def get_config(arg=None):
-  cli.parse_variant(arg, VARIANTS, 'configs/finetune_synthetic.py')
+  tokens = cli.parse_variant(arg, VARIANTS, 'configs/finetune_synthetic.py')
   c = config_defaults.finetune_config()
   c.model.backbone.width = 0.125
   c.model.num_snippets = 8
@@ -28,7 +28,7 @@ def get_config(arg=None):
   c.num_epochs = 40
   c.warmup_epochs = 2
   c.lr_decay_epochs = (30, 35)
-  if arg == 'smoke':
+  if 'smoke' in tokens:
     config_defaults.make_finetune_smoke(c, steps=12)
     c.data.config = 'smoke'
     c.data.pad_length = 128

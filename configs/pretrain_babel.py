@@ -16,12 +16,19 @@ normalisation per window. The paper does not give the BABEL window length:
 300-frame windows (10 s) like NTU, with the released optimiser settings.
 """
 
+from skel_jax import cli
 from skel_jax import config_defaults
 
 VARIANTS = config_defaults.PRETRAIN_VARIANTS
 
 
 def get_config(arg=None):
+  tokens = cli.parse_variant(
+    arg,
+    VARIANTS,
+    'configs/pretrain_babel.py',
+    exclusive=config_defaults.PRETRAIN_EXCLUSIVE,
+  )
   c = config_defaults.pretrain_config()
   c.data.name, c.data.config = 'babel', 'full'
   c.data.pretrain_split = 'train'
@@ -29,5 +36,5 @@ def get_config(arg=None):
   c.data.num_persons = 1
   c.data.clip_len = 300
   return config_defaults.pretrain_variant(
-    c, arg, config_defaults.make_pretrain_smoke, release_schedule=True
+    c, tokens, config_defaults.make_pretrain_smoke, release_schedule=True
   )

@@ -7,7 +7,7 @@ r"""Snippet pretraining on NTU RGB+D 60 cross-subject, released settings.
   python -m skel_jax.main --config=configs/pretrain_ntu60_xsub.py:aimclr,smoke \
       --workdir=/tmp/pre_ntu_smoke       # tiny model, few steps (CPU check)
 
-Variant tokens (``config_defaults.pretrain_variant``): the base method
+Variant tokens (``config_defaults.PRETRAIN_VARIANTS``): the base method
 ``skeletonclr`` (default) | ``aimclr`` | ``rvtclr``, ``video`` to drop the
 snippet loss (the base alone), ``stgcn`` for the ST-GCN backbone, ``smoke``.
 Each base runs its release's schedule: SkeletonCLR and RVTCLR (the SnipCLR
@@ -21,12 +21,19 @@ views), queues of 32768, SGD lr 0.1 batch 128. docs/method.md gives no warm-up
 length: 10 epochs here.
 """
 
+from skel_jax import cli
 from skel_jax import config_defaults
 
 VARIANTS = config_defaults.PRETRAIN_VARIANTS
 
 
 def get_config(arg=None):
+  tokens = cli.parse_variant(
+    arg,
+    VARIANTS,
+    'configs/pretrain_ntu60_xsub.py',
+    exclusive=config_defaults.PRETRAIN_EXCLUSIVE,
+  )
   c = config_defaults.pretrain_config()
   c.data.name, c.data.config = 'ntu_rgbd', 'ntu60_xsub'
   c.data.pretrain_split = 'train'
@@ -34,5 +41,5 @@ def get_config(arg=None):
   c.data.num_persons = 2
   c.data.clip_len = 300
   return config_defaults.pretrain_variant(
-    c, arg, config_defaults.make_pretrain_smoke, release_schedule=True
+    c, tokens, config_defaults.make_pretrain_smoke, release_schedule=True
   )

@@ -5,7 +5,7 @@ r"""Snippet-MoCo pretraining on the synthetic skeleton benchmark.
   python -m skel_jax.main --config=configs/pretrain_synthetic.py:smoke \
       --workdir=/tmp/pre_smoke          # < 1 min on a laptop CPU
 
-Variant tokens (``config_defaults.pretrain_variant``), e.g. ``:aimclr,stgcn``
+Variant tokens (``config_defaults.PRETRAIN_VARIANTS``), e.g. ``:aimclr,stgcn``
 or ``:rvtclr,video,smoke``: the base method ``skeletonclr`` (default) |
 ``aimclr`` | ``rvtclr``, ``video`` (no snippet loss: the base alone, i.e. the
 video-level baseline), ``release`` (the released snippet contrast, which a
@@ -21,12 +21,19 @@ the projection heads, and the position-proof snippet contrast
 (content-correct positives, every snippet of other videos as negatives).
 """
 
+from skel_jax import cli
 from skel_jax import config_defaults
 
 VARIANTS = config_defaults.PRETRAIN_VARIANTS
 
 
 def get_config(arg=None):
+  tokens = cli.parse_variant(
+    arg,
+    VARIANTS,
+    'configs/pretrain_synthetic.py',
+    exclusive=config_defaults.PRETRAIN_EXCLUSIVE,
+  )
   c = config_defaults.pretrain_config()
   c.model.backbone.width = 0.125
   # 64-frame windows (~2 s) -> T' = 8 backbone steps -> 8 snippets of 8 frames.
@@ -54,7 +61,7 @@ def get_config(arg=None):
   c.log_every = 10
   c.checkpoint.save_interval_steps = 100
   c.probe.enabled = True  # frozen-feature probe at the end (skel_jax.probe)
-  c = config_defaults.pretrain_variant(c, arg, _smoke)
+  c = config_defaults.pretrain_variant(c, tokens, _smoke)
   if c.pretrain.base == 'rvtclr':
     c.data.clip_len = 128  # 64-frame tempo views -> T' = 8 = S
   if c.pretrain.mining_epoch >= 0:

@@ -16,11 +16,9 @@ same design at the paper's clip length and S, full width, more steps and
 seeds.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
+import configs
 from skel_jax import cli
 
 VARIANTS = {
@@ -34,14 +32,6 @@ METHOD_TOKENS = {
   'snippet_release': 'release',
   'snippet_moco': '',
 }
-
-
-def _sibling(name):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + '.py')
-  spec = importlib.util.spec_from_file_location(f'_skel_cfg_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arg=None):
@@ -58,21 +48,20 @@ def get_config(arg=None):
   c.protocol_lr = {'linear': 1e-2, 'linear_fusion': 1e-3}
   c.pretrain_seeds = (0, 1, 2)
   c.localization_seeds = (5, 6, 7)
-  pre = _sibling('pretrain_synthetic')
   c.pretrain_methods = {}
   for method, method_tokens in METHOD_TOKENS.items():
     toks = ','.join(
       t for t in (method_tokens, 'smoke' * (variant == 'smoke')) if t
     )
-    p = pre.get_config(toks)
+    p = configs.load('pretrain_synthetic', toks)
     if variant == 'gpu':
       p.model.backbone.width = 1.0
       p.data.clip_len = 152
       p.model.num_snippets = 19
       p.num_steps = 2000
     c.pretrain_methods[method] = p
-  c.finetune = _sibling('finetune_synthetic').get_config(
-    'smoke' if variant == 'smoke' else None
+  c.finetune = configs.load(
+    'finetune_synthetic', 'smoke' if variant == 'smoke' else None
   )
   c.finetune.num_epochs = 15
   c.finetune.warmup_epochs = 2.0

@@ -3,6 +3,7 @@ r"""Plants known bugs one at a time and reports which ones the tests miss.
   .venv/bin/python scripts/mutation_check.py               # every mutation
   .venv/bin/python scripts/mutation_check.py -k momentum -k tempo
   .venv/bin/python scripts/mutation_check.py --list
+  .venv/bin/python scripts/mutation_check.py --stale   # STALE entries only
 
 The working tree (tracked and untracked, non-ignored files, uncommitted edits
 included) is copied to a temporary directory; the live tree is never edited.
@@ -330,6 +331,11 @@ def main():
     '--list', action='store_true', help='list the mutations and exit'
   )
   parser.add_argument(
+    '--stale',
+    action='store_true',
+    help='only report STALE entries (of the live tree; runs no tests)',
+  )
+  parser.add_argument(
     '--no-baseline',
     action='store_true',
     help='skip the unmutated run of the selected tests',
@@ -357,6 +363,16 @@ def main():
   if not selected:
     print('no mutation matches', args.k)
     return 2
+  if args.stale:
+    stale = 0
+    for m in selected:
+      with open(os.path.join(ROOT, m.path)) as f:
+        count = f.read().count(m.original)
+      if count != 1:
+        stale += 1
+        print(f'STALE    {m.name:36s} original snippet found {count} times')
+    print(f'{stale} of {len(selected)} entries stale')
+    return 1 if stale else 0
 
   copy = tempfile.mkdtemp(prefix='mutation_check_')
   try:

@@ -8,13 +8,13 @@ linear_fusion, knn) at several label fractions, plus the upsampling baseline
 head, and writes ``OUT/protocols.json`` and ``OUT/protocols.md``.
 """
 
-import importlib.util
 import json
 import os
 
 from absl import app
 from absl import flags
 
+import configs
 from skel_jax import main as main_lib
 from skel_jax import protocols
 
@@ -24,15 +24,14 @@ _FRACTIONS = flags.DEFINE_list(
   'fractions', ['0.05', '0.2', '1.0'], 'Label fractions.'
 )
 _CONFIG = flags.DEFINE_string(
-  'finetune_config', 'configs/finetune_synthetic.py', 'Finetuning config file.'
+  'finetune_config',
+  'configs/finetune_synthetic.py',
+  'Finetuning config: configs/NAME.py[:TOKEN,...] or NAME[:TOKEN,...].',
 )
 
 
 def _config():
-  spec = importlib.util.spec_from_file_location('cfg', _CONFIG.value)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return configs.load(_CONFIG.value)
 
 
 def main(argv):

@@ -18,7 +18,6 @@ The convention, the same in ``main``, ``study``, ``build_data``,
   naming the valid ones (exit 2).
 """
 
-import importlib.util
 import logging as std_logging
 import os
 import sys
@@ -26,10 +25,6 @@ import textwrap
 
 from absl import flags
 from absl import logging
-
-CONFIG_DIR = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs'
-)
 
 CONVENTION = """\
 Flags shared by every skel_jax command: --workdir is a run directory (main
@@ -75,31 +70,25 @@ def parse_variant(arg, valid, config_name='this config', exclusive=()):
   return tokens
 
 
-def _load_config_module(path):
-  name = '_skel_cfg_help_' + os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def config_listing(config_dir=CONFIG_DIR, only=None, width=79):
-  """Text listing ``configs/*.py``: first docstring line and variant tokens
-  (each module's ``VARIANTS``, {token: description})."""
-  if not os.path.isdir(config_dir):
-    return f'(no config folder at {config_dir})'
-  shown = os.path.relpath(config_dir)
+def config_listing(only=None, width=79):
+  """Text listing ``configs/*.py`` (the ``configs`` package): first
+  docstring line and variant tokens (each module's ``VARIANTS``, {token:
+  description})."""
+  try:
+    import configs  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    return f'(no configs package: {e})'
+  if not hasattr(configs, 'load'):  # some other folder named configs
+    return f'(no configs package: {configs.__name__} has no load())'
+  shown = os.path.relpath(configs.DIR)
   if shown.startswith('..'):
-    shown = config_dir
+    shown = configs.DIR
   lines = [f'Configs ({shown}/FILE.py[:TOKEN,...]) and their variant tokens:']
-  for fname in sorted(os.listdir(config_dir)):
-    if not fname.endswith('.py') or fname.startswith('_'):
-      continue
-    stem = fname[:-3]
+  for stem in configs.names():
     if only is not None and not only(stem):
       continue
     try:
-      module = _load_config_module(os.path.join(config_dir, fname))
+      module = configs.module(stem)
     except Exception as e:  # pylint: disable=broad-except
       lines.append(f'  {stem}: (cannot be loaded: {e})')
       continue

@@ -141,7 +141,9 @@ def set_base(c, base, release_schedule=False):
   return c
 
 
-# ``--config=configs/pretrain_*.py:TOKENS`` (``pretrain_variant``).
+# ``--config=configs/pretrain_*.py:TOKENS``: the tokens of every pretraining
+# config, parsed by ``cli.parse_variant(arg, PRETRAIN_VARIANTS, FILE,
+# exclusive=PRETRAIN_EXCLUSIVE)`` and applied by ``pretrain_variant``.
 PRETRAIN_VARIANTS = {
   **{
     name: f'base method {b.title}' + ' (the default)' * (name == 'skeletonclr')
@@ -152,25 +154,24 @@ PRETRAIN_VARIANTS = {
   'stgcn': 'ST-GCN backbone instead of AGCN',
   'smoke': 'a seconds-long CPU run',
 }
+PRETRAIN_EXCLUSIVE = (tuple(bases.REGISTRY),)  # at most one base
 
 
-def pretrain_variant(c, arg, smoke, release_schedule=False):
-  """Applies a ``--config=FILE:TOKENS`` variant to a pretraining config.
+def pretrain_variant(c, tokens, smoke, release_schedule=False):
+  """Applies parsed ``--config=FILE:TOKENS`` variant tokens to a pretraining
+  config.
 
-  Tokens (comma-separated, any order): a base (skeletonclr | aimclr |
+  Tokens (``PRETRAIN_VARIANTS``, any order): a base (skeletonclr | aimclr |
   rvtclr), ``video`` (no snippet loss: the base alone), ``release`` (the
   released snippet contrast: argmax positives, per-video mean negatives),
   ``stgcn`` (ST-GCN backbone instead of AGCN), ``smoke`` (``smoke(c)``: a
   seconds-long CPU run).
   """
-  from skel_jax import cli  # pylint: disable=g-import-not-at-top
-
-  tokens = cli.parse_variant(
-    arg,
-    PRETRAIN_VARIANTS,
-    'pretraining config',
-    exclusive=(tuple(bases.REGISTRY),),
-  )
+  if isinstance(tokens, str):
+    raise TypeError(
+      'pretrain_variant takes the tokens cli.parse_variant returns, not '
+      f'the raw variant string {tokens!r}'
+    )
   base = next((t for t in tokens if t in bases.REGISTRY), 'skeletonclr')
   set_base(c, base, release_schedule)
   if 'video' in tokens:

@@ -2,13 +2,12 @@
 smoke synthetic data through ``main.run`` (8 simulated devices), including
 the switch to nearest-neighbour mining after the first epoch."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
 
+import configs
 from skel_jax import main as main_lib
 
 # Loss terms each base reports (besides the snippet loss).
@@ -23,18 +22,6 @@ STEPS = 6  # the smoke pretrain split is 4 steps per epoch
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
-
-
-def _config(variant):
-  spec = importlib.util.spec_from_file_location(
-    'cfg',
-    os.path.join(
-      os.path.dirname(__file__), '..', 'configs', 'pretrain_synthetic.py'
-    ),
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
 
 
 # SkeletonCLR x AGCN trains through main.run in test_end_to_end, test_resume
@@ -58,7 +45,7 @@ def test_base_trains(base, snippet, backbone, data_dir, tmp_path):
   tokens = [base, 'smoke'] + ([] if snippet else ['video'])
   if backbone == 'stgcn':
     tokens.append('stgcn')
-  config = _config(','.join(tokens))
+  config = configs.load('pretrain_synthetic', ','.join(tokens))
   config.data.dir = data_dir
   config.num_steps = STEPS
   config.log_every = 1

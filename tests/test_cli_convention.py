@@ -1,7 +1,5 @@
 """One CLI convention, quiet logs, variant tokens listed and checked (issue 13)."""
 
-import glob
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,10 +8,11 @@ import pytest
 from absl import flags
 from absl import logging
 
+import configs
 from skel_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '*.py')))
+CONFIGS = [os.path.join(configs.DIR, n + '.py') for n in configs.names()]
 
 
 def _run(args, timeout=120):
@@ -28,18 +27,9 @@ def _run(args, timeout=120):
   )
 
 
-def _module(path):
-  spec = importlib.util.spec_from_file_location(
-    '_test_cfg_' + os.path.basename(path)[:-3], path
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
 def test_every_config_lists_its_tokens_and_rejects_unknown_ones(path):
-  module = _module(path)
+  module = configs.module(path)
   variants = getattr(module, 'VARIANTS', None)
   assert variants, f'{path} has no VARIANTS'
   with pytest.raises(cli.VariantError) as e:
@@ -156,7 +146,7 @@ def test_apply_verbosity_warning_unless_asked(verbosity_flag):
 
 
 def test_data_dir_reaches_every_stage():
-  demo = _module(os.path.join(ROOT, 'configs', 'demo.py')).get_config('bases')
+  demo = configs.load('demo', 'bases')
   assert cli.set_data_dir(demo, '/elsewhere') >= 3
 
   def dirs(c):

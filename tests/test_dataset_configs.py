@@ -1,7 +1,6 @@
 """The training configs for the real datasets run on builds of fixture trees:
 NTU-60 pretraining -> PKU-MMD transfer, and BABEL subset localization."""
 
-import importlib.util
 import json
 import os
 
@@ -10,22 +9,12 @@ import fixtures_ntu
 import fixtures_pku
 import pytest
 
+import configs
 from skel_jax import build_data
 from skel_jax import main as main_lib
 
 # Module fixtures/caches are shared: keep this file on one xdist worker.
 pytestmark = pytest.mark.xdist_group('dataset_configs')
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _config(name, arg):
-  spec = importlib.util.spec_from_file_location(
-    name, os.path.join(ROOT, 'configs', name + '.py')
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def _build(name, config, manual_dir, data_dir, **kwargs):
@@ -45,7 +34,7 @@ def ntu_pretrained(tmp_path_factory, data_dir):
   raw = str(tmp_path_factory.mktemp('ntu_raw'))
   fixtures_ntu.write_good_tree(raw)
   _build('ntu_rgbd', 'ntu60_xsub', raw, data_dir)
-  c = _config('pretrain_ntu60_xsub', 'smoke')
+  c = configs.load('pretrain_ntu60_xsub', 'smoke')
   c.data.dir = data_dir
   workdir = str(tmp_path_factory.mktemp('pre_ntu'))
   main_lib.run(c, workdir)
@@ -62,7 +51,7 @@ def test_ntu_to_pkummd_transfer(ntu_pretrained, data_dir, tmp_path):
   raw = str(tmp_path / 'pku_raw')
   fixtures_pku.write_good_tree(raw)
   _build('pku_mmd', 'v1_xsub', raw, data_dir)
-  c = _config('finetune_pkummd', 'smoke')
+  c = configs.load('finetune_pkummd', 'smoke')
   c.data.dir = data_dir
   c.pretrain_workdir = ntu_pretrained
   workdir = str(tmp_path / 'ft')
@@ -77,7 +66,7 @@ def test_babel_subset_localization(data_dir, tmp_path):
   fixtures_babel.make_tiny_release(raw)
   model = str(fixtures_babel.write_model(tmp_path / 'smplh.pkl'))
   _build('babel', 'subset1', raw, data_dir, smplh_model=model)
-  c = _config('finetune_babel', 'subset1,smoke')
+  c = configs.load('finetune_babel', 'subset1,smoke')
   c.data.dir = data_dir
   c.init = 'random'
   result = main_lib.run(c, str(tmp_path / 'ft'))

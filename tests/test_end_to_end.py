@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import configs
 from skel_jax import evaluate
 from skel_jax import finetune
 from skel_jax import main as main_lib
@@ -18,15 +19,6 @@ from skel_jax import optim
 pytestmark = pytest.mark.xdist_group('end_to_end')
 
 
-def _load(path, arg='smoke'):
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
@@ -34,7 +26,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def pretrained(tmp_path_factory, data_dir):
-  config = _load('configs/pretrain_synthetic.py')
+  config = configs.load('pretrain_synthetic', 'smoke')
   config.data.dir = data_dir
   config.num_steps = 12
   workdir = str(tmp_path_factory.mktemp('pretrain'))
@@ -75,7 +67,7 @@ def test_localization_from_pretrained_backbone(
   pretrained, data_dir, tmp_path, protocol, head
 ):
   _, pre_dir = pretrained
-  config = _load('configs/finetune_synthetic.py')
+  config = configs.load('finetune_synthetic', 'smoke')
   config.data.dir = data_dir
   config.pretrain_workdir = pre_dir
   config.protocol = protocol
@@ -132,7 +124,7 @@ def test_localization_from_pretrained_backbone(
 
 
 def test_demo_pipeline_writes_table(data_dir, tmp_path):
-  config = _load('configs/demo.py')
+  config = configs.load('demo', 'smoke')
   config.data.dir = data_dir
   config.methods = ('random_init', 'snippet_moco')
   config.protocols = ('linear',)
@@ -156,7 +148,7 @@ def test_demo_bases_variant_builds_each_method_config():
   from skel_jax import config_validation
   from skel_jax import demo
 
-  config = _load('configs/demo.py', 'bases,smoke')
+  config = configs.load('demo', 'bases,smoke')
   config_validation.validate(config, 'unused')
   assert config.protocols == ('linear',)
   for method in config.methods:
@@ -181,7 +173,7 @@ def test_linear_probe_trains_only_the_classifier(
   """The released probe: backbone and fusion module frozen (BN statistics
   included), only the per-frame classifier moves."""
   _, pre_dir = pretrained
-  config = _load('configs/finetune_synthetic.py')
+  config = configs.load('finetune_synthetic', 'smoke')
   config.data.dir = data_dir
   config.pretrain_workdir = pre_dir
   config.protocol = 'linear'

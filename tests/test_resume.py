@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import configs
 from skel_jax import config_defaults
 from skel_jax import export
 from skel_jax import finetune
@@ -157,14 +158,7 @@ def test_sigterm_saves_a_final_checkpoint(uninterrupted, data_dir, tmp_path):
 
 
 def _smoke_pretrain(data_dir, steps, num_devices):
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location(
-    'cfg', os.path.join(ROOT, 'configs', 'pretrain_synthetic.py')
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config('smoke')
+  c = configs.load('pretrain_synthetic', 'smoke')
   c.data.dir = data_dir
   c.num_steps = steps
   c.num_devices = num_devices

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import configs
 from skel_jax import checkpoint
 from skel_jax import loop
 from skel_jax import optim
@@ -180,19 +181,8 @@ def test_checkpoint_of_another_shape_is_one_clear_error(tmp_path):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _config(name, arg='smoke'):
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location(
-    'cfg', os.path.join(ROOT, 'configs', name + '.py')
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def _smoke_pretrain(data_dir, steps=10):
-  c = _config('pretrain_synthetic')
+  c = configs.load('pretrain_synthetic', 'smoke')
   c.data.dir = data_dir
   c.num_steps = steps
   c.log_every = 5
@@ -374,7 +364,7 @@ def test_finetune_source_falls_back_to_readable_step(
 
 # ----------------------------------------------- 4. checks before compiling ---
 def _smoke_finetune(data_dir, **overrides):
-  c = _config('finetune_synthetic')
+  c = configs.load('finetune_synthetic', 'smoke')
   c.data.dir = data_dir
   c.init = 'random'
   for key, value in overrides.items():
@@ -478,7 +468,7 @@ def test_missing_split_and_dataset(built, tmp_path):
     "config.data.eval_split='test'",
     "splits ['pretrain', 'train', 'val']",
   )
-  c = _config('finetune_pkummd')
+  c = configs.load('finetune_pkummd', 'smoke')
   c.data.dir = str(tmp_path / 'no_data')
   c.init = 'random'
   _fails_early(

@@ -1,8 +1,10 @@
-"""Global-array losses vs their shard_map twins (explicit all_gather/pmean) on
-8 devices, and the in-batch mode against a NumPy loop."""
+"""Global-array losses vs their shard_map twins (tests/loss_oracles.py:
+explicit all_gather/pmean) on 8 devices, and the in-batch mode against a
+NumPy loop."""
 
 import jax
 import jax.numpy as jnp
+import loss_oracles
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding
@@ -48,7 +50,7 @@ def _sharded(a, mesh):
 def test_global_arrays_match_shard_map(arrays, negatives, mining):
   mesh = train_utils.make_mesh(jax.devices()[:8])
   a = _sharded(arrays, mesh)
-  oracle = losses.sharded_losses(
+  oracle = loss_oracles.sharded_losses(
     mesh, negatives, T, mining_topk=mining, snippet_mining_topk=mining
   )
   want_g, want_s = oracle(
@@ -85,13 +87,13 @@ def test_global_arrays_match_shard_map(arrays, negatives, mining):
     snip = (a['q_snip'], a['k_snip'], a['feats_q'], a['feats_k'])
     if negatives == 'queue':
       wrapped = (
-        losses.global_moco_loss(a['q'], a['k'], a['queue'], T),
-        losses.snippet_loss(*snip, a['squeue'], T)[0],
+        loss_oracles.global_moco_loss(a['q'], a['k'], a['queue'], T),
+        loss_oracles.snippet_loss(*snip, a['squeue'], T)[0],
       )
     else:
       wrapped = (
-        losses.in_batch_global_loss(a['q'], a['k'], T),
-        losses.in_batch_snippet_loss(*snip, T)[0],
+        loss_oracles.in_batch_global_loss(a['q'], a['k'], T),
+        loss_oracles.in_batch_snippet_loss(*snip, T)[0],
       )
     np.testing.assert_allclose(wrapped, (want_g, want_s), rtol=1e-5)
 
@@ -113,7 +115,7 @@ def test_in_batch_snippet_loss_matches_numpy_loop(arrays):
         np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[0]
       )
   want = total / (N * S)
-  got, _ = losses.in_batch_snippet_loss(
+  got, _ = loss_oracles.in_batch_snippet_loss(
     *(jnp.asarray(a[k]) for k in ('q_snip', 'k_snip', 'feats_q', 'feats_k')), T
   )
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
@@ -124,5 +126,7 @@ def test_in_batch_global_loss_matches_numpy(arrays):
   logits = a['q'] @ a['k'].T / T
   m = logits.max(-1, keepdims=True)
   want = np.mean(np.log(np.exp(logits - m).sum(-1)) + m[:, 0] - np.diag(logits))
-  got = losses.in_batch_global_loss(jnp.asarray(a['q']), jnp.asarray(a['k']), T)
+  got = loss_oracles.in_batch_global_loss(
+    jnp.asarray(a['q']), jnp.asarray(a['k']), T
+  )
   np.testing.assert_allclose(float(got), want, rtol=1e-5)

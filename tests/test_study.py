@@ -1,22 +1,14 @@
 """The multi-seed study: interval arithmetic against hand-worked values, and a
 smoke study end to end (cells, re-run reuse, results schema)."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
+import configs
 from skel_jax import study
-
-
-def _load_config(name, arg):
-  path = os.path.join(os.path.dirname(__file__), '..', 'configs', name)
-  spec = importlib.util.spec_from_file_location('study_cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def test_mean_ci_hand_worked():
@@ -64,7 +56,7 @@ def test_aggregate_pairs_by_seed_and_protocol():
 
 @pytest.mark.xdist_group('study_smoke')
 def test_smoke_study_end_to_end(tmp_path, capsys):
-  config = _load_config('study.py', 'smoke')
+  config = configs.load('study', 'smoke')
   data_dir = str(tmp_path / 'tfds')
   for c in [config, config.finetune] + list(config.pretrain_methods.values()):
     c.data.dir = data_dir
