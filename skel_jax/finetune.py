@@ -30,6 +30,7 @@ from skel_jax import loop
 from skel_jax import metrics as metrics_lib
 from skel_jax import postprocess
 from skel_jax import train_utils
+from skel_jax import weights
 from skel_jax.models import Localizer
 
 PROTOCOLS = ('finetune', 'linear', 'linear_fusion', 'knn')
@@ -52,16 +53,7 @@ def build_model(config, num_classes):
 def load_pretrained_backbone(path):
   """Backbone params and BN statistics (nested dicts) from a pretraining
   workdir (query encoder) or from an export directory (``skel_jax.export``)."""
-  from skel_jax import export  # pylint: disable=g-import-not-at-top
-
-  if os.path.exists(os.path.join(path, 'model.json')):
-    _, params, stats = export.load_variables(path)
-    return params['backbone'], stats['backbone']
-  _, _, params, stats = export.restore_workdir(path)
-  return (
-    nnx.to_pure_dict(params['backbone']),
-    nnx.to_pure_dict(stats['backbone']),
-  )
+  return weights.backbone_variables(path)
 
 
 def initial_state(config, tx, num_classes, restore_backbone=True):
