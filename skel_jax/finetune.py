@@ -405,17 +405,17 @@ def knn_predictor(config, graphdef, state, labeled, num_classes, rep, dsh):
 def write_results(
   workdir, result, gt, pred, predictions, names, num_classes, config
 ):
-  from skel_jax import evaluate as evaluate_cli
+  from skel_jax import activitynet
   from skel_jax import plotting
   from skel_jax import tensorboard
 
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(result, f, indent=2)
   class_names = names[:num_classes]
-  evaluate_cli.save_activitynet(
+  activitynet.save_activitynet(
     os.path.join(workdir, 'gt.json'), gt, class_names, kind='gt'
   )
-  evaluate_cli.save_activitynet(
+  activitynet.save_activitynet(
     os.path.join(workdir, 'predictions.json'), pred, class_names, kind='pred'
   )
   # Frame probabilities of the first sequences, for plots and later analysis.
@@ -455,7 +455,7 @@ def write_results(
   named = dict(
     result, per_class={names[int(c)]: v for c, v in result['per_class'].items()}
   )
-  table = evaluate_cli.format_table(named)
+  table = activitynet.format_table(named)
   print(table, flush=True)
   print(
     'frame confusion (% of true frames):\n'

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from skel_jax import evaluate
+from skel_jax import activitynet
 from skel_jax import finetune
 from skel_jax import main as main_lib
 
@@ -116,7 +116,7 @@ def test_localization_from_pretrained_backbone(
       background_only,
     )
   # Predictions are exported in the ActivityNet layout and re-score the same.
-  rescored = evaluate.evaluate_files(
+  rescored = activitynet.evaluate_files(
     os.path.join(workdir, 'gt.json'), os.path.join(workdir, 'predictions.json')
   )
   np.testing.assert_allclose(rescored['mean'], result['mean'], rtol=1e-9)
