@@ -116,7 +116,7 @@ def convert_parallel(
 
 
 # ---------------------------------------------------------------------------
-# Split checks every build gets (installed by ``skel_jax.build_data.build``).
+# Split checks every build gets (installed by ``skel_jax.datasets.build``).
 # ---------------------------------------------------------------------------
 class EmptySplitError(ValueError):
   """A split with no valid example (TFDS would only say "No examples")."""

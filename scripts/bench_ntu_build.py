@@ -36,7 +36,7 @@ def main():
   args = parser.parse_args()
   # Imported here, not at the top: spawned conversion workers re-import this
   # module and should not pay for TensorFlow Datasets.
-  from skel_jax import build_data  # pylint: disable=g-import-not-at-top
+  from skel_jax import datasets  # pylint: disable=g-import-not-at-top
 
   root = args.keep_dir or tempfile.mkdtemp(prefix='ntu_bench_')
   raw = os.path.join(root, 'raw')
@@ -52,11 +52,11 @@ def main():
 
     data_dir = os.path.join(root, 'tfds')
     shutil.rmtree(data_dir, ignore_errors=True)
-    builder = build_data.make_builder(
+    builder = datasets.make_builder(
       'ntu_rgbd', 'ntu60_xsub', data_dir, num_workers=args.num_workers
     )
     t0 = time.time()
-    build_data.build(builder, raw)
+    datasets.build(builder, raw)
     secs = time.time() - t0
     examples = sum(s.num_examples for s in builder.info.splits.values())
     workers = (

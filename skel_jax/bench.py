@@ -566,7 +566,7 @@ def _define_flags():
   """Flags exist only for the CLI: importing this module defines none."""
   from absl import flags as f
 
-  from skel_jax import build_data  # noqa: F401  defines its flags first
+  from skel_jax import datasets  # noqa: F401
 
   f.DEFINE_string('out', 'bench.json', 'JSON report path ("" = none).')
   f.DEFINE_bool(

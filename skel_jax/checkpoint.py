@@ -5,6 +5,10 @@ unreadable (e.g. data files cut short by a full disk): it warns naming the
 step and falls back to the next older one. Shapes are compared with the
 checkpoint's metadata first, so a checkpoint of another architecture is one
 clear error instead of an Orbax/tensorstore dump. Nothing is ever deleted.
+
+``restore_subtree`` reads a few arrays of a run (e.g. its backbone weights)
+without building any training state: only the leaves under a path of the
+saved tree are read, the rest of the checkpoint is never touched.
 """
 
 import os
@@ -21,6 +25,11 @@ class CheckpointMismatchError(ValueError):
 
 class NoReadableCheckpointError(RuntimeError):
   """Checkpoints exist but none of them can be restored."""
+
+
+class MissingSubtreeError(CheckpointMismatchError, LookupError):
+  """A checkpoint without the subtree asked for (the message lists what it
+  holds at that level)."""
 
 
 def abstract_like(tree, sharding):
@@ -92,6 +101,27 @@ def warn(message):
   print(message, file=sys.stderr, flush=True)
 
 
+def _warn_unreadable(desc, directory, steps, i, error):
+  """The warning for ``steps[i]`` (newest first) failing to restore."""
+  nxt = (
+    f'trying step {steps[i + 1]}'
+    if i + 1 < len(steps)
+    else 'no older checkpoint left'
+  )
+  warn(
+    f'[{desc}] warning: checkpoint step {steps[i]} in {directory} '
+    f'is unreadable ({_short(error)}); {nxt}'
+  )
+
+
+def _none_readable(directory, steps, errors):
+  return NoReadableCheckpointError(
+    f'no readable checkpoint in {directory}: steps {steps} all fail '
+    f'to restore (newest: {_short(errors[0])}). Nothing was deleted; '
+    'move that folder aside to start the run over.'
+  )
+
+
 class Checkpointer:
   """Async CheckpointManager with a save interval and a keep-N policy.
 
@@ -126,10 +156,7 @@ class Checkpointer:
   def shape_mismatches(self, step, abstract_state):
     """'key: model (..) vs checkpoint (..)' for every array that differs or
     is missing on one side; raises if the step's metadata is unreadable."""
-    meta = ocp.StandardCheckpointHandler().metadata(
-      epath.Path(self.directory) / str(step) / 'default'
-    )
-    source = _shapes(getattr(meta, 'tree', meta))
+    source = _shapes(_metadata_tree(self.directory, step))
     target = _shapes(abstract_state)
     show = lambda shape: 'absent' if shape is None else shape
     return [
@@ -162,22 +189,10 @@ class Checkpointer:
       except Exception as e:  # pylint: disable=broad-except
         unreadable.append(step)
         errors.append(e)
-        nxt = (
-          f'trying step {steps[i + 1]}'
-          if i + 1 < len(steps)
-          else 'no older checkpoint left'
-        )
-        warn(
-          f'[{desc}] warning: checkpoint step {step} in {self.directory} '
-          f'is unreadable ({_short(e)}); {nxt}'
-        )
+        _warn_unreadable(desc, self.directory, steps, i, e)
         continue
       return step, state, unreadable
-    raise NoReadableCheckpointError(
-      f'no readable checkpoint in {self.directory}: steps {steps} all fail '
-      f'to restore (newest: {_short(errors[0])}). Nothing was deleted; '
-      'move that folder aside to start the run over.'
-    )
+    raise _none_readable(self.directory, steps, errors)
 
   def latest_step(self):
     if self.manager is None:  # closed: read what is on disk
@@ -254,3 +269,236 @@ def open_and_restore(workdir, ckpt_cfg, state, sharding, desc):
       set_aside(workdir, ckpt, unreadable, desc)
     print(f'[{desc}] resumed from step {start}', flush=True)
   return ckpt, start, state
+
+
+# ---------------------------------------------------------------------------
+# Parts of a run's checkpoint, without building its training state.
+# ---------------------------------------------------------------------------
+def _metadata_tree(directory, step):
+  """The saved tree of ``step`` with Orbax metadata leaves (shape, dtype)."""
+  meta = ocp.StandardCheckpointHandler().metadata(
+    epath.Path(directory) / str(step) / 'default'
+  )
+  return getattr(meta, 'tree', meta)
+
+
+def _parts(prefix):
+  """'params/backbone' (or a sequence of keys) -> ('params', 'backbone')."""
+  if isinstance(prefix, str):
+    return tuple(p for p in prefix.split('/') if p)
+  return tuple(str(p) for p in prefix)
+
+
+def _children(node):
+  """{key: child} of a saved dict or list; None for a leaf or an empty
+  (None) subtree."""
+  if isinstance(node, dict):
+    return {str(k): v for k, v in node.items()}
+  if isinstance(node, (list, tuple)):
+    return {str(i): v for i, v in enumerate(node)}
+  return None
+
+
+def _lookup(tree, parts):
+  """(node, None) at ``parts``; (None, depth) when ``parts[depth]`` is not
+  there, depth == len(parts) when the node is an empty (None) subtree."""
+  node = tree
+  for depth, part in enumerate(parts):
+    children = _children(node)
+    if children is None or part not in children:
+      return None, depth
+    node = children[part]
+  if node is None:
+    return None, len(parts)
+  return node, None
+
+
+def _held(tree, parts):
+  """What the saved tree holds at ``parts``, in words."""
+  node = tree
+  for part in parts:
+    node = _children(node)[part]
+  where = '/'.join(parts)
+  children = _children(node)
+  if children:
+    return f'{where or "the checkpoint"} holds: ' + ', '.join(
+      '/'.join(parts + (k,)) for k in sorted(children)
+    )
+  return f'{where} is empty' if node is None else f'{where} is one array'
+
+
+def _missing(workdir, directory, step, tree, parts, depth):
+  head = (
+    f'{workdir}: checkpoint step {step} ({directory}) has no '
+    f'{"/".join(parts)!r}'
+  )
+  if depth == len(parts):
+    return MissingSubtreeError(f'{head}: it is empty')
+  return MissingSubtreeError(f'{head}; {_held(tree, parts[:depth])}')
+
+
+def _key_name(entry):
+  for attr in ('key', 'idx', 'name'):
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
+def _restore_parts(directory, step, tree, wanted):
+  """The saved tree of ``step`` with the leaves under the paths ``wanted``
+  read onto the first local device and every other leaf ``...`` (never
+  read)."""
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def target(path, meta):
+    keys = tuple(_key_name(e) for e in path)
+    if not any(keys[: len(w)] == w for w in wanted):
+      return ocp.PLACEHOLDER
+    if hasattr(meta, 'shape') and hasattr(meta, 'dtype'):
+      return jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=sharding)
+    return meta
+
+  def restore_args(leaf):
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+      return ocp.ArrayRestoreArgs(
+        sharding=sharding, global_shape=leaf.shape, dtype=leaf.dtype
+      )
+    return ocp.PLACEHOLDER if leaf is ocp.PLACEHOLDER else ocp.RestoreArgs()
+
+  item = jax.tree_util.tree_map_with_path(target, tree)
+  handler = ocp.PyTreeCheckpointHandler()
+  try:
+    return handler.restore(
+      epath.Path(directory) / str(step) / 'default',
+      args=ocp.args.PyTreeRestore(
+        item=item, restore_args=jax.tree.map(restore_args, item)
+      ),
+    )
+  finally:
+    handler.close()
+
+
+def _pure(tree):
+  """NNX variables as saved (``{'value': array}``) become their arrays and
+  list indices (saved as '0', '1', ...) integers: the nested dicts that
+  ``nnx.to_pure_dict`` gives and ``nnx.replace_by_pure_dict`` takes."""
+  if isinstance(tree, dict):
+    if set(tree) == {'value'} and not isinstance(
+      tree['value'], (dict, list, tuple)
+    ):
+      return tree['value']
+    return {
+      int(k) if isinstance(k, str) and k.isdigit() else k: _pure(v)
+      for k, v in tree.items()
+    }
+  if isinstance(tree, (list, tuple)):
+    return type(tree)(_pure(v) for v in tree)
+  return tree
+
+
+def saved_steps(workdir):
+  """The steps saved in WORKDIR/checkpoints, oldest first (read-only)."""
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no checkpoint under {directory}')
+  ckpt = Checkpointer(directory, read_only=True)
+  try:
+    return sorted(ckpt.all_steps())
+  finally:
+    ckpt.close()
+
+
+def stored_keys(workdir, prefix='', step=None):
+  """'params/backbone', 'params/global_head', ...: the paths directly under
+  ``prefix`` ('' = the top) in ``step`` (default: the newest)."""
+  directory = os.path.join(workdir, 'checkpoints')
+  step = max(saved_steps(workdir)) if step is None else step
+  tree = _metadata_tree(directory, step)
+  parts = _parts(prefix)
+  node, depth = _lookup(tree, parts)
+  if depth == len(parts):  # an empty (None) subtree
+    return []
+  if depth is not None:
+    raise _missing(workdir, directory, step, tree, parts, depth)
+  return ['/'.join(parts + (k,)) for k in sorted(_children(node) or {})]
+
+
+def restore_subtrees(workdir, prefixes, step=None, optional=(), desc=None):
+  """(step, [nested dict per prefix]) of one checkpoint step of a run.
+
+  Only the leaves under each prefix ('params/backbone', 'batch_stats', ...;
+  keys of the saved tree joined by '/'; '' is all of it) are read, onto the first local
+  device; nothing of the run's model or training state is built. NNX
+  variables come back as their arrays and list indices as integers
+  (``_pure``). ``step`` None: the newest step that reads, older ones after a
+  warning naming the unreadable step (as a resume does); an explicit
+  ``step`` is read or raises.
+
+  A prefix in ``optional`` that the checkpoint does not hold (or holds as an
+  empty subtree) gives None; any other missing prefix raises
+  ``MissingSubtreeError`` naming the workdir and listing the paths that
+  exist at that level. No readable step raises ``NoReadableCheckpointError``.
+  """
+  directory = os.path.join(workdir, 'checkpoints')
+  desc = desc or workdir
+  steps = saved_steps(workdir)
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint under {directory}')
+  if step is not None and step not in steps:
+    raise FileNotFoundError(
+      f'{workdir}: no checkpoint step {step} in {directory} (saved: {steps})'
+    )
+  candidates = [step] if step is not None else sorted(steps, reverse=True)
+  optional = {_parts(p) for p in optional}
+  errors = []
+  for i, s in enumerate(candidates):
+    try:
+      tree = _metadata_tree(directory, s)
+      found = []
+      for prefix in prefixes:
+        parts = _parts(prefix)
+        _, depth = _lookup(tree, parts)
+        if depth is None:
+          found.append(parts)
+        elif parts in optional:
+          found.append(None)
+        else:
+          raise _missing(workdir, directory, s, tree, parts, depth)
+      wanted = [p for p in found if p is not None]
+      restored = _restore_parts(directory, s, tree, wanted) if wanted else {}
+    except MissingSubtreeError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      if step is not None:
+        raise NoReadableCheckpointError(
+          f'checkpoint step {s} in {directory} is unreadable ({_short(e)}). '
+          'Nothing was deleted.'
+        ) from e
+      errors.append(e)
+      _warn_unreadable(desc, directory, candidates, i, e)
+      continue
+    return s, [
+      None if parts is None else _pure(_lookup(restored, parts)[0])
+      for parts in found
+    ]
+  raise _none_readable(directory, candidates, errors)
+
+
+def restore_subtree(workdir, prefix, step=None, desc=None):
+  """The leaves of one checkpoint step under ``prefix`` as a nested dict of
+  arrays, e.g. ``restore_subtree(workdir, 'params/backbone')``: the
+  backbone weights of a pretraining run without its optimizer, queues or
+  model. See ``restore_subtrees`` (step choice, fallback, errors)."""
+  return restore_subtrees(workdir, [prefix], step=step, desc=desc)[1][0]
+
+
+def save_tree(path, tree):
+  """Writes a nested dict of arrays as a standalone Orbax checkpoint."""
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.abspath(path), tree, force=True)
+  ckptr.wait_until_finished()
+
+
+def restore_tree(path):
+  """A checkpoint written by ``save_tree`` as nested dicts (string keys)."""
+  return ocp.StandardCheckpointer().restore(os.path.abspath(path))

@@ -79,12 +79,12 @@ def _positive(key, value):
 
 
 def _check_data(data, prefix):
-  from skel_jax import build_data
+  from skel_jax import datasets
 
-  one_of(f'{prefix}data.name', data.name, sorted(build_data.REGISTRY))
+  one_of(f'{prefix}data.name', data.name, sorted(datasets.REGISTRY))
   try:
     configs = [
-      c.name for c in build_data.builder_class(data.name).BUILDER_CONFIGS
+      c.name for c in datasets.builder_class(data.name).BUILDER_CONFIGS
     ]
   except ImportError as e:  # builder package missing
     fail(f'{prefix}data.name', data.name, f'builder cannot be imported ({e})')

@@ -27,6 +27,7 @@ from skel_jax import optim
 from skel_jax import postprocess
 from skel_jax import protocols
 from skel_jax import train_utils
+from skel_jax import weights
 from skel_jax.models import Localizer
 
 
@@ -47,11 +48,9 @@ def build_model(config, num_classes):
 def check_pretrained_source(config):
   """ConfigError (one line) when ``init=pretrained`` names a source that
   cannot give this model its backbone (reads only small files)."""
-  from skel_jax import export  # pylint: disable=g-import-not-at-top
-
   if config.init != 'pretrained':
     return
-  problem = export.source_problem(config.pretrain_workdir, config.model)
+  problem = weights.source_problem(config.pretrain_workdir, config.model)
   if problem:
     config_validation.fail('pretrain_workdir', config.pretrain_workdir, problem)
 
@@ -59,16 +58,7 @@ def check_pretrained_source(config):
 def load_pretrained_backbone(path):
   """Backbone params and BN statistics (nested dicts) from a pretraining
   workdir (query encoder) or from an export directory (``skel_jax.export``)."""
-  from skel_jax import export  # pylint: disable=g-import-not-at-top
-
-  if os.path.exists(os.path.join(path, 'model.json')):
-    _, params, stats = export.load_variables(path)
-    return params['backbone'], stats['backbone']
-  _, _, params, stats = export.restore_workdir(path)
-  return (
-    nnx.to_pure_dict(params['backbone']),
-    nnx.to_pure_dict(stats['backbone']),
-  )
+  return weights.backbone_variables(path)
 
 
 def initial_state(config, tx, num_classes, restore_backbone=True):
@@ -418,17 +408,17 @@ def knn_predictor(config, graphdef, state, labeled, num_classes, rep, dsh):
 def write_results(
   workdir, result, gt, pred, predictions, names, num_classes, config
 ):
-  from skel_jax import evaluate as evaluate_cli
+  from skel_jax import activitynet
   from skel_jax import plotting
   from skel_jax import tensorboard
 
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(result, f, indent=2)
   class_names = names[:num_classes]
-  evaluate_cli.save_activitynet(
+  activitynet.save_activitynet(
     os.path.join(workdir, 'gt.json'), gt, class_names, kind='gt'
   )
-  evaluate_cli.save_activitynet(
+  activitynet.save_activitynet(
     os.path.join(workdir, 'predictions.json'), pred, class_names, kind='pred'
   )
   # Frame probabilities of the first sequences, for plots and later analysis.
@@ -468,7 +458,7 @@ def write_results(
   named = dict(
     result, per_class={names[int(c)]: v for c, v in result['per_class'].items()}
   )
-  table = evaluate_cli.format_table(named)
+  table = activitynet.format_table(named)
   print(table, flush=True)
   print(
     'frame confusion (% of true frames):\n'

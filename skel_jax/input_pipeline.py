@@ -20,10 +20,10 @@ from skel_jax import preprocess
 # Dataset location and build.
 # ---------------------------------------------------------------------------
 def builder_for(data_cfg):
-  """The TFDS builder named by ``data.name`` / ``data.config`` (registry in build_data)."""
-  from skel_jax import build_data  # local import: keeps builders optional
+  """The TFDS builder named by ``data.name`` / ``data.config`` (registry in datasets)."""
+  from skel_jax import datasets  # local import: keeps builders optional
 
-  return build_data.make_builder(
+  return datasets.make_builder(
     data_cfg.name, data_cfg.config, data_dir=data_cfg.dir
   )
 
@@ -59,9 +59,9 @@ def ensure_built(data_cfg):
         + build_command(data_cfg, manual)
         + (f' (see data_builders/{data_cfg.name}/README.md)' if manual else '')
       )
-    from skel_jax import build_data
+    from skel_jax import datasets
 
-    build_data.build(builder)
+    datasets.build(builder)
   return builder.info
 
 

@@ -161,8 +161,8 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except flags.IllegalFlagValueError as e:
     message = config_file_error(e)
-    if message is None:
-      raise
+    if message is None:  # e.g. a missing --workdir: absl's one line
+      return app.parse_flags_with_usage(argv)
     spec = _config_spec(argv)
     print(
       f'config error: --config={spec}: {message}', file=sys.stderr, flush=True

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skel_jax import export
 from skel_jax import input_pipeline
+from skel_jax import weights
 
 
 def _group_share(x, groups):
@@ -127,7 +127,7 @@ def probe_pretrain_state(config, state, out_path=None):
   limit = config.get('probe', {}).get('limit', 0)  # older workdirs: none
   data_cfg = config.data
   num_outputs = len(input_pipeline.class_names(data_cfg))
-  backbone = export.backbone_with(
+  backbone = weights.backbone_with(
     config.model,
     jax.tree.map(jnp.asarray, jax.device_get(state['params']['backbone'])),
     jax.tree.map(jnp.asarray, jax.device_get(state['batch_stats']['backbone'])),
@@ -155,7 +155,9 @@ def main(argv):
   del argv
   cli.apply_verbosity()
   f = flags.FLAGS
-  config, _, params, stats = export.restore_workdir(f.workdir)
+  config, _, params, stats = weights.restore_workdir(
+    f.workdir, backbone_only=True
+  )
   if f.data_dir:
     cli.set_data_dir(config, f.data_dir)
   state = {

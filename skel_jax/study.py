@@ -407,12 +407,9 @@ def run(config, workdir):
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  import runpy  # pylint: disable=g-import-not-at-top
 
-  from skel_jax import main as main_lib  # pylint: disable=g-import-not-at-top
-
-  flags.mark_flags_as_required(['config', 'workdir'])
-  # main's flags, parser (one-line config errors, --help listing the
-  # configs) and quiet logs.
-  app.run(main_lib.main, flags_parser=main_lib.parse_flags)
+  # The study's command line is the main program's (flags, one-line config
+  # errors, --help listing the configs, quiet logs): run it as __main__.
+  # (Importing skel_jax.main here would make main -> study -> main a cycle.)
+  runpy.run_module('skel_jax.main', run_name='__main__', alter_sys=True)

@@ -14,7 +14,7 @@ from data_builders import common
 from data_builders.babel import amass
 from data_builders.babel import babel_dataset_builder as bdb
 from data_builders.babel import smplh
-from skel_jax import build_data
+from skel_jax import datasets
 
 _SEL_100 = [
   0,
@@ -359,10 +359,10 @@ def release(tmp_path_factory):
 
 
 def _build(tmp_path, manual_dir, config, **kwargs):
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'babel', config, data_dir=str(tmp_path), **kwargs
   )
-  build_data.build(builder, manual_dir)
+  datasets.build(builder, manual_dir)
   return tfds.builder_from_directory(os.fspath(builder.data_dir))
 
 
@@ -470,7 +470,7 @@ def test_build_full_with_two_workers(
 
 def test_strict_build_raises_naming_the_file(tmp_path, release, model_path):
   manual_dir, _ = release
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'babel',
     'subset1',
     data_dir=str(tmp_path),
@@ -482,7 +482,7 @@ def test_strict_build_raises_naming_the_file(tmp_path, release, model_path):
   with pytest.raises(
     common.RawFormatError, match=r"val\.json:\['104'\].*end_t >= start_t"
   ):
-    build_data.build(builder, manual_dir)
+    datasets.build(builder, manual_dir)
   raw = tmp_path / 'raw'
   good = fb.entry(1, 'CMU/CMU/1/a.npz', 1.0, [(['walk'], 0, 1)])
   bad = fb.entry(2, 'CMU/CMU/1/b.npz', 1.0, [(['walk'], 0, 1)])
@@ -495,7 +495,7 @@ def test_strict_build_raises_naming_the_file(tmp_path, release, model_path):
     120.0,
     drop=('mocap_framerate',),
   )
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'babel',
     'subset1',
     data_dir=str(tmp_path / 'out'),
@@ -506,7 +506,7 @@ def test_strict_build_raises_naming_the_file(tmp_path, release, model_path):
   with pytest.raises(
     common.RawFormatError, match=r"CMU/1/b\.npz:key 'mocap_framerate'"
   ):
-    build_data.build(builder, str(raw))
+    datasets.build(builder, str(raw))
 
 
 def test_model_and_release_problems_fail_before_conversion(
@@ -520,10 +520,10 @@ def test_model_and_release_problems_fail_before_conversion(
   monkeypatch.setattr(amass, 'convert_sequence', no_conversion)
 
   def build(manual, **kwargs):
-    builder = build_data.make_builder(
+    builder = datasets.make_builder(
       'babel', 'subset2', data_dir=str(tmp_path), num_workers=0, **kwargs
     )
-    build_data.build(builder, manual)
+    datasets.build(builder, manual)
 
   with pytest.raises(smplh.SmplhModelError, match='smplh_model='):
     build(manual_dir)

@@ -12,17 +12,17 @@ import fixtures_pku as fx
 import pytest
 
 from data_builders import common
-from skel_jax import build_data
+from skel_jax import datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _build(manual_dir, data_dir, overwrite=False, **kwargs):
   kwargs.setdefault('num_workers', 0)
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'pku_mmd', 'v1_xsub', data_dir=data_dir, **kwargs
   )
-  return build_data.build(builder, manual_dir, overwrite=overwrite)
+  return datasets.build(builder, manual_dir, overwrite=overwrite)
 
 
 def _info_mtime(builder):
@@ -53,7 +53,7 @@ def test_dataset_is_reused_only_for_the_same_inputs(raw, tmp_path):
     os.path.join(moved, 'Train_Label_PKU_final', '0002-L.txt'), 'a'
   ) as f:
     f.write('1,20,22,1\n')
-  with pytest.raises(build_data.InputsChangedError) as e:
+  with pytest.raises(datasets.InputsChangedError) as e:
     _build(moved, data_dir)
   msg = str(e.value)
   assert 'built from other inputs' in msg and '--overwrite' in msg
@@ -64,12 +64,12 @@ def test_dataset_is_reused_only_for_the_same_inputs(raw, tmp_path):
   ) in msg
   assert _info_mtime(built) == stamp
   # Other builder options are other inputs too.
-  with pytest.raises(build_data.InputsChangedError, match='builder options'):
+  with pytest.raises(datasets.InputsChangedError, match='builder options'):
     _build(raw, data_dir, label_dir='Train_Label_PKU_final')
   # --overwrite rebuilds from the new inputs, which then match.
   rebuilt = _build(moved, data_dir, overwrite=True)
   assert _info_mtime(rebuilt) != stamp
-  with open(os.path.join(rebuilt.data_dir, build_data.INPUTS_FILE)) as f:
+  with open(os.path.join(rebuilt.data_dir, datasets.INPUTS_FILE)) as f:
     assert json.load(f)['manual_dir'] == moved
   _build(moved, data_dir)
 
@@ -99,7 +99,7 @@ def test_cli_refuses_other_inputs_in_one_line(raw, tmp_path):
 
 def test_leftovers_of_a_killed_build_are_removed(raw, tmp_path):
   data_dir = str(tmp_path / 'data')
-  builder = build_data.make_builder('pku_mmd', 'v1_xsub', data_dir=data_dir)
+  builder = datasets.make_builder('pku_mmd', 'v1_xsub', data_dir=data_dir)
   stale = os.path.join(
     os.path.dirname(builder.data_dir), 'incomplete.ABC123_1.0.0'
   )

@@ -10,7 +10,7 @@ import fixtures_pku
 import pytest
 
 import configs
-from skel_jax import build_data
+from skel_jax import datasets
 from skel_jax import main as main_lib
 
 # Module fixtures/caches are shared: keep this file on one xdist worker.
@@ -18,10 +18,10 @@ pytestmark = pytest.mark.xdist_group('dataset_configs')
 
 
 def _build(name, config, manual_dir, data_dir, **kwargs):
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     name, config, data_dir, num_workers=0, **kwargs
   )
-  build_data.build(builder, manual_dir)
+  datasets.build(builder, manual_dir)
 
 
 @pytest.fixture(scope='module')

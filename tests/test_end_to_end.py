@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 import configs
-from skel_jax import evaluate
+from skel_jax import activitynet
 from skel_jax import finetune
 from skel_jax import main as main_lib
 from skel_jax import optim
@@ -109,7 +109,7 @@ def test_localization_from_pretrained_backbone(
       background_only,
     )
   # Predictions are exported in the ActivityNet layout and re-score the same.
-  rescored = evaluate.evaluate_files(
+  rescored = activitynet.evaluate_files(
     os.path.join(workdir, 'gt.json'), os.path.join(workdir, 'predictions.json')
   )
   np.testing.assert_allclose(rescored['mean'], result['mean'], rtol=1e-9)
@@ -188,13 +188,12 @@ def test_linear_probe_trains_only_the_classifier(
   result = main_lib.run(config, str(tmp_path))
   assert (result['num_labeled_sequences'], result['steps']) == (10, 2)
   assert os.path.isdir(tmp_path / 'checkpoints' / '2')
-  from skel_jax import export
+  from skel_jax import weights
 
-  _, _, params, stats = export.restore_workdir(str(tmp_path))
+  _, _, params1, stats = weights.restore_workdir(str(tmp_path))
   params0 = nnx.to_pure_dict(
     finetune.join_params(before['trainable'], before['frozen'], 'linear')
   )
-  params1 = nnx.to_pure_dict(params)
   assert not np.allclose(
     params0['head']['classifier']['kernel'],
     params1['head']['classifier']['kernel'],
@@ -204,5 +203,5 @@ def test_linear_probe_trains_only_the_classifier(
   jax.tree.map(
     np.testing.assert_array_equal,
     nnx.to_pure_dict(before['batch_stats']),
-    nnx.to_pure_dict(stats),
+    stats,
   )

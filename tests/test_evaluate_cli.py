@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from skel_jax import evaluate
+from skel_jax import activitynet
 from skel_jax import plotting
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,14 +52,14 @@ def test_label_vocabulary_gt_first_then_prediction_only():
   pred_raw = {
     'v': [('run', 0, 1, 0.5), ('walk', 0, 1, 0.5), ('air', 0, 1, 0.1)]
   }
-  assert evaluate.label_vocabulary(gt_raw, pred_raw) == [
+  assert activitynet.label_vocabulary(gt_raw, pred_raw) == [
     'jump',
     'walk',
     'air',
     'run',
   ]
   # Integers sort numerically.
-  assert evaluate.label_vocabulary({'v': [(10, 0, 1), (2, 0, 1)]}, {}) == [
+  assert activitynet.label_vocabulary({'v': [(10, 0, 1), (2, 0, 1)]}, {}) == [
     2,
     10,
   ]
@@ -69,7 +69,7 @@ def test_to_and_from_activitynet_round_trip(tmp_path):
   names = ['walk', 'stand']
   gt = {'a': [(0, 0, 10), (1, 10, 25)], 'b': []}
   pred = {'a': [(1, 11, 25, 0.75)]}
-  gt_json = evaluate.to_activitynet(gt, names)
+  gt_json = activitynet.to_activitynet(gt, names)
   assert gt_json == {
     'database': {
       'a': {
@@ -81,41 +81,41 @@ def test_to_and_from_activitynet_round_trip(tmp_path):
       'b': {'annotations': []},
     }
   }
-  pred_json = evaluate.to_activitynet(pred)
+  pred_json = activitynet.to_activitynet(pred)
   assert pred_json == {
     'results': {'a': [{'label': 1, 'segment': [11, 25], 'score': 0.75}]}
   }
 
   gt_path, pred_path = tmp_path / 'g.json', tmp_path / 'p.json'
-  evaluate.save_activitynet(str(gt_path), gt, names)
-  evaluate.save_activitynet(str(pred_path), pred, names)
-  assert evaluate.load_activitynet(str(gt_path)) == {
+  activitynet.save_activitynet(str(gt_path), gt, names)
+  activitynet.save_activitynet(str(pred_path), pred, names)
+  assert activitynet.load_activitynet(str(gt_path)) == {
     'a': [('walk', 0, 10), ('stand', 10, 25)],
     'b': [],
   }
-  assert evaluate.load_activitynet(str(pred_path)) == {
+  assert activitynet.load_activitynet(str(pred_path)) == {
     'a': [('stand', 11, 25, 0.75)]
   }
   with pytest.raises(ValueError):
-    evaluate.to_activitynet({'a': [(0, 1, 2), (0, 1, 2, 0.5)]})
+    activitynet.to_activitynet({'a': [(0, 1, 2), (0, 1, 2, 0.5)]})
   with pytest.raises(ValueError):
-    evaluate.to_activitynet(gt, kind='pred')
+    activitynet.to_activitynet(gt, kind='pred')
   # Empty predictions need an explicit kind to stay a "results" file.
-  assert evaluate.to_activitynet({'a': []}) == {
+  assert activitynet.to_activitynet({'a': []}) == {
     'database': {'a': {'annotations': []}}
   }
-  assert evaluate.to_activitynet({'a': []}, kind='pred') == {
+  assert activitynet.to_activitynet({'a': []}, kind='pred') == {
     'results': {'a': []}
   }
 
 
 def test_evaluate_files_in_process(files):
-  res = evaluate.evaluate_files(*files, iou_thresholds=(0.5,))
+  res = activitynet.evaluate_files(*files, iou_thresholds=(0.5,))
   assert list(res['per_class']) == ['jump', 'walk']
   assert res['per_class']['walk'][0.5] == pytest.approx(500 / 6)
   assert res['per_class']['jump'][0.5] == 0
   assert res['iou'][0.5] == pytest.approx(500 / 12)
-  table = evaluate.format_table(res)
+  table = activitynet.format_table(res)
   assert 'walk' in table and '83.33' in table and '41.67' in table
 
 
@@ -148,8 +148,8 @@ def test_cli_end_to_end(files, tmp_path):
 def test_cli_pkummd_official_with_int_labels(tmp_path):
   # Integer labels; 3 classes in the denominator; class 0 perfect -> 100/3.
   gt, pred = tmp_path / 'g.json', tmp_path / 'p.json'
-  evaluate.save_activitynet(str(gt), {'v': [(0, 0, 10)]})
-  evaluate.save_activitynet(str(pred), {'v': [(0, 0, 10, 0.9)]})
+  activitynet.save_activitynet(str(gt), {'v': [(0, 0, 10)]})
+  activitynet.save_activitynet(str(pred), {'v': [(0, 0, 10, 0.9)]})
   out = tmp_path / 'r.json'
   cmd = [
     sys.executable,
@@ -269,7 +269,7 @@ def _pred_with(tmp_path, entry):
 def test_malformed_prediction_names_the_entry(files, tmp_path, entry, problem):
   pred = _pred_with(tmp_path, entry)
   with pytest.raises(ValueError) as e:
-    evaluate.evaluate_files(files[0], pred)
+    activitynet.evaluate_files(files[0], pred)
   assert str(e.value).startswith(f"{pred}: results['v1'][1]: ")
   assert problem in str(e.value)
 
@@ -282,9 +282,9 @@ def test_json_error_names_file_and_position(files, tmp_path):
     match=rf'^{bad}: invalid JSON at line 2, '
     r'column 16: Expecting value$',
   ):
-    evaluate.evaluate_files(files[0], str(bad))
+    activitynet.evaluate_files(files[0], str(bad))
   with pytest.raises(ValueError, match='expected a prediction'):
-    evaluate.evaluate_files(files[0], files[0])  # GT passed twice
+    activitynet.evaluate_files(files[0], files[0])  # GT passed twice
 
 
 def _cli(*args):
@@ -303,7 +303,7 @@ def test_cli_mismatched_ids_and_labels_warn_then_fail_with_strict(
   # Integer labels against named GT classes, and one id the GT lacks: this
   # used to score 0.00 silently.
   pred = tmp_path / 'other.json'
-  evaluate.save_activitynet(
+  activitynet.save_activitynet(
     str(pred), {'v1': [(1, 0, 10, 0.9)], 'v9': [(0, 20, 30, 0.8)]}
   )
   proc = _cli(f'--gt={files[0]}', f'--pred={pred}')

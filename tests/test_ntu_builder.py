@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from data_builders.common import RawFormatError
 from data_builders.ntu_rgbd import ntu_rgbd_dataset_builder as ntu
 from data_builders.ntu_rgbd import skeleton_file
-from skel_jax import build_data
+from skel_jax import datasets
 
 CONFIGS = ('ntu60_xsub', 'ntu60_xview', 'ntu120_xsub', 'ntu120_xset')
 
@@ -36,10 +36,8 @@ def built(good_tree, tmp_path_factory):
   out = {}
   for config in CONFIGS:
     data_dir = str(tmp_path_factory.mktemp(f'tfds_{config}'))
-    builder = build_data.make_builder(
-      'ntu_rgbd', config, data_dir, num_workers=0
-    )
-    build_data.build(builder, raw)
+    builder = datasets.make_builder('ntu_rgbd', config, data_dir, num_workers=0)
+    datasets.build(builder, raw)
     out[config] = builder.data_dir
   return out
 
@@ -294,10 +292,10 @@ def test_to_dense_from_stored_example(built):
 
 def test_parallel_build_equals_in_process(good_tree, built, tmp_path):
   raw, _ = good_tree
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'ntu_rgbd', 'ntu120_xsub', str(tmp_path), num_workers=2
   )
-  build_data.build(builder, raw)
+  datasets.build(builder, raw)
   for split in ('train', 'test'):
     a = _read_split(builder.data_dir, split)
     b = _read_split(built['ntu120_xsub'], split)
@@ -309,10 +307,10 @@ def test_parallel_build_equals_in_process(good_tree, built, tmp_path):
 
 def test_lenient_build_records_every_bad_file(bad_tree, tmp_path):
   raw, good, bad = bad_tree
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'ntu_rgbd', 'ntu60_xsub', str(tmp_path), num_workers=2
   )
-  build_data.build(builder, raw)
+  datasets.build(builder, raw)
   assert set(_read_split(builder.data_dir, 'train')) == {'S001C001P001R001A001'}
   assert set(_read_split(builder.data_dir, 'test')) == {'S001C001P003R001A001'}
   reports = {}
@@ -344,7 +342,7 @@ def test_strict_build_raises_with_location(bad_tree, tmp_path, num_workers):
     'S001C001P001R001A005.skeleton',
   ):
     (raw / name).write_bytes(open(bad[name][0], 'rb').read())
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'ntu_rgbd',
     'ntu60_xsub',
     str(tmp_path / 'tfds'),
@@ -352,7 +350,7 @@ def test_strict_build_raises_with_location(bad_tree, tmp_path, num_workers):
     num_workers=num_workers,
   )
   with pytest.raises(RawFormatError) as info:
-    build_data.build(builder, str(raw))
+    datasets.build(builder, str(raw))
   # The first bad file in stem order, with its line and expectation.
   assert str(info.value).startswith(
     f'{raw}/S001C001P001R001A003.skeleton:10: expected a number'
@@ -360,7 +358,7 @@ def test_strict_build_raises_with_location(bad_tree, tmp_path, num_workers):
   assert not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
 
   (raw / 'S01C001P001R001A001.skeleton').write_text('1\n0\n')
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'ntu_rgbd',
     'ntu60_xsub',
     str(tmp_path / 'tfds'),
@@ -368,7 +366,7 @@ def test_strict_build_raises_with_location(bad_tree, tmp_path, num_workers):
     num_workers=num_workers,
   )
   with pytest.raises(RawFormatError, match='SsssCcccPpppRrrrAaaa'):
-    build_data.build(builder, str(raw))
+    datasets.build(builder, str(raw))
 
 
 def test_rerun_after_interrupted_build(good_tree, tmp_path, monkeypatch):
@@ -384,11 +382,11 @@ def test_rerun_after_interrupted_build(good_tree, tmp_path, monkeypatch):
     return real_convert(path)
 
   monkeypatch.setattr(skeleton_file, 'convert', flaky_convert)
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'ntu_rgbd', 'ntu60_xsub', data_dir, num_workers=0
   )
   with pytest.raises(RuntimeError, match='simulated crash'):
-    build_data.build(builder, raw)
+    datasets.build(builder, raw)
   assert not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
   monkeypatch.setattr(skeleton_file, 'convert', real_convert)
   # A killed process leaves its temporary directory behind; it must not
@@ -401,10 +399,10 @@ def test_rerun_after_interrupted_build(good_tree, tmp_path, monkeypatch):
     os.path.join(stale, 'ntu_rgbd-train.array_record-00000-of-00001'), 'w'
   ) as f:
     f.write('junk')
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'ntu_rgbd', 'ntu60_xsub', data_dir, num_workers=0
   )
-  build_data.build(builder, raw)
+  datasets.build(builder, raw)
   want = {
     stem
     for stem, s in fixtures_ntu.GOOD_SPLITS.items()
@@ -417,20 +415,20 @@ def test_rerun_after_interrupted_build(good_tree, tmp_path, monkeypatch):
 def test_empty_manual_dir_is_a_clear_error(tmp_path):
   (tmp_path / 'raw').mkdir()
   (tmp_path / 'raw' / 'readme.txt').write_text('no skeletons here')
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'ntu_rgbd', 'ntu60_xsub', str(tmp_path / 'tfds')
   )
   with pytest.raises(FileNotFoundError, match='no .skeleton files'):
-    build_data.build(builder, str(tmp_path / 'raw'))
+    datasets.build(builder, str(tmp_path / 'raw'))
 
 
 def test_builder_options():
   with pytest.raises(ValueError, match='does not take'):
-    build_data.make_builder(
+    datasets.make_builder(
       'ntu_rgbd', 'ntu60_xsub', '/tmp/unused', smplh_model='x'
     )
   with pytest.raises(ValueError, match='unknown config'):
-    build_data.make_builder('ntu_rgbd', 'ntu60_xset', '/tmp/unused')
+    datasets.make_builder('ntu_rgbd', 'ntu60_xset', '/tmp/unused')
 
 
 def test_duplicate_stems(good_tree, tmp_path):
@@ -442,10 +440,10 @@ def test_duplicate_stems(good_tree, tmp_path):
       (raw / folder / f'{stem}.skeleton').write_bytes(
         open(samples[stem][0], 'rb').read()
       )
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'ntu_rgbd', 'ntu60_xsub', str(tmp_path / 'lenient'), num_workers=0
   )
-  build_data.build(builder, str(raw))
+  datasets.build(builder, str(raw))
   with open(os.path.join(builder.data_dir, 'skipped_train.json')) as f:
     skipped = json.load(f)['skipped']
   assert [s['sample'] for s in skipped] == [
@@ -453,8 +451,8 @@ def test_duplicate_stems(good_tree, tmp_path):
   ]
   assert 'one file per sample' in skipped[0]['reason']
   assert set(_read_split(builder.data_dir, 'train')) == {'S001C001P001R001A001'}
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'ntu_rgbd', 'ntu60_xsub', str(tmp_path / 'strict'), strict=True
   )
   with pytest.raises(RawFormatError, match='is also at'):
-    build_data.build(builder, str(raw))
+    datasets.build(builder, str(raw))

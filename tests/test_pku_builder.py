@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from data_builders import common
 from data_builders.pku_mmd import pku_mmd_dataset_builder as pkub
 from data_builders.pku_mmd import raw_files
-from skel_jax import build_data
+from skel_jax import datasets
 
 BG = raw_files.BACKGROUND
 
@@ -305,10 +305,10 @@ def test_convert_parallel_workers_agree(bad):
 def _build(manual_dir, data_dir, config='v1_xsub', **kwargs):
   kwargs.setdefault('strict', False)
   kwargs.setdefault('num_workers', 0)
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'pku_mmd', config, data_dir=data_dir, **kwargs
   )
-  return build_data.build(builder, manual_dir)
+  return datasets.build(builder, manual_dir)
 
 
 @pytest.mark.parametrize(
@@ -383,9 +383,7 @@ def test_tfds_build_strict_raises_on_first_bad_file(bad, tmp_path):
     _build(bad, str(tmp_path), strict=True)
   path = os.path.join(bad, fx.SKEL.format('0010-M'))
   assert str(err.value).startswith(f'{path}:4: expected at least 150')
-  builder = build_data.make_builder(
-    'pku_mmd', 'v1_xsub', data_dir=str(tmp_path)
-  )
+  builder = datasets.make_builder('pku_mmd', 'v1_xsub', data_dir=str(tmp_path))
   assert not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
 
 
@@ -413,7 +411,7 @@ def test_interrupted_build_reruns(good, tmp_path, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     _build(root, data_dir)
   monkeypatch.setattr(raw_files, 'convert_video', real)
-  builder = build_data.make_builder('pku_mmd', 'v1_xsub', data_dir=data_dir)
+  builder = datasets.make_builder('pku_mmd', 'v1_xsub', data_dir=data_dir)
   assert not os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
   # A hard kill leaves TFDS's temporary folder behind; a rerun ignores it.
   stale = os.path.join(
@@ -431,7 +429,7 @@ def test_interrupted_build_reruns(good, tmp_path, monkeypatch):
 
 
 def test_make_builder_options(tmp_path):
-  builder = build_data.make_builder(
+  builder = datasets.make_builder(
     'pku_mmd',
     'v1_xview',
     data_dir=str(tmp_path),
@@ -444,6 +442,6 @@ def test_make_builder_options(tmp_path):
   assert builder.builder_config.protocol == 'cross_view'
   assert (builder._strict, builder._num_workers) == (True, 3)
   with pytest.raises(ValueError, match='options'):
-    build_data.make_builder(
+    datasets.make_builder(
       'pku_mmd', 'v1_xsub', data_dir=str(tmp_path), smplh_model='x'
     )

@@ -22,6 +22,7 @@ from skel_jax import main as main_lib
 from skel_jax import optim
 from skel_jax import pretrain
 from skel_jax import train_utils
+from skel_jax import weights
 
 # Module fixtures/caches are shared: keep this file on one xdist worker.
 pytestmark = pytest.mark.xdist_group('resume')
@@ -252,16 +253,16 @@ def test_export_roundtrip_and_architecture_mismatch(data_dir, tmp_path):
   pre_dir, out = str(tmp_path / 'pre'), str(tmp_path / 'export')
   main_lib.run(_smoke_pretrain(data_dir, 10, 0), pre_dir)
   export.export(pre_dir, out)
-  desc = export.read_description(out)
+  desc = weights.read_description(out)
   assert desc['model']['backbone'] == {'name': 'agcn', 'width': 0.125}
   assert desc['includes'] == ['backbone'] and desc['source']['step'] == 10
   # The loaded module carries the checkpoint's weights and runs.
-  backbone = export.load_backbone(out)
-  _, _, params, _ = export.restore_workdir(pre_dir)
+  backbone = weights.load_backbone(out)
+  _, _, params, _ = weights.restore_workdir(pre_dir)
   jax.tree.map(
     np.testing.assert_array_equal,
     nnx.to_pure_dict(nnx.state(backbone, nnx.Param)),
-    nnx.to_pure_dict(params['backbone']),
+    params['backbone'],
   )
   feats = backbone(jnp.zeros((2, 16, 25, 3)), train=False)
   assert feats[-1].shape == (2, 2, 25, 32)
@@ -274,7 +275,7 @@ def test_export_roundtrip_and_architecture_mismatch(data_dir, tmp_path):
   jax.tree.map(
     np.testing.assert_array_equal,
     nnx.to_pure_dict(state['trainable']['backbone']),
-    nnx.to_pure_dict(params['backbone']),
+    params['backbone'],
   )
   # ... and a model of another architecture fails naming the shapes.
   ft.model.backbone.width = 0.25
