@@ -335,3 +335,45 @@ def test_import_time_define_detection(tmp_path, text, expected):
   path = tmp_path / 'm.py'
   path.write_text(text)
   assert import_time_defines(str(path)) == expected
+
+
+# docs/structure.md: a module imports only from its layer or the layers
+# below. Sub-packages count as their top-level name (``models.agcn`` ->
+# ``models``).
+LAYERS = {
+  0: (
+    'activitynet augment bases checkpoint cli datasets diagnostics graph '
+    'losses metrics models optim plotting postprocess preprocess protocols '
+    'tensorboard'
+  ),
+  1: 'config_defaults config_validation run_record',
+  2: 'input_pipeline loop train_utils weights',
+  3: 'export finetune knn pretrain probe',
+  4: 'bench build_data demo evaluate main study',
+}
+LAYER_OF = {name: n for n, names in LAYERS.items() for name in names.split()}
+
+
+def _layer_name(module):
+  return module.split('.')[1] if '.' in module else module
+
+
+def test_every_module_has_a_layer():
+  names = {_layer_name(m) for m in module_files() if m != PACKAGE}
+  assert names == set(LAYER_OF), (
+    f'not in LAYERS: {sorted(names - set(LAYER_OF))}; '
+    f'gone: {sorted(set(LAYER_OF) - names)}'
+  )
+
+
+def test_no_import_points_up_the_layers():
+  up = []
+  for module, imported in import_graph().items():
+    src = LAYER_OF.get(_layer_name(module))
+    for target, line in imported.items():
+      dst = LAYER_OF.get(_layer_name(target))
+      if src is not None and dst is not None and dst > src:
+        up.append(
+          f'{module} (layer {src}, line {line}) imports {target} (layer {dst})'
+        )
+  assert not up, '\n'.join(up)
