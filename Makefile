@@ -27,7 +27,7 @@ study: $(STAMP)
 # Tests run on every core (pytest-xdist); files that share expensive module
 # fixtures stay on one worker (xdist_group marks).
 test: $(STAMP) lint
-	$(PY) -m pytest -q -n auto --dist loadgroup tests
+	$(PY) -m pytest -q -n auto --dist loadgroup --durations=25 tests
 
 # Linter and formatter (configured in pyproject.toml); `make format` fixes.
 lint: $(STAMP)
