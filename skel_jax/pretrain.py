@@ -1,9 +1,12 @@
 """Stage 1: MoCo pretraining with the dense skeleton-snippet contrastive loss.
 
-Base methods (``pretrain.base``): SkeletonCLR (MoCo v2), AimCLR (extreme
-view, EADM drop, distributional loss) and RVTCLR (relative-tempo views, tempo
-ranking loss, distribution-consistency view), each with or without the dense
-snippet loss, with nearest-neighbour positive mining from a configurable epoch.
+Base methods (``pretrain.base``, one module each in ``skel_jax.bases``):
+SkeletonCLR (MoCo v2), AimCLR (extreme view, EADM drop, distributional loss)
+and RVTCLR (relative-tempo views, tempo ranking loss, distribution-consistency
+view), each with or without the dense snippet loss, with nearest-neighbour
+positive mining from a configurable epoch. This module owns what the bases
+share (momentum encoder, bank, mining, snippet loss, queues, guard) and calls
+the chosen base for its views and losses.
 
 Sections: state, update step, training loop. The step is one jitted function
 over globally sharded arrays (batch on the ``data`` axis; encoders, optimizer
