@@ -5,15 +5,8 @@ Usage:
       [--metric=exact] [--iou=0.1,0.2,0.3,0.4,0.5] [--num_classes=N] \
       [--out=RESULT.json]
 
-File layouts (frame units, ``end`` exclusive):
-  GT:    {"database": {vid: {"annotations": [{"label": L, "segment": [s, e]}]}}}
-  preds: {"results": {vid: [{"label": L, "segment": [s, e], "score": x}]}}
-
-Every entry is checked: a malformed segment, a missing / NaN / infinite
-score or a JSON syntax error is an error naming the file and the entry (or
-line and column). Prediction videos or labels that never occur in the ground
-truth (usually a mismatched file, which would score 0) are warnings with
-counts, errors under ``--strict``.
+File layouts and the checks on every entry: ``skel_jax.activitynet``
+(mismatched videos or labels are errors under ``--strict``).
 
 Labels may be class names or integers. They are mapped to indices as the
 sorted unique GT labels followed by the sorted prediction-only labels (those
