@@ -54,6 +54,10 @@ def get_config(arg=None):
       t for t in (method_tokens, 'smoke' * (variant == 'smoke')) if t
     )
     p = configs.load('pretrain_synthetic', toks)
+    p.num_steps = 150  # 12 epochs of the 800-sequence split
+    # Every step logged (single-batch values): study.loss_trend averages
+    # windows of them to tell whether the global loss falls.
+    p.log_every = 1
     if variant == 'gpu':
       p.model.backbone.width = 1.0
       p.data.clip_len = 152
@@ -68,8 +72,6 @@ def get_config(arg=None):
   c.finetune.lr_decay_epochs = (12,)
   c.finetune.eval.animate = False  # per-cell GIFs cost more than training
   c.finetune.eval.num_plot_sequences = 2
-  for p in c.pretrain_methods.values():
-    p.num_steps = 150  # 12 epochs of the 800-sequence split
   if variant == 'gpu':
     c.finetune.model.backbone.width = 1.0
     c.finetune.model.num_snippets = 19

@@ -278,6 +278,14 @@ MUTATIONS = [
       'test_epoch_schedule_rounds_as_the_release_loaders',
     ),
   ),
+  M(
+    'time_conv_weight_grad_ignores_stride',
+    'skel_jax/models/layers.py',
+    'rhs_dilation=(stride,),',
+    'rhs_dilation=(1,),',
+    ('tests/test_models.py::test_time_conv_and_its_gradients_match_numpy',),
+    'the hand-written kernel gradient of strided temporal convs',
+  ),
 ]
 
 

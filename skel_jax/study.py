@@ -139,7 +139,11 @@ def _run_pretrain(config, workdir, method, seed):
   c = pretrain_config(config, method, seed)
   _, state = pretrain.train(c, pdir)
   logged = _metric_lines(pdir)
-  summary = {'first': logged[0], 'final': logged[-1]}
+  summary = {
+    'first': logged[0],
+    'final': logged[-1],
+    'loss_global_trend': loss_trend(logged),
+  }
   probe_path = os.path.join(pdir, 'probe.json')
   if os.path.exists(probe_path):
     with open(probe_path) as f:
@@ -148,6 +152,29 @@ def _run_pretrain(config, workdir, method, seed):
   with open(_done_marker(pdir), 'w') as f:
     json.dump(summary, f, indent=2)
   return summary, False
+
+
+def loss_trend(logged, key='loss_global'):
+  """Is the global loss falling? Mean of ``key`` over the first window of
+  logged steps once the queue is full (before that there are fewer negatives,
+  so the loss is lower for no merit) and over the last window; a window is
+  10% of the logged steps, at least 3. Logged values are single batches, so
+  the study logs every step (configs/study.py)."""
+  rows = [r for r in logged if key in r]
+  full = [i for i, r in enumerate(rows) if r.get('diag/queue_fill', 1) >= 1]
+  if not full:
+    return None
+  size = max(3, len(rows) // 10)
+  start = rows[full[0] : full[0] + size]
+  end = rows[-size:]
+  first = float(np.mean([r[key] for r in start]))
+  last = float(np.mean([r[key] for r in end]))
+  return {
+    'window_steps': size,
+    'full_queue_start': [start[0]['step'], start[-1]['step'], first],
+    'end': [end[0]['step'], end[-1]['step'], last],
+    'falls': last < first,
+  }
 
 
 def _metric_lines(pdir):
@@ -238,10 +265,24 @@ def format_diagnostics(pretrain_summaries):
     'diag/uniform',
   )
   probe_keys = ('ridge_frame_acc', 'ridge_class_acc', 'var_time', 'var_label')
-  head = ['method'] + [k.split('/')[-1] for k in keys] + list(probe_keys)
+  head = (
+    ['method', 'loss_global full-queue start -> end (falls)']
+    + [k.split('/')[-1] for k in keys]
+    + list(probe_keys)
+  )
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for method, runs in pretrain_summaries.items():
+    trends = [
+      r['loss_global_trend'] for r in runs if r.get('loss_global_trend')
+    ]
     cells = [method]
+    if trends:
+      start = np.mean([t['full_queue_start'][2] for t in trends])
+      end = np.mean([t['end'][2] for t in trends])
+      falls = sum(t['falls'] for t in trends)
+      cells.append(f'{start:.3f} -> {end:.3f} ({falls}/{len(trends)})')
+    else:
+      cells.append('-')
     for k in keys:
       v = [r['final'][k] for r in runs if k in r['final']]
       cells.append(f'{np.mean(v):.3f}' if v else '-')
@@ -307,8 +348,11 @@ def _write_report(config, workdir, cells, summaries, wall, plot=False):
     json.dump(out, f, indent=2)
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
     f.write(
-      f'{table}\n\n{CI_METHOD}.\n\nPretraining diagnostics at the '
-      f'last logged step and frozen-feature probe (mean over seeds):'
+      f'{table}\n\n{CI_METHOD}.\n\nPretraining diagnostics (mean over '
+      f'seeds): the global loss averaged over the first window of steps '
+      f'with a full queue and over the last window (runs in which it fell), '
+      f'the other values at the last logged step, and the frozen-feature '
+      f'probe:'
       f'\n\n{diag}\n\nwall time: {wall:.0f} s\n'
     )
   if plot and rows:

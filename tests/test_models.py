@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 from skel_jax import graph
+from skel_jax import train_utils
 from skel_jax.config_defaults import model_config
 from skel_jax.models import AGCN
 from skel_jax.models import Localizer
@@ -361,6 +362,81 @@ def test_batch_norm_global_statistics_under_sharded_jit(shape):
   )
   y = _bn_train_jit(bn, xs)
   _check_bn(bn, x, y, ref)
+
+
+def _time_conv_numpy(x, w, b, stride):
+  """float64 reference: y[n, t, v, d] = b[d] + sum_k,c x_pad[n, t*s + k, v, c]
+  w[k, c, d], with its gradients for the loss sum(y * r)."""
+  size = w.shape[0]
+  pad = (size - 1) // 2
+  xp = np.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0)))
+  t_out = (x.shape[1] + 2 * pad - size) // stride + 1
+  taps = [xp[:, k : k + stride * (t_out - 1) + 1 : stride] for k in range(size)]
+  y = b + sum(np.einsum('ntvc,cd->ntvd', taps[k], w[k]) for k in range(size))
+
+  def grads(r):
+    dw = np.stack([np.einsum('ntvc,ntvd->cd', taps[k], r) for k in range(size)])
+    dxp = np.zeros_like(xp)
+    for k in range(size):
+      dxp[:, k : k + stride * (t_out - 1) + 1 : stride] += r @ w[k].T
+    return dxp[:, pad : pad + x.shape[1]], dw, r.sum((0, 1, 2))
+
+  return y, grads
+
+
+@pytest.mark.parametrize(
+  'size,stride,joints,sharded',
+  [
+    (9, 1, True, False),
+    (9, 2, True, False),
+    (9, 2, True, True),
+    (1, 2, True, False),
+    (3, 1, False, False),
+    (1, 1, False, True),
+  ],
+)
+def test_time_conv_and_its_gradients_match_numpy(size, stride, joints, sharded):
+  """layers.TimeConv computes its weight gradient its own way (a convolution
+  with the input channels as batch); forward and every gradient must equal a
+  float64 NumPy convolution, also with the batch sharded over 8 devices."""
+  rng = np.random.default_rng(size * 10 + stride)
+  shape = (8, 11, 3, 5) if joints else (8, 11, 5)
+  x = rng.normal(size=shape).astype(np.float32)
+  conv = layers.TimeConv(
+    5, 4, size, stride=stride, joints=joints, rngs=nnx.Rngs(0)
+  )
+  conv.bias[...] = jnp.asarray(rng.normal(size=4), jnp.float32)
+  w = np.asarray(conv.kernel[...], np.float64).reshape(size, 5, 4)
+  b = np.asarray(conv.bias[...], np.float64)
+  x4 = x.astype(np.float64) if joints else x[:, :, None].astype(np.float64)
+  want, grads = _time_conv_numpy(x4, w, b, stride)
+  r = rng.normal(size=want.shape)
+  r_in = (r if joints else r[:, :, 0]).astype(np.float32)
+  want_dx, want_dw, want_db = grads(r)
+
+  graphdef, params = nnx.split(conv)
+
+  def loss(params, x):
+    y = nnx.merge(graphdef, params)(x)
+    return jnp.sum(y * r_in), y
+
+  if sharded:  # the library's mesh (Auto axes, as training uses)
+    mesh = train_utils.make_mesh()
+    x = jax.device_put(
+      x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+    )
+  (_, y), (dparams, dx) = jax.jit(
+    jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+  )(params, x)
+  if not joints:
+    want, want_dx = want[:, :, 0], want_dx[:, :, 0]
+  tol = dict(rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(y), want, **tol)
+  np.testing.assert_allclose(np.asarray(dx), want_dx, **tol)
+  np.testing.assert_allclose(
+    np.asarray(dparams['kernel'][...]).reshape(want_dw.shape), want_dw, **tol
+  )
+  np.testing.assert_allclose(np.asarray(dparams['bias'][...]), want_db, **tol)
 
 
 def test_batch_norm_bf16_compute_keeps_float32_statistics():

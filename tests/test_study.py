@@ -54,6 +54,34 @@ def test_aggregate_pairs_by_seed_and_protocol():
   assert d['pairs'] == 4
 
 
+def test_study_variants_keep_their_budgets():
+  # The gpu variant's 2000 steps were once overwritten by the CPU's 150.
+  steps = {
+    v: {p.num_steps for p in configs.load('study', v).pretrain_methods.values()}
+    for v in (None, 'gpu', 'smoke')
+  }
+  assert steps == {None: {150}, 'gpu': {2000}, 'smoke': {10}}
+
+
+def test_loss_trend_starts_once_the_queue_is_full():
+  # 30 logged steps, windows of 3: the queue fills at step 3; steps 1-2
+  # (partial queue, low loss) must not count as the start.
+  loss = [1.0, 1.0] + [6.0, 6.2, 6.4] + [5.5] * 22 + [5.0, 5.2, 5.4]
+  logged = [
+    {'step': i + 1, 'loss_global': v, 'diag/queue_fill': min(1.0, (i + 1) / 3)}
+    for i, v in enumerate(loss)
+  ]
+  got = study.loss_trend(logged)
+  assert got['window_steps'] == 3
+  assert got['full_queue_start'][:2] == [3, 5]
+  np.testing.assert_allclose(got['full_queue_start'][2], 6.2)
+  assert got['end'][:2] == [28, 30]
+  np.testing.assert_allclose(got['end'][2], 5.2)
+  assert got['falls']
+  rising = [dict(r, loss_global=r['step'] * 0.1) for r in logged]
+  assert not study.loss_trend(rising)['falls']
+
+
 @pytest.mark.xdist_group('study_smoke')
 def test_smoke_study_end_to_end(tmp_path, capsys):
   config = configs.load('study', 'smoke')
@@ -90,6 +118,9 @@ def test_smoke_study_end_to_end(tmp_path, capsys):
       with open(os.path.join(pdir, 'metrics.jsonl')) as f:
         first = json.loads(f.readline())
       assert 'diag/global_top1' in first and 'diag/uniform' in first
+  for runs_of_method in out['pretraining'].values():
+    for summary in runs_of_method:
+      assert summary['loss_global_trend']['window_steps'] >= 3
   # A re-run reuses every finished cell and gives the same rows.
   capsys.readouterr()
   again = study.run(config, workdir)

@@ -64,15 +64,8 @@ class TemporalConv(nnx.Module):
   """unit_tcn: conv over time (kernel k, stride s) followed by BN."""
 
   def __init__(self, cin, cout, *, kernel=9, stride=1, rngs):
-    pad = (kernel - 1) // 2
-    self.conv = nnx.Conv(
-      cin,
-      cout,
-      (kernel, 1),
-      strides=(stride, 1),
-      padding=((pad, pad), (0, 0)),
-      kernel_init=layers.weight_init,
-      rngs=rngs,
+    self.conv = layers.TimeConv(
+      cin, cout, kernel, stride=stride, joints=True, rngs=rngs
     )
     self.bn = layers.batch_norm(cout, rngs)
 

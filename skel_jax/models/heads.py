@@ -193,14 +193,7 @@ class ConvUnit(nnx.Module):
   """conv k3 pad 1 (c -> c), BN, ReLU over time."""
 
   def __init__(self, channels, *, rngs):
-    self.conv = nnx.Conv(
-      channels,
-      channels,
-      (3,),
-      padding=((1, 1),),
-      kernel_init=layers.weight_init,
-      rngs=rngs,
-    )
+    self.conv = layers.TimeConv(channels, channels, 3, rngs=rngs)
     self.bn = layers.batch_norm(channels, rngs)
 
   def __call__(self, x, train):
@@ -224,13 +217,7 @@ class UFusionHead(nnx.Module):
     self.cu11 = ConvUnit(c1 + c2, rngs=rngs)
     c02 = c0 + (c0 + c1) + (c1 + c2)
     self.cu02 = ConvUnit(c02, rngs=rngs)
-    self.fuse = nnx.Conv(
-      c0 + (c0 + c1) + c02,
-      head_dim,
-      (1,),
-      kernel_init=layers.weight_init,
-      rngs=rngs,
-    )
+    self.fuse = layers.TimeConv(c0 + (c0 + c1) + c02, head_dim, 1, rngs=rngs)
     self.classifier = layers.dense(head_dim, num_outputs, rngs)
 
   def features(self, taps, train):

@@ -1,5 +1,6 @@
 """Small building blocks shared by the models (init schemes of the released code)."""
 
+import functools
 import math
 
 import jax
@@ -73,3 +74,98 @@ def dense(cin, cout, rngs, use_bias=True):
 def scaled(channels, width):
   """Channel count under a width multiplier (the demo runs narrow models)."""
   return max(1, int(round(channels * width)))
+
+
+def _conv_over_time(x, kernel, stride):
+  pad = (kernel.shape[0] - 1) // 2
+  return jax.lax.conv_general_dilated(
+    x,
+    kernel,
+    (stride, 1),
+    ((pad, pad), (0, 0)),
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+  )
+
+
+def _kernel_grad(x, g, size, stride):
+  """dW[k, c, d] = sum over (n, t, v) of x_pad[n, t*stride + k, v, c] g[n, t, v, d].
+
+  Written as a 1-D convolution over time with the input channels as its batch
+  and the (n, v) pairs as its features. XLA's CPU backend runs its own weight
+  gradient of a (9, 1) convolution 8-10x slower than this at 64-256 channels
+  (README, "Speed"); the sum is the same.
+  """
+  n, t, v, c = x.shape
+  t_out, d = g.shape[1], g.shape[3]
+  pad = (size - 1) // 2
+  lhs = x.transpose(3, 1, 0, 2).reshape(c, t, n * v)
+  rhs = g.transpose(1, 0, 2, 3).reshape(t_out, n * v, d)
+  out = jax.lax.conv_general_dilated(
+    lhs,
+    rhs,
+    (1,),
+    ((pad, pad),),
+    rhs_dilation=(stride,),
+    dimension_numbers=('NHC', 'HIO', 'NHC'),
+    preferred_element_type=jnp.float32,
+  )
+  return out[:, :size].transpose(1, 0, 2)[:, None]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_over_time(x, kernel, stride):
+  """(N, T, V, C_in) * (K, 1, C_in, C_out) -> (N, T', V, C_out): a convolution
+  over time with zero padding (K - 1) // 2 on each side (K odd), as
+  ``nnx.Conv`` computes it, with a faster weight gradient (``_kernel_grad``)."""
+  return _conv_over_time(x, kernel, stride)
+
+
+def _conv_over_time_fwd(x, kernel, stride):
+  return _conv_over_time(x, kernel, stride), (x, kernel)
+
+
+def _conv_over_time_bwd(stride, residuals, g):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda x: _conv_over_time(x, kernel, stride), x)
+  (dx,) = input_vjp(g)
+  dk = _kernel_grad(x, g, kernel.shape[0], stride)
+  return dx, dk.astype(kernel.dtype)
+
+
+conv_over_time.defvjp(_conv_over_time_fwd, _conv_over_time_bwd)
+
+
+class TimeConv(nnx.Conv):
+  """Convolution over time (axis 1) of (N, T, C) or (N, T, V, C) features:
+  kernel ``size`` (odd), 'same' zero padding, ``stride``, bias.
+
+  The parameters, their initialisation (released N(0, 0.02)) and the forward
+  pass are ``nnx.Conv``'s; only the gradient takes ``conv_over_time``'s path.
+  """
+
+  def __init__(self, cin, cout, size, *, stride=1, joints=False, rngs):
+    if size % 2 != 1:
+      raise ValueError(f'TimeConv needs an odd kernel size, got {size}')
+    pad = (size - 1) // 2
+    extra = 1 if joints else 0
+    super().__init__(
+      cin,
+      cout,
+      (size,) + (1,) * extra,
+      strides=(stride,) + (1,) * extra,
+      padding=((pad, pad),) + ((0, 0),) * extra,
+      kernel_init=weight_init,
+      rngs=rngs,
+    )
+    self.time_stride = stride
+
+  def __call__(self, x):
+    kernel = self.kernel[...]
+    bias = None if self.bias is None else self.bias[...]
+    x, kernel, bias = self.promote_dtype((x, kernel, bias), dtype=self.dtype)
+    if x.ndim == 3:  # (N, T, C): a joints axis of one
+      y = conv_over_time(x[:, :, None], kernel[:, None], self.time_stride)
+      y = y[:, :, 0]
+    else:
+      y = conv_over_time(x, kernel, self.time_stride)
+    return y if bias is None else y + bias
