@@ -97,6 +97,7 @@ class Options:
   dtype: str = 'float32'  # pretraining compute dtype (params stay float32)
   fsdp: int = 1  # parameter-sharding mesh axis (1 = data parallel)
   vs_torch: bool = False  # side by side with the PyTorch peer (section 6)
+  torch_threads: int = 0  # torch's intra-op threads; 0 = every core
 
 
 def quick_options(**overrides):
@@ -434,8 +435,8 @@ class TorchMissing(RuntimeError):
   pass
 
 
-def import_torch_peer():
-  """skel_jax.torch_peer, with torch using every core."""
+def import_torch_peer(threads=0):
+  """skel_jax.torch_peer, with torch using ``threads`` (0: every core)."""
   try:
     import torch
   except ImportError:
@@ -444,7 +445,7 @@ def import_torch_peer():
     ) from None
   from skel_jax import torch_peer
 
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(threads or os.cpu_count())
   return torch_peer
 
 
@@ -804,7 +805,7 @@ def run(opts, out=None, verbose=True):
   rows, configs, extra = [], {}, {}
   peer = peak = None
   if opts.vs_torch:
-    peer = import_torch_peer()
+    peer = import_torch_peer(opts.torch_threads)
     peak = extra['matmul_peak'] = matmul_peak(peer)
     extra['vs_torch_skipped'] = []
     if verbose:
@@ -974,6 +975,7 @@ def _define_flags():
     ('seed', 'integer'),
     ('dtype', 'string'),
     ('fsdp', 'integer'),
+    ('torch_threads', 'integer'),
   ):
     getattr(f, f'DEFINE_{kind}')(name, None, f'Options.{name}.')
   f.DEFINE_bool(
