@@ -173,14 +173,17 @@ class MoCoEncoder(nn.Module):
       nn.Conv1d(c, c, 1), nn.ReLU(), nn.Conv1d(c, feature_dim, 1)
     )
 
-  def forward(self, x):
+  def forward(self, x, snippets=True):
     """x (N, M, T, V, 3) -> global (N, D), snippets (N, D, S), the pooled
-    backbone features (N, C, S) (the correspondence is computed on them)."""
+    backbone features (N, C, S) (the correspondence is computed on them).
+    ``snippets=False``: global only, (N, D), None, None (XLA drops the
+    unused snippet head of the JAX step the same way)."""
     feat = joint_and_person_mean(self.backbone(fold_persons(x))[-1], len(x))
-    pooled = F.adaptive_avg_pool1d(feat, self.num_snippets)
-    snippets = F.normalize(self.snippet_head(pooled), dim=1)
     glob = F.normalize(self.global_head(feat.mean(2)), dim=1)
-    return glob, snippets, pooled
+    if not snippets:
+      return glob, None, None
+    pooled = F.adaptive_avg_pool1d(feat, self.num_snippets)
+    return glob, F.normalize(self.snippet_head(pooled), dim=1), pooled
 
 
 class ConvUnit(nn.Module):
@@ -405,6 +408,7 @@ class PretrainPeer:
 
   def step_on_views(self, x_q, x_k):
     pc = self.cfg.pretrain
+    snippets = pc.snippet_weight > 0
     _set_lr(self.opt, self.lr_fn(self.step_count))
     with torch.no_grad():
       # Key encoder first, from the pre-update query weights (MoCo order).
@@ -412,15 +416,15 @@ class PretrainPeer:
         self.encoder_k.parameters(), self.encoder_q.parameters()
       ):
         pk.mul_(pc.momentum).add_(pq, alpha=1.0 - pc.momentum)
-      k_glob, k_snip, k_pooled = self.encoder_k(x_k)
-    q_glob, q_snip, q_pooled = self.encoder_q(x_q)
+      k_glob, k_snip, k_pooled = self.encoder_k(x_k, snippets)
+    q_glob, q_snip, q_pooled = self.encoder_q(x_q, snippets)
     losses = self.losses(q_glob, q_snip, q_pooled, k_glob, k_snip, k_pooled)
     self.opt.zero_grad(set_to_none=True)
     losses['loss'].backward()
     self.opt.step()
     with torch.no_grad():
       self.queue_ptr = self._enqueue(self.queue, self.queue_ptr, k_glob)
-      if pc.snippet_weight > 0:
+      if snippets:
         entries = F.normalize(k_snip.mean(2), dim=1)
         self.snippet_queue_ptr = self._enqueue(
           self.snippet_queue, self.snippet_queue_ptr, entries

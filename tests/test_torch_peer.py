@@ -247,6 +247,15 @@ def test_peer_views_have_the_batch_shape():
   assert peer.queue_ptr == B and peer.snippet_queue_ptr == B
 
 
+def test_video_level_step_skips_the_snippet_head():
+  cfg = bench.pretrain_config(OPTS, 'agcn', 'skeletonclr')
+  peer = tp.PretrainPeer(cfg, lambda s: 0.1)
+  metrics = peer.step(torch.randn(B, 1, 32, 25, 3))
+  assert set(metrics) == {'loss', 'loss_global'}
+  assert peer.queue_ptr == B and peer.snippet_queue_ptr == 0
+  assert all(p.grad is None for p in peer.encoder_q.snippet_head.parameters())
+
+
 def test_unimplemented_settings_are_refused():
   cfg = bench.pretrain_config(OPTS, 'agcn', 'aimclr+snippet')
   with pytest.raises(ValueError, match='pretrain.base'):
