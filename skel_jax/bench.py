@@ -25,6 +25,13 @@ the per-call time):
 5. Compile time of every jitted function: first call minus the steady-state
    median. The persistent compilation cache is switched off by the CLI so
    this is a real compile (``env.compilation_cache`` records the setting).
+6. ``--vs_torch`` (needs ``pip install -e .[torch]``): instead of 1 and 2,
+   the JAX step and its PyTorch peer (``skel_jax.torch_peer``) side by side
+   at the same shapes, timed alternately in one process, after a check that
+   both give the same outputs, losses, gradients and updates from the same
+   weights and views; with each step's achieved FLOP/s (FLOPs from XLA's
+   cost analysis of the compiled JAX step) and the measured fp32 matmul
+   peak. AGCN with skeletonclr[+snippet] and the finetune protocol.
 
 Writes one JSON file (rows + environment + every config used) and prints a
 table. Model inputs are random skeletons of ``persons`` people x 25 joints.
@@ -36,6 +43,7 @@ import inspect
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -88,6 +96,8 @@ class Options:
   seed: int = 0
   dtype: str = 'float32'  # pretraining compute dtype (params stay float32)
   fsdp: int = 1  # parameter-sharding mesh axis (1 = data parallel)
+  vs_torch: bool = False  # side by side with the PyTorch peer (section 6)
+  torch_threads: int = 0  # torch's intra-op threads; 0 = every core
 
 
 def quick_options(**overrides):
@@ -269,8 +279,11 @@ def bench_pretrain(opts, backbone, method, mesh, rng):
   return row, cfg
 
 
-def bench_finetune(opts, backbone, protocol, mesh, rng, with_inference):
-  """Finetune-step row, plus the inference row when ``with_inference``."""
+def bench_finetune(
+  opts, backbone, protocol, mesh, rng, with_inference, with_train=True
+):
+  """Finetune-step row (``with_train``, when selected), plus the inference
+  row when ``with_inference``."""
   cfg = finetune_config(opts, backbone, protocol)
   rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
   schedule = optim.warmup_step_schedule(cfg.optimizer.lr, 10, [])
@@ -280,7 +293,7 @@ def bench_finetune(opts, backbone, protocol, mesh, rng, with_inference):
   state = jax.device_put(state, rep)
   rows = []
   x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.pad_length)
-  if protocol in opts.protocols and 'finetune' in opts.sections:
+  if with_train and protocol in opts.protocols and 'finetune' in opts.sections:
     labels = rng.integers(0, k + 1, (cfg.batch_size, cfg.data.pad_length))
     labels[:, -cfg.data.pad_length // 4 :] = -1  # some padded frames
     batch = jax.device_put({'x': x, 'labels': labels.astype(np.int32)}, dsh)
@@ -404,6 +417,298 @@ def bench_pipeline(opts, data_dir):
 
 
 # ---------------------------------------------------------------------------
+# Side by side with the PyTorch peer (--vs_torch).
+# ---------------------------------------------------------------------------
+# What the peer implements (skel_jax.torch_peer); other selections are skipped.
+TORCH_BACKBONES = ('agcn',)
+TORCH_METHODS = ('skeletonclr', 'skeletonclr+snippet')
+TORCH_PROTOCOLS = ('finetune',)
+FLOPS_SOURCE = (
+  "XLA cost_analysis()['flops'] of the compiled JAX step: every HLO op of "
+  'forward, backward, optimizer and queues (dot/conv: 2 per multiply-add, '
+  'elementwise and reductions: 1 per element; transcendentals not '
+  'included), counted once and used for both steps'
+)
+
+
+class TorchMissing(RuntimeError):
+  pass
+
+
+def import_torch_peer(threads=0):
+  """skel_jax.torch_peer, with torch using ``threads`` (0: every core)."""
+  try:
+    import torch
+  except ImportError:
+    raise TorchMissing(
+      '--vs_torch needs PyTorch: pip install -e .[torch]'
+    ) from None
+  from skel_jax import torch_peer
+
+  torch.set_num_threads(threads or os.cpu_count())
+  return torch_peer
+
+
+def time_alternating(calls, *, warmup, repeats, steps):
+  """Times each of ``calls`` ({name: fn}) in turns: after ``warmup`` untimed
+  rounds, each repeat times ``steps`` calls of one, then of the next (the
+  order flips every repeat, so drift and the other's after-effects fall on
+  both). JAX results are waited on; torch on CPU returns when done."""
+  for _ in range(warmup):
+    for fn in calls.values():
+      jax.block_until_ready(fn())
+  times = {name: [] for name in calls}
+  order = list(calls)
+  for r in range(repeats):
+    for name in order if r % 2 == 0 else order[::-1]:
+      t0 = time.perf_counter()
+      out = None
+      for _ in range(steps):
+        out = calls[name]()
+      jax.block_until_ready(out)
+      times[name].append((time.perf_counter() - t0) / steps)
+  out = {}
+  for name, ts in times.items():
+    q25, med, q75 = (float(v) for v in np.percentile(ts, [25, 50, 75]))
+    out[name] = {
+      'median_s': med,
+      'iqr_s': q75 - q25,
+      'q25_s': q25,
+      'q75_s': q75,
+      'times_s': [float(t) for t in ts],
+    }
+  return out
+
+
+def matmul_peak(peer, n=2048, repeats=5):
+  """fp32 GFLOP/s of an n x n x n matmul in JAX and in torch (best of
+  ``repeats``): the machine's practical peak, measured in this run."""
+  a = jax.device_put(
+    np.random.default_rng(0).normal(size=(n, n)).astype(np.float32)
+  )
+  mm = jax.jit(lambda x: x @ x)
+  jax.block_until_ready(mm(a))
+  best = float('inf')
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(mm(a))
+    best = min(best, time.perf_counter() - t0)
+  jax_gflops = 2 * n**3 / best / 1e9
+  torch_gflops = peer.matmul_gflops(n, repeats)
+  return {
+    'n': n,
+    'jax_gflops_per_s': jax_gflops,
+    'torch_gflops_per_s': torch_gflops,
+    'peak_gflops_per_s': max(jax_gflops, torch_gflops),
+  }
+
+
+def _aot_compile(step_fn, *args):
+  """(compiled step, compile seconds, XLA's FLOPs of one call)."""
+  t0 = time.perf_counter()
+  compiled = step_fn.lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
+    cost = cost[0]
+  return compiled, compile_s, float(cost['flops'])
+
+
+def _equivalence_brief(summary):
+  """The check's summary without the per-tensor items (kept small)."""
+  keep = ('ok', 'failed', 'max_abs', 'max_rel', 'compared', 'tolerance')
+  out = {k: summary[k] for k in keep}
+  out['worst'] = summary['worst']
+  out['excluded_zero_gradient'] = len(summary['excluded_zero_gradient'])
+  if 'pointers_equal' in summary:
+    out['pointers_equal'] = summary['pointers_equal']
+  return out
+
+
+def _vs_row(
+  name,
+  backbone,
+  method,
+  batch,
+  shape,
+  timed,
+  compile_s,
+  flops,
+  torch_flops,
+  check,
+  peak,
+  unit_count,
+):
+  j, t = timed['jax'], timed['torch']
+  peak_gflops = peak['peak_gflops_per_s']
+  gflops = flops / 1e9
+  return {
+    'name': name,
+    'backbone': backbone,
+    'method': method,
+    'dtype': 'float32',
+    'batch': batch,
+    'shape': list(shape),
+    **j,
+    'first_call_s': compile_s,
+    'compile_s': compile_s,
+    'steps_per_s': 1.0 / j['median_s'],
+    'throughput': unit_count / j['median_s'],
+    'unit': 'samples/s',
+    'torch': dict(t, throughput=unit_count / t['median_s']),
+    'torch_over_jax': t['median_s'] / j['median_s'],
+    'flops_per_step': flops,
+    'flops_source': FLOPS_SOURCE,
+    'torch_matmul_conv_flops': torch_flops,
+    'jax_gflops_per_s': gflops / j['median_s'],
+    'torch_gflops_per_s': gflops / t['median_s'],
+    'jax_fraction_of_peak': gflops / j['median_s'] / peak_gflops,
+    'torch_fraction_of_peak': gflops / t['median_s'] / peak_gflops,
+    'equivalence': _equivalence_brief(check),
+  }
+
+
+def bench_pretrain_vs_torch(opts, backbone, method, mesh, rng, peer, peak):
+  cfg = pretrain_config(opts, backbone, method)
+  peer.check_pretrain_config(cfg)
+  dsh = train_utils.data_sharding(mesh)
+  schedule, _, _ = optim.epoch_schedule(
+    cfg, 100 * cfg.batch_size, drop_last=True
+  )
+  tx = optim.make_optimizer(cfg.optimizer, schedule)
+  graphdef, state = pretrain.init_state(cfg, tx)
+  state_sh = train_utils.state_shardings(state, mesh)
+  state = jax.device_put(state, state_sh)
+  step_fn = pretrain.make_train_step(
+    cfg, graphdef, tx, schedule, mesh=mesh, state_shardings=state_sh
+  )
+  x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.clip_len)
+  batch = jax.device_put(
+    {'x': x, 'index': np.arange(cfg.batch_size, dtype=np.int32)}, dsh
+  )
+  compiled, compile_s, flops = _aot_compile(step_fn, state, batch)
+  torch_step = peer.PretrainPeer(
+    cfg, peer.jax_scalar_fn(schedule), seed=opts.seed
+  )
+  # Same weights and views: one step of each, compared (it also warms both).
+  state, check = peer.check_pretrain(
+    cfg, graphdef, state, batch, compiled, torch_step
+  )
+  x_t = peer.to_torch(x)
+  torch_flops = peer.matmul_flops_of(lambda: torch_step.step(x_t))
+  stepper = _Stepper(compiled, state, batch)
+  timed = time_alternating(
+    {'jax': stepper, 'torch': lambda: torch_step.step(x_t)},
+    warmup=opts.warmup,
+    repeats=opts.repeats,
+    steps=opts.steps,
+  )
+  row = _vs_row(
+    'pretrain_step_vs_torch',
+    backbone,
+    method,
+    cfg.batch_size,
+    x.shape,
+    timed,
+    compile_s,
+    flops,
+    torch_flops,
+    check,
+    peak,
+    cfg.batch_size,
+  )
+  return row, cfg
+
+
+def bench_finetune_vs_torch(opts, backbone, protocol, mesh, rng, peer, peak):
+  cfg = finetune_config(opts, backbone, protocol)
+  peer.check_finetune_config(cfg)
+  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
+  schedule = optim.warmup_step_schedule(cfg.optimizer.lr, 10, [])
+  tx = optim.make_optimizer(cfg.optimizer, schedule)
+  k = opts.num_classes
+  graphdef, state = finetune.initial_state(cfg, tx, k, restore_backbone=False)
+  state = jax.device_put(state, rep)
+  x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.pad_length)
+  labels = rng.integers(0, k + 1, (cfg.batch_size, cfg.data.pad_length))
+  labels[:, -cfg.data.pad_length // 4 :] = -1  # some padded frames
+  batch = jax.device_put({'x': x, 'labels': labels.astype(np.int32)}, dsh)
+  step_fn = finetune.make_train_step(graphdef, tx, protocol, schedule, mesh)
+  compiled, compile_s, flops = _aot_compile(step_fn, state, batch)
+  torch_step = peer.FinetunePeer(cfg, k, peer.jax_scalar_fn(schedule))
+  state, check = peer.check_finetune(
+    cfg, graphdef, state, batch, compiled, torch_step
+  )
+  x_t, labels_t = peer.to_torch(x), peer.to_torch(labels, peer.torch.long)
+  torch_flops = peer.matmul_flops_of(lambda: torch_step.step(x_t, labels_t))
+  stepper = _Stepper(compiled, state, batch)
+  timed = time_alternating(
+    {'jax': stepper, 'torch': lambda: torch_step.step(x_t, labels_t)},
+    warmup=opts.warmup,
+    repeats=opts.repeats,
+    steps=opts.steps,
+  )
+  row = _vs_row(
+    'finetune_step_vs_torch',
+    backbone,
+    protocol,
+    cfg.batch_size,
+    x.shape,
+    timed,
+    compile_s,
+    flops,
+    torch_flops,
+    check,
+    peak,
+    cfg.batch_size,
+  )
+  return row, cfg
+
+
+def format_vs_table(rows, peak):
+  head = (
+    'step',
+    'method',
+    'shape',
+    'JAX ms (IQR)',
+    'torch ms (IQR)',
+    'torch/JAX',
+    'GFLOP/step',
+    'JAX GFLOP/s',
+    'torch GFLOP/s',
+    'max rel diff',
+  )
+  lines = [head]
+  for r in rows:
+    t = r['torch']
+    eq = r['equivalence']
+    lines.append(
+      (
+        r['name'].replace('_vs_torch', ''),
+        r['method'],
+        'x'.join(map(str, r['shape'])),
+        f'{1e3 * r["median_s"]:.0f} ({1e3 * r["iqr_s"]:.0f})',
+        f'{1e3 * t["median_s"]:.0f} ({1e3 * t["iqr_s"]:.0f})',
+        f'{r["torch_over_jax"]:.2f}',
+        f'{r["flops_per_step"] / 1e9:.1f}',
+        f'{r["jax_gflops_per_s"]:.1f} ({100 * r["jax_fraction_of_peak"]:.0f}%)',
+        f'{r["torch_gflops_per_s"]:.1f} '
+        f'({100 * r["torch_fraction_of_peak"]:.0f}%)',
+        f'{eq["max_rel"]:.1e} ({"ok" if eq["ok"] else "FAILED"})',
+      )
+    )
+  widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
+  out = ['  '.join(c.ljust(w) for c, w in zip(l, widths)) for l in lines]
+  out.insert(1, '  '.join('-' * w for w in widths))
+  out.append(
+    f'fp32 matmul peak ({peak["n"]}^3): JAX '
+    f'{peak["jax_gflops_per_s"]:.1f}, torch {peak["torch_gflops_per_s"]:.1f} '
+    'GFLOP/s (% of the higher in brackets); torch/JAX > 1: JAX is faster.'
+  )
+  return '\n'.join(out)
+
+
+# ---------------------------------------------------------------------------
 # Environment, table, entry point.
 # ---------------------------------------------------------------------------
 def _loadavg():
@@ -491,16 +796,44 @@ def run(opts, out=None, verbose=True):
       raise ValueError(f'unknown {name} {sorted(unknown)}; expected {allowed}')
   for name in ('batch', 'ft_batch', 'infer_batch'):
     _check_divisible(name, getattr(opts, name))
+  if opts.vs_torch and (opts.dtype != 'float32' or opts.fsdp != 1):
+    raise ValueError('--vs_torch compares float32 steps (no --dtype, --fsdp)')
   load_start = _loadavg()
   # --fsdp > 1: the (data, fsdp) mesh; only the pretraining state is sharded.
   mesh = train_utils.make_mesh(fsdp=opts.fsdp)
   rng = np.random.default_rng(opts.seed)
   rows, configs, extra = [], {}, {}
+  peer = peak = None
+  if opts.vs_torch:
+    peer = import_torch_peer(opts.torch_threads)
+    peak = extra['matmul_peak'] = matmul_peak(peer)
+    extra['vs_torch_skipped'] = []
+    if verbose:
+      print(
+        f'[bench] fp32 matmul peak: JAX {peak["jax_gflops_per_s"]:.1f}, '
+        f'torch {peak["torch_gflops_per_s"]:.1f} GFLOP/s',
+        flush=True,
+      )
+
+  def skip(what):
+    extra['vs_torch_skipped'].append(what)
+    if verbose:
+      print(f'[bench] --vs_torch: no torch peer of {what}, skipped', flush=True)
 
   def add(new_rows):
     for r in new_rows:
       rows.append(r)
-      if verbose:
+      if verbose and 'torch' in r:
+        eq = r['equivalence']
+        print(
+          f'[bench] {r["name"]} {r["backbone"]} {r["method"]}: JAX '
+          f'{1e3 * r["median_s"]:.1f} ms, torch '
+          f'{1e3 * r["torch"]["median_s"]:.1f} ms, torch/JAX '
+          f'{r["torch_over_jax"]:.2f}; same outputs: max rel diff '
+          f'{eq["max_rel"]:.1e} ({"ok" if eq["ok"] else "FAILED"})',
+          flush=True,
+        )
+      elif verbose:
         print(
           f'[bench] {r["name"]:<17} {r["backbone"]:<5} {r["method"]:<19}'
           f' {1e3 * r["median_s"]:9.1f} ms  '
@@ -511,16 +844,41 @@ def run(opts, out=None, verbose=True):
   for backbone in opts.backbones:
     if 'pretrain' in opts.sections:
       for method in opts.methods:
-        row, cfg = bench_pretrain(opts, backbone, method, mesh, rng)
+        if not opts.vs_torch:
+          row, cfg = bench_pretrain(opts, backbone, method, mesh, rng)
+        elif backbone in TORCH_BACKBONES and method in TORCH_METHODS:
+          row, cfg = bench_pretrain_vs_torch(
+            opts, backbone, method, mesh, rng, peer, peak
+          )
+        else:
+          skip(f'pretrain/{backbone}/{method}')
+          continue
         configs[f'pretrain/{backbone}/{method}'] = cfg.to_dict()
         add([row])
     for i, protocol in enumerate(TRAIN_PROTOCOLS):
       # Inference is protocol-independent: timed once, with the first state.
       infer = 'inference' in opts.sections and i == 0
       train = 'finetune' in opts.sections and protocol in opts.protocols
+      if train and opts.vs_torch:
+        # The side-by-side row replaces the JAX-only one.
+        train = False
+        if backbone in TORCH_BACKBONES and protocol in TORCH_PROTOCOLS:
+          row, cfg = bench_finetune_vs_torch(
+            opts, backbone, protocol, mesh, rng, peer, peak
+          )
+          configs[f'finetune/{backbone}/{protocol}'] = cfg.to_dict()
+          add([row])
+        else:
+          skip(f'finetune/{backbone}/{protocol}')
       if train or infer:
         new_rows, cfg = bench_finetune(
-          opts, backbone, protocol, mesh, rng, with_inference=infer
+          opts,
+          backbone,
+          protocol,
+          mesh,
+          rng,
+          with_inference=infer,
+          with_train=train,
         )
         configs[f'finetune/{backbone}/{protocol}'] = cfg.to_dict()
         add(new_rows)
@@ -532,7 +890,20 @@ def run(opts, out=None, verbose=True):
         new_rows, extra['pipeline'] = bench_pipeline(opts, d)
     add(new_rows)
 
+  vs_rows = [r for r in rows if 'torch' in r]
+  if (
+    opts.vs_torch
+    and not vs_rows
+    and {'pretrain', 'finetune'} & set(opts.sections)
+  ):
+    raise ValueError(
+      f'--vs_torch: nothing to compare; the torch peer has backbones '
+      f'{TORCH_BACKBONES}, methods {TORCH_METHODS}, protocols {TORCH_PROTOCOLS}'
+    )
   env = {**environment(), 'loadavg_start': load_start}
+  if peer is not None:
+    env['versions']['torch'] = peer.torch.__version__
+    env['torch_threads'] = peer.torch.get_num_threads()
   report = {
     'rows': rows,
     'env': env,
@@ -553,6 +924,8 @@ def run(opts, out=None, verbose=True):
       f'{env["loadavg_end"]}\n' + format_table(rows),
       flush=True,
     )
+    if vs_rows:
+      print('\n' + format_vs_table(vs_rows, peak), flush=True)
   if out:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
@@ -602,8 +975,15 @@ def _define_flags():
     ('seed', 'integer'),
     ('dtype', 'string'),
     ('fsdp', 'integer'),
+    ('torch_threads', 'integer'),
   ):
     getattr(f, f'DEFINE_{kind}')(name, None, f'Options.{name}.')
+  f.DEFINE_bool(
+    'vs_torch',
+    None,
+    'Time the pretrain/finetune steps side by side with the PyTorch peer '
+    '(skel_jax.torch_peer; pip install -e .[torch]).',
+  )
   # build_data (imported lazily by config validation) owns --data_dir.
   f.DEFINE_string(
     'pipeline_data_dir',
@@ -633,7 +1013,10 @@ def main(argv):
   for name in ('backbones', 'methods', 'protocols', 'sections'):
     overrides[name] = tuple(overrides[name])
   opts = quick_options(**overrides) if flags_.quick else Options(**overrides)
-  run(opts, out=flags_.out)
+  try:
+    run(opts, out=flags_.out)
+  except TorchMissing as e:
+    sys.exit(f'[bench] {e}')
 
 
 if __name__ == '__main__':

@@ -40,6 +40,14 @@ def test_import_defines_no_flags():
     assert name not in flags.FLAGS
 
 
+def test_vs_torch_without_torch_is_one_clear_error(monkeypatch):
+  from skel_jax import bench
+
+  monkeypatch.setitem(sys.modules, 'torch', None)  # import torch fails
+  with pytest.raises(bench.TorchMissing, match=r'pip install -e \.\[torch\]'):
+    bench.import_torch_peer()
+
+
 @pytest.fixture(scope='module')
 def report(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('bench')

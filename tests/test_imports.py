@@ -349,7 +349,7 @@ LAYERS = {
   1: 'config_defaults config_validation run_record',
   2: 'input_pipeline loop train_utils weights',
   3: 'export finetune knn pretrain probe',
-  4: 'bench build_data demo evaluate main study',
+  4: 'bench build_data demo evaluate main study torch_peer',
 }
 LAYER_OF = {name: n for n, names in LAYERS.items() for name in names.split()}
 
@@ -363,6 +363,27 @@ def test_every_module_has_a_layer():
   assert names == set(LAYER_OF), (
     f'not in LAYERS: {sorted(names - set(LAYER_OF))}; '
     f'gone: {sorted(set(LAYER_OF) - names)}'
+  )
+
+
+def test_only_bench_imports_the_torch_peer():
+  """torch is an optional extra: the PyTorch peer is bench's alone (and
+  bench imports it only under --vs_torch, inside a function)."""
+  importers = {
+    m
+    for m, imported in import_graph().items()
+    if f'{PACKAGE}.torch_peer' in imported
+  }
+  assert importers == {f'{PACKAGE}.bench'}, importers
+  with open(module_files()[f'{PACKAGE}.bench']) as f:
+    tree = ast.parse(f.read())
+  top_level = [
+    n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
+  ]
+  assert not any(
+    'torch' in (getattr(n, 'module', '') or '')
+    or any('torch' in a.name for a in n.names)
+    for n in top_level
   )
 
 
