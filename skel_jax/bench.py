@@ -236,13 +236,11 @@ class _Stepper:
 # ---------------------------------------------------------------------------
 # Sections.
 # ---------------------------------------------------------------------------
-def bench_pretrain(opts, backbone, method, mesh, rng):
-  cfg = pretrain_config(opts, backbone, method)
-  dsh = train_utils.data_sharding(mesh)
-  # As pretrain.train: schedule from an epoch size, optimizer, sharded
-  # state, a jitted step donating the state. Bases that mine compute their
-  # top-k masks every step (mining only switches them on), so the timing
-  # holds before and after the mining epoch.
+def _pretrain_setup(cfg, opts, mesh, rng):
+  """As pretrain.train: schedule from an epoch size, optimizer, sharded
+  state, a jitted step donating the state, and a random batch on device.
+  Bases that mine compute their top-k masks every step (mining only switches
+  them on), so the timing holds before and after the mining epoch."""
   schedule, _, _ = optim.epoch_schedule(
     cfg, 100 * cfg.batch_size, drop_last=True
   )
@@ -255,8 +253,15 @@ def bench_pretrain(opts, backbone, method, mesh, rng):
   )
   x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.clip_len)
   batch = jax.device_put(
-    {'x': x, 'index': np.arange(cfg.batch_size, dtype=np.int32)}, dsh
+    {'x': x, 'index': np.arange(cfg.batch_size, dtype=np.int32)},
+    train_utils.data_sharding(mesh),
   )
+  return schedule, graphdef, state, step_fn, x, batch
+
+
+def bench_pretrain(opts, backbone, method, mesh, rng):
+  cfg = pretrain_config(opts, backbone, method)
+  _, _, state, step_fn, x, batch = _pretrain_setup(cfg, opts, mesh, rng)
   stats = time_calls(
     _Stepper(step_fn, state, batch),
     warmup=opts.warmup,
@@ -571,20 +576,8 @@ def _vs_row(
 def bench_pretrain_vs_torch(opts, backbone, method, mesh, rng, peer, peak):
   cfg = pretrain_config(opts, backbone, method)
   peer.check_pretrain_config(cfg)
-  dsh = train_utils.data_sharding(mesh)
-  schedule, _, _ = optim.epoch_schedule(
-    cfg, 100 * cfg.batch_size, drop_last=True
-  )
-  tx = optim.make_optimizer(cfg.optimizer, schedule)
-  graphdef, state = pretrain.init_state(cfg, tx)
-  state_sh = train_utils.state_shardings(state, mesh)
-  state = jax.device_put(state, state_sh)
-  step_fn = pretrain.make_train_step(
-    cfg, graphdef, tx, schedule, mesh=mesh, state_shardings=state_sh
-  )
-  x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.clip_len)
-  batch = jax.device_put(
-    {'x': x, 'index': np.arange(cfg.batch_size, dtype=np.int32)}, dsh
+  schedule, graphdef, state, step_fn, x, batch = _pretrain_setup(
+    cfg, opts, mesh, rng
   )
   compiled, compile_s, flops = _aot_compile(step_fn, state, batch)
   torch_step = peer.PretrainPeer(
