@@ -284,24 +284,46 @@ def bench_pretrain(opts, backbone, method, mesh, rng):
   return row, cfg
 
 
+def _finetune_setup(cfg, num_classes, mesh):
+  """Schedule, optimizer and a replicated fresh localizer state."""
+  schedule = optim.warmup_step_schedule(cfg.optimizer.lr, 10, [])
+  tx = optim.make_optimizer(cfg.optimizer, schedule)
+  graphdef, state = finetune.initial_state(
+    cfg, tx, num_classes, restore_backbone=False
+  )
+  return (
+    schedule,
+    tx,
+    graphdef,
+    jax.device_put(state, train_utils.replicated(mesh)),
+  )
+
+
+def _finetune_batch(cfg, num_classes, x, rng, mesh):
+  """Random frame labels for ``x`` (the last quarter padded, -1) and the
+  batch on device."""
+  labels = rng.integers(
+    0, num_classes + 1, (cfg.batch_size, cfg.data.pad_length)
+  )
+  labels[:, -cfg.data.pad_length // 4 :] = -1  # some padded frames
+  batch = jax.device_put(
+    {'x': x, 'labels': labels.astype(np.int32)}, train_utils.data_sharding(mesh)
+  )
+  return labels, batch
+
+
 def bench_finetune(
   opts, backbone, protocol, mesh, rng, with_inference, with_train=True
 ):
   """Finetune-step row (``with_train``, when selected), plus the inference
   row when ``with_inference``."""
   cfg = finetune_config(opts, backbone, protocol)
-  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
-  schedule = optim.warmup_step_schedule(cfg.optimizer.lr, 10, [])
-  tx = optim.make_optimizer(cfg.optimizer, schedule)
   k = opts.num_classes
-  graphdef, state = finetune.initial_state(cfg, tx, k, restore_backbone=False)
-  state = jax.device_put(state, rep)
+  schedule, tx, graphdef, state = _finetune_setup(cfg, k, mesh)
   rows = []
   x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.pad_length)
   if with_train and protocol in opts.protocols and 'finetune' in opts.sections:
-    labels = rng.integers(0, k + 1, (cfg.batch_size, cfg.data.pad_length))
-    labels[:, -cfg.data.pad_length // 4 :] = -1  # some padded frames
-    batch = jax.device_put({'x': x, 'labels': labels.astype(np.int32)}, dsh)
+    labels, batch = _finetune_batch(cfg, k, x, rng, mesh)
     step_fn = finetune.make_train_step(graphdef, tx, protocol, schedule, mesh)
     stepper = _Stepper(step_fn, state, batch)
     stats = time_calls(
@@ -323,7 +345,8 @@ def bench_finetune(
     )
   if with_inference:
     xi = jax.device_put(
-      _skeletons(rng, opts.infer_batch, opts.persons, opts.infer_len), dsh
+      _skeletons(rng, opts.infer_batch, opts.persons, opts.infer_len),
+      train_utils.data_sharding(mesh),
     )
     predict_fn = finetune.make_predict_step(graphdef, protocol, mesh)
     stats = time_calls(
@@ -616,16 +639,10 @@ def bench_pretrain_vs_torch(opts, backbone, method, mesh, rng, peer, peak):
 def bench_finetune_vs_torch(opts, backbone, protocol, mesh, rng, peer, peak):
   cfg = finetune_config(opts, backbone, protocol)
   peer.check_finetune_config(cfg)
-  rep, dsh = train_utils.replicated(mesh), train_utils.data_sharding(mesh)
-  schedule = optim.warmup_step_schedule(cfg.optimizer.lr, 10, [])
-  tx = optim.make_optimizer(cfg.optimizer, schedule)
   k = opts.num_classes
-  graphdef, state = finetune.initial_state(cfg, tx, k, restore_backbone=False)
-  state = jax.device_put(state, rep)
+  schedule, tx, graphdef, state = _finetune_setup(cfg, k, mesh)
   x = _skeletons(rng, cfg.batch_size, opts.persons, cfg.data.pad_length)
-  labels = rng.integers(0, k + 1, (cfg.batch_size, cfg.data.pad_length))
-  labels[:, -cfg.data.pad_length // 4 :] = -1  # some padded frames
-  batch = jax.device_put({'x': x, 'labels': labels.astype(np.int32)}, dsh)
+  labels, batch = _finetune_batch(cfg, k, x, rng, mesh)
   step_fn = finetune.make_train_step(graphdef, tx, protocol, schedule, mesh)
   compiled, compile_s, flops = _aot_compile(step_fn, state, batch)
   torch_step = peer.FinetunePeer(cfg, k, peer.jax_scalar_fn(schedule))
