@@ -5,6 +5,9 @@ r"""Multi-seed study on the synthetic benchmark (``skel_jax.study``).
   python -m skel_jax.study --config=configs/study.py --workdir=runs/study
   python -m skel_jax.study --config=configs/study.py:smoke --workdir=/tmp/study
   python -m skel_jax.study --config=configs/study.py:gpu --workdir=runs/study_gpu
+  # 20 runs per row; in the default's workdir it reuses the 3 x 3 cells:
+  python -m skel_jax.study --config=configs/study.py:more_seeds \
+      --workdir=runs/study
 
 Methods: a random backbone, video-level MoCo (the base alone), snippet MoCo
 as released (argmax positives, per-video mean negatives) and snippet MoCo with
@@ -24,6 +27,7 @@ from skel_jax import cli
 VARIANTS = {
   'smoke': 'a minutes-long CPU run of the whole design',
   'gpu': "the paper's clip length and S, full width, more steps and seeds",
+  'more_seeds': '4 pretraining x 5 localization seeds: 20 runs per row',
 }
 
 # Study method -> pretrain_synthetic.py variant tokens.
@@ -36,7 +40,10 @@ METHOD_TOKENS = {
 
 def get_config(arg=None):
   tokens = cli.parse_variant(
-    arg, VARIANTS, 'configs/study.py', exclusive=(('smoke', 'gpu'),)
+    arg,
+    VARIANTS,
+    'configs/study.py',
+    exclusive=(('smoke', 'gpu', 'more_seeds'),),
   )
   variant = tokens[0] if tokens else ''
   c = ml_collections.ConfigDict()
@@ -78,6 +85,11 @@ def get_config(arg=None):
     c.finetune.model.head_dim = 512
     c.pretrain_seeds = (0, 1, 2, 3)
     c.localization_seeds = (5, 6, 7, 8)
+  if variant == 'more_seeds':
+    # The default's 3 x 3 cells plus more: run in the default's workdir,
+    # it reuses them (about 100 min in all on a 2-core CPU).
+    c.pretrain_seeds = (0, 1, 2, 3)
+    c.localization_seeds = (5, 6, 7, 8, 9)
   if variant == 'smoke':
     # One pretraining run, four tiny localization runs (tests/test_study.py).
     c.methods = ('random_init', 'video_moco')

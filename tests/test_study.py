@@ -63,6 +63,24 @@ def test_study_variants_keep_their_budgets():
   assert steps == {None: {150}, 'gpu': {2000}, 'smoke': {10}}
 
 
+def test_more_seeds_only_adds_seeds_to_the_default():
+  # It runs in the default study's workdir and reuses its cells as they
+  # are, so everything but the seed lists must be the default's.
+  default, more = (
+    configs.load('study', None),
+    configs.load('study', 'more_seeds'),
+  )
+  assert set(default.pretrain_seeds) < set(more.pretrain_seeds)
+  assert set(default.localization_seeds) < set(more.localization_seeds)
+  assert len(more.pretrain_seeds) * len(more.localization_seeds) >= 20
+  strip = lambda c: {
+    k: v
+    for k, v in c.to_dict().items()
+    if k not in ('pretrain_seeds', 'localization_seeds')
+  }
+  assert strip(more) == strip(default)
+
+
 def test_loss_trend_starts_once_the_queue_is_full():
   # 30 logged steps, windows of 3: the queue fills at step 3; steps 1-2
   # (partial queue, low loss) must not count as the start.
