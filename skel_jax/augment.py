@@ -8,6 +8,8 @@ over the batch. Keys come from the global sample index and the step (see
 import jax
 import jax.numpy as jnp
 
+from skel_jax import graph
+
 
 def sample_keys(base_key, step, indices):
   """Per-sample keys: fold in the step, then each sample's global index."""
@@ -87,39 +89,10 @@ def zero_axis(x, key, prob=0.5):
   return jnp.where(jax.random.uniform(k_apply) < prob, x * keep, x)
 
 
-# AimCLR ``transform_order['ntu']``: swaps the left/right limb joint indices
-# (the coordinates are not mirrored, exactly as the release does).
-MIRROR_ORDER = (
-  0,
-  1,
-  2,
-  3,
-  8,
-  9,
-  10,
-  11,
-  4,
-  5,
-  6,
-  7,
-  16,
-  17,
-  18,
-  19,
-  12,
-  13,
-  14,
-  15,
-  20,
-  23,
-  24,
-  21,
-  22,
-)
-
-
 def spatial_flip(x, key, prob=0.5):
-  order = jnp.asarray(MIRROR_ORDER)
+  """Swap left/right limb joints (AimCLR ``transform_order['ntu']``); the
+  coordinates are not mirrored, exactly as the release does."""
+  order = jnp.asarray(graph.FLIP_PERMUTATION)
   return jnp.where(jax.random.uniform(key) < prob, x[:, :, order], x)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from skel_jax import augment
 from skel_jax import config_defaults
+from skel_jax import graph
 from skel_jax.config_defaults import pretrain_config
 
 M, T, V = 2, 24, 25
@@ -227,10 +228,9 @@ def test_rotation_matches_aimclr_formula():
 def test_flips_permute_joints_and_reverse_time():
   x = jnp.arange(2 * 4 * 25 * 3, dtype=jnp.float32).reshape(2, 4, 25, 3)
   flipped = augment.spatial_flip(x, jax.random.PRNGKey(0), prob=1.0)
-  np.testing.assert_array_equal(flipped, x[:, :, list(augment.MIRROR_ORDER)])
-  # The mirror order is an involution (left <-> right).
-  order = np.asarray(augment.MIRROR_ORDER)
-  np.testing.assert_array_equal(order[order], np.arange(25))
+  # graph.FLIP_PERMUTATION is checked against the joint names in
+  # tests/test_graph.py.
+  np.testing.assert_array_equal(flipped, x[:, :, list(graph.FLIP_PERMUTATION)])
   np.testing.assert_array_equal(
     augment.time_flip(x, jax.random.PRNGKey(0), prob=1.0), x[:, ::-1]
   )
