@@ -553,37 +553,35 @@ def _equivalence_brief(summary):
   return out
 
 
-def _vs_row(
-  name,
-  backbone,
-  method,
-  batch,
-  shape,
-  timed,
-  compile_s,
-  flops,
-  torch_flops,
-  check,
-  peak,
-  unit_count,
-):
+def _time_vs_torch(opts, name, method, cfg, shape, aot, check, peer, peak, run):
+  """Times the compiled JAX step against the torch step ``run`` alternately
+  and builds the side-by-side row. ``aot``: (compiled step, compile seconds,
+  XLA FLOPs, state, batch)."""
+  compiled, compile_s, flops, state, batch = aot
+  torch_flops = peer.matmul_flops_of(run)
+  timed = time_alternating(
+    {'jax': _Stepper(compiled, state, batch), 'torch': run},
+    warmup=opts.warmup,
+    repeats=opts.repeats,
+    steps=opts.steps,
+  )
   j, t = timed['jax'], timed['torch']
   peak_gflops = peak['peak_gflops_per_s']
   gflops = flops / 1e9
   return {
     'name': name,
-    'backbone': backbone,
+    'backbone': cfg.model.backbone.name,
     'method': method,
     'dtype': 'float32',
-    'batch': batch,
+    'batch': cfg.batch_size,
     'shape': list(shape),
     **j,
     'first_call_s': compile_s,
     'compile_s': compile_s,
     'steps_per_s': 1.0 / j['median_s'],
-    'throughput': unit_count / j['median_s'],
+    'throughput': cfg.batch_size / j['median_s'],
     'unit': 'samples/s',
-    'torch': dict(t, throughput=unit_count / t['median_s']),
+    'torch': dict(t, throughput=cfg.batch_size / t['median_s']),
     'torch_over_jax': t['median_s'] / j['median_s'],
     'flops_per_step': flops,
     'flops_source': FLOPS_SOURCE,
@@ -611,27 +609,17 @@ def bench_pretrain_vs_torch(opts, backbone, method, mesh, rng, peer, peak):
     cfg, graphdef, state, batch, compiled, torch_step
   )
   x_t = peer.to_torch(x)
-  torch_flops = peer.matmul_flops_of(lambda: torch_step.step(x_t))
-  stepper = _Stepper(compiled, state, batch)
-  timed = time_alternating(
-    {'jax': stepper, 'torch': lambda: torch_step.step(x_t)},
-    warmup=opts.warmup,
-    repeats=opts.repeats,
-    steps=opts.steps,
-  )
-  row = _vs_row(
+  row = _time_vs_torch(
+    opts,
     'pretrain_step_vs_torch',
-    backbone,
     method,
-    cfg.batch_size,
+    cfg,
     x.shape,
-    timed,
-    compile_s,
-    flops,
-    torch_flops,
+    (compiled, compile_s, flops, state, batch),
     check,
+    peer,
     peak,
-    cfg.batch_size,
+    lambda: torch_step.step(x_t),
   )
   return row, cfg
 
@@ -650,27 +638,17 @@ def bench_finetune_vs_torch(opts, backbone, protocol, mesh, rng, peer, peak):
     cfg, graphdef, state, batch, compiled, torch_step
   )
   x_t, labels_t = peer.to_torch(x), peer.to_torch(labels, peer.torch.long)
-  torch_flops = peer.matmul_flops_of(lambda: torch_step.step(x_t, labels_t))
-  stepper = _Stepper(compiled, state, batch)
-  timed = time_alternating(
-    {'jax': stepper, 'torch': lambda: torch_step.step(x_t, labels_t)},
-    warmup=opts.warmup,
-    repeats=opts.repeats,
-    steps=opts.steps,
-  )
-  row = _vs_row(
+  row = _time_vs_torch(
+    opts,
     'finetune_step_vs_torch',
-    backbone,
     protocol,
-    cfg.batch_size,
+    cfg,
     x.shape,
-    timed,
-    compile_s,
-    flops,
-    torch_flops,
+    (compiled, compile_s, flops, state, batch),
     check,
+    peer,
     peak,
-    cfg.batch_size,
+    lambda: torch_step.step(x_t, labels_t),
   )
   return row, cfg
 
