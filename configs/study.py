@@ -5,7 +5,7 @@ r"""Multi-seed study on the synthetic benchmark (``skel_jax.study``).
   python -m skel_jax.study --config=configs/study.py --workdir=runs/study
   python -m skel_jax.study --config=configs/study.py:smoke --workdir=/tmp/study
   python -m skel_jax.study --config=configs/study.py:gpu --workdir=runs/study_gpu
-  # 20 runs per row; in the default's workdir it reuses the 3 x 3 cells:
+  # 18 runs per row; in the default's workdir it reuses the 3 x 3 cells:
   python -m skel_jax.study --config=configs/study.py:more_seeds \
       --workdir=runs/study
 
