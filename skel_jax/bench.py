@@ -565,23 +565,52 @@ def _time_vs_torch(opts, name, method, cfg, shape, aot, check, peer, peak, run):
     repeats=opts.repeats,
     steps=opts.steps,
   )
+  return _vs_row(
+    name,
+    cfg.model.backbone.name,
+    method,
+    cfg.batch_size,
+    shape,
+    timed,
+    compile_s,
+    flops,
+    torch_flops,
+    check,
+    peak,
+  )
+
+
+def _vs_row(
+  name,
+  backbone,
+  method,
+  batch,
+  shape,
+  timed,
+  compile_s,
+  flops,
+  torch_flops,
+  check,
+  peak,
+):
+  """The side-by-side row from the two timings (throughput in samples/s)."""
   j, t = timed['jax'], timed['torch']
   peak_gflops = peak['peak_gflops_per_s']
   gflops = flops / 1e9
   return {
     'name': name,
-    'backbone': cfg.model.backbone.name,
+    'backbone': backbone,
     'method': method,
     'dtype': 'float32',
-    'batch': cfg.batch_size,
+    'batch': batch,
     'shape': list(shape),
     **j,
     'first_call_s': compile_s,
     'compile_s': compile_s,
     'steps_per_s': 1.0 / j['median_s'],
-    'throughput': cfg.batch_size / j['median_s'],
+    'throughput': batch / j['median_s'],
     'unit': 'samples/s',
-    'torch': dict(t, throughput=cfg.batch_size / t['median_s']),
+    'torch': dict(t, throughput=batch / t['median_s']),
     'torch_over_jax': t['median_s'] / j['median_s'],
     'flops_per_step': flops,
     'flops_source': FLOPS_SOURCE,

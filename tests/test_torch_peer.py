@@ -297,7 +297,6 @@ def test_vs_table_and_alternating_timer():
     3e9,
     check,
     peak,
-    2,
   )
   assert row['torch_over_jax'] == 0.5
   assert row['jax_gflops_per_s'] == 2.0 and row['torch_fraction_of_peak'] == 0.2
