@@ -274,11 +274,15 @@ def open_and_restore(workdir, ckpt_cfg, state, sharding, desc):
 # ---------------------------------------------------------------------------
 # Parts of a run's checkpoint, without building its training state.
 # ---------------------------------------------------------------------------
+def _step_path(directory, step):
+  # Orbax refuses relative paths ("Checkpoint path should be absolute"), and
+  # a workdir given on the command line (``--workdir=runs/x``) is relative.
+  return epath.Path(os.path.abspath(directory)) / str(step) / 'default'
+
+
 def _metadata_tree(directory, step):
   """The saved tree of ``step`` with Orbax metadata leaves (shape, dtype)."""
-  meta = ocp.StandardCheckpointHandler().metadata(
-    epath.Path(directory) / str(step) / 'default'
-  )
+  meta = ocp.StandardCheckpointHandler().metadata(_step_path(directory, step))
   return getattr(meta, 'tree', meta)
 
 
@@ -369,7 +373,7 @@ def _restore_parts(directory, step, tree, wanted):
   handler = ocp.PyTreeCheckpointHandler()
   try:
     return handler.restore(
-      epath.Path(directory) / str(step) / 'default',
+      _step_path(directory, step),
       args=ocp.args.PyTreeRestore(
         item=item, restore_args=jax.tree.map(restore_args, item)
       ),

@@ -214,6 +214,23 @@ def pretrained(tmp_path_factory, data_dir):
   return workdir
 
 
+def test_a_relative_workdir_restores(pretrained, monkeypatch):
+  # `make study` passes --workdir=runs/study: its finetune cells read the
+  # pretraining checkpoints by a relative path, which Orbax refused ("path
+  # should be absolute"), so every cell failed with "no readable checkpoint".
+  from skel_jax import weights
+
+  want = weights.restore_workdir(pretrained, backbone_only=True)
+  monkeypatch.chdir(os.path.dirname(pretrained))
+  relative = os.path.basename(pretrained)
+  got = weights.restore_workdir(relative, backbone_only=True)
+  assert got[1] == want[1] == 10
+  jax.tree.map(np.testing.assert_array_equal, got[2], want[2])
+  assert checkpoint.stored_keys(relative, 'params') == checkpoint.stored_keys(
+    pretrained, 'params'
+  )
+
+
 def _copy(src, dst):
   import shutil
 
