@@ -286,6 +286,14 @@ MUTATIONS = [
     ('tests/test_models.py::test_time_conv_and_its_gradients_match_numpy',),
     'the hand-written kernel gradient of strided temporal convs',
   ),
+  M(
+    'relative_checkpoint_path',
+    'skel_jax/checkpoint.py',
+    'epath.Path(os.path.abspath(directory)) / str(step)',
+    'epath.Path(directory) / str(step)',
+    ('tests/test_run_safety.py::test_a_relative_workdir_restores',),
+    'make study (--workdir=runs/study) could not read its pretraining runs',
+  ),
 ]
 
 
