@@ -328,7 +328,7 @@ def plot_rows(path, rows):
   plt.close(fig)
 
 
-def _write_report(config, workdir, cells, summaries, wall, plot=False):
+def _write_report(config, workdir, cells, summaries, wall, reused, plot=False):
   rows = aggregate(
     cells, list(config.methods), config.protocols, config.label_fraction
   )
@@ -338,7 +338,9 @@ def _write_report(config, workdir, cells, summaries, wall, plot=False):
     'rows': rows,
     'cells': cells,
     'pretraining': summaries,
+    # Of this invocation: cells reused from an earlier one cost nothing here.
     'wall_seconds': round(wall, 1),
+    'reused_runs': reused,
     'seeds': {
       'pretrain': list(config.pretrain_seeds),
       'localization': list(config.localization_seeds),
@@ -353,7 +355,8 @@ def _write_report(config, workdir, cells, summaries, wall, plot=False):
       f'with a full queue and over the last window (runs in which it fell), '
       f'the other values at the last logged step, and the frozen-feature '
       f'probe:'
-      f'\n\n{diag}\n\nwall time: {wall:.0f} s\n'
+      f'\n\n{diag}\n\nwall time of this invocation: {wall:.0f} s '
+      f'({reused} runs reused from an earlier one)\n'
     )
   if plot and rows:
     plot_rows(os.path.join(workdir, 'results.png'), rows)
@@ -377,11 +380,12 @@ def run(config, workdir):
     * len(config.localization_seeds)
     * len(config.protocols)
   )
-  done = 0
+  done = n_reused = 0
 
   def progress(kind, name, seconds, reused, extra=''):
-    nonlocal done
+    nonlocal done, n_reused
     done += 1
+    n_reused += reused
     state = 'reused' if reused else f'{seconds:.0f} s'
     print(
       f'[study {done}/{n_pre + n_loc}] {kind} {name}: {state}{extra} '
@@ -436,14 +440,21 @@ def run(config, workdir):
           # Results so far after every cell: an interrupted study still
           # leaves a readable report.
           out = _write_report(
-            config, workdir, cells, summaries, time.time() - t_start
+            config, workdir, cells, summaries, time.time() - t_start, n_reused
           )
   out = _write_report(
-    config, workdir, cells, summaries, time.time() - t_start, plot=True
+    config,
+    workdir,
+    cells,
+    summaries,
+    time.time() - t_start,
+    n_reused,
+    plot=True,
   )
   print(
     f'\n{out["table"]}\n\n{out["diagnostics_table"]}\n\n[study] wall '
-    f'time {out["wall_seconds"]:.0f} s; results in {workdir}/results.json,'
+    f'time {out["wall_seconds"]:.0f} s ({n_reused} of {n_pre + n_loc} runs '
+    f'reused); results in {workdir}/results.json,'
     ' results.md, results.png',
     flush=True,
   )

@@ -143,8 +143,9 @@ def test_smoke_study_end_to_end(tmp_path, capsys):
   capsys.readouterr()
   again = study.run(config, workdir)
   log = capsys.readouterr().out
-  assert log.count('reused') == (
-    len(pretrained) * len(config.pretrain_seeds)
-    + runs * len(methods) * len(protocols)
-  )
+  n_runs = len(pretrained) * len(config.pretrain_seeds) + runs * len(
+    methods
+  ) * len(protocols)
+  assert log.count(': reused') == n_runs
+  assert (out['reused_runs'], again['reused_runs']) == (0, n_runs)
   assert again['rows'] == out['rows']
