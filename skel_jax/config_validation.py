@@ -290,6 +290,11 @@ def _check_study(config):
       config.pretrain_seeds,
       'the study needs at least one pretraining and localization seed',
     )
+  for protocol, seeds in config.protocol_localization_seeds.items():
+    key = f'protocol_localization_seeds.{protocol}'
+    one_of(key, protocol, list(config.protocols))
+    if not seeds:
+      fail(key, seeds, 'expected at least one localization seed')
 
 
 def validate(config, workdir=None):

@@ -104,6 +104,13 @@ def localize_dir(workdir, method, p_seed, l_seed, protocol):
   )
 
 
+def localization_seeds(config, protocol):
+  """A protocol's localization seeds: its own list where the config gives one
+  (``protocol_localization_seeds``), else ``localization_seeds``."""
+  own = config.protocol_localization_seeds
+  return tuple(own.get(protocol, config.localization_seeds))
+
+
 def pretrain_config(config, method, seed):
   c = config.pretrain_methods[method].copy_and_resolve_references()
   c.seed = seed
@@ -344,6 +351,9 @@ def _write_report(config, workdir, cells, summaries, wall, reused, plot=False):
     'seeds': {
       'pretrain': list(config.pretrain_seeds),
       'localization': list(config.localization_seeds),
+      'localization_by_protocol': {
+        p: list(localization_seeds(config, p)) for p in config.protocols
+      },
     },
   }
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
@@ -374,11 +384,12 @@ def run(config, workdir):
   methods = list(config.methods)
   pretrained = [m for m in methods if m != 'random_init']
   n_pre = len(pretrained) * len(config.pretrain_seeds)
+  seeds_of = {p: localization_seeds(config, p) for p in config.protocols}
+  all_l_seeds = list(dict.fromkeys(s for p in seeds_of for s in seeds_of[p]))
   n_loc = (
     len(methods)
     * len(config.pretrain_seeds)
-    * len(config.localization_seeds)
-    * len(config.protocols)
+    * sum(len(s) for s in seeds_of.values())
   )
   done = n_reused = 0
 
@@ -412,9 +423,11 @@ def run(config, workdir):
 
   cells = []
   for p_seed in config.pretrain_seeds:
-    for l_seed in config.localization_seeds:
+    for l_seed in all_l_seeds:
       for method in methods:
         for protocol in config.protocols:
+          if l_seed not in seeds_of[protocol]:
+            continue
           t0 = time.time()
           result, reused = _run_localize(
             config, workdir, method, p_seed, l_seed, protocol

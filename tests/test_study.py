@@ -73,12 +73,56 @@ def test_more_seeds_only_adds_seeds_to_the_default():
   assert set(default.pretrain_seeds) <= set(more.pretrain_seeds)
   assert set(default.localization_seeds) < set(more.localization_seeds)
   assert len(more.pretrain_seeds) * len(more.localization_seeds) >= 18
+  for protocol in more.protocols:
+    seeds = study.localization_seeds(more, protocol)
+    assert set(more.localization_seeds) <= set(seeds)
   strip = lambda c: {
     k: v
     for k, v in c.to_dict().items()
-    if k not in ('pretrain_seeds', 'localization_seeds')
+    if k
+    not in (
+      'pretrain_seeds',
+      'localization_seeds',
+      'protocol_localization_seeds',
+    )
   }
   assert strip(more) == strip(default)
+
+
+def test_protocol_seeds_choose_the_cells_that_run(tmp_path, monkeypatch):
+  # No training: the two run functions are replaced by recorders, so this
+  # checks only which cells the driver runs and how it reports them.
+  config = configs.load('study', 'smoke')
+  config.data.dir = str(tmp_path / 'tfds')
+  config.protocols = ('linear', 'finetune')
+  config.protocol_localization_seeds.finetune = (5, 6, 9)
+  ran = []
+
+  def fake_localize(config, workdir, method, p_seed, l_seed, protocol):
+    ran.append((method, protocol, p_seed, l_seed))
+    return {'mean': 10.0 + l_seed, 'iou': {0.5: 1.0}, 'frame_accuracy': 0.5}, 0
+
+  monkeypatch.setattr(study, '_run_pretrain', lambda *a: ({'final': {}}, True))
+  monkeypatch.setattr(study, '_run_localize', fake_localize)
+  monkeypatch.setattr(study.input_pipeline, 'ensure_built', lambda c: None)
+  out = study.run(config, str(tmp_path / 'study'))
+  expected = {
+    (m, p, 0, l)
+    for m in config.methods
+    for p, seeds in (('linear', (5, 6)), ('finetune', (5, 6, 9)))
+    for l in seeds
+  }
+  assert sorted(ran) == sorted(expected)
+  runs = {(r['method'], r['protocol']): r['runs'] for r in out['rows']}
+  assert runs == {
+    (m, p): 3 if p == 'finetune' else 2
+    for m in config.methods
+    for p in config.protocols
+  }
+  assert out['seeds']['localization_by_protocol'] == {
+    'linear': [5, 6],
+    'finetune': [5, 6, 9],
+  }
 
 
 def test_loss_trend_starts_once_the_queue_is_full():
