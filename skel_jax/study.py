@@ -7,7 +7,8 @@ r"""Multi-seed study: methods x pretraining seeds x localization seeds, with 95%
 One pretraining run per (method, pretraining seed), then one localization run
 per (method, pretraining seed, localization seed, protocol); the localization
 seed also draws the labelled subset, so every method sees the same labels for
-the same seed. Each run ("cell") has its own workdir: a re-run skips finished
+the same seed; a protocol can have its own localization seeds
+(``protocol_localization_seeds``). Each run ("cell") has its own workdir: a re-run skips finished
 cells (``results.json`` / ``done.json`` present) and resumes unfinished ones
 from their checkpoints. One progress line per cell.
 
