@@ -24,4 +24,6 @@ jax.config.update('jax_num_cpu_devices', 8)
 # Share compiled programs across test runs (and CI re-runs).
 _CACHE = os.path.join(os.path.dirname(__file__), '..', '.cache', 'jax')
 jax.config.update('jax_compilation_cache_dir', os.path.abspath(_CACHE))
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+# As skel_jax.main: small eager-init programs too (shared across workers
+# and the subprocesses that tests start).
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.05)
