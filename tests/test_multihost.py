@@ -40,7 +40,13 @@ def test_two_processes_match_one(tmp_path):
   env = dict(
     os.environ,
     JAX_PLATFORMS='cpu',
-    XLA_FLAGS='--xla_force_host_platform_device_count=4',
+    # 4 devices per process; the other test flags (conftest) carry over.
+    XLA_FLAGS=' '.join(
+      f
+      for f in os.environ['XLA_FLAGS'].split()
+      if not f.startswith('--xla_force_host_platform_device_count')
+    )
+    + ' --xla_force_host_platform_device_count=4',
   )
   procs = [
     subprocess.Popen(

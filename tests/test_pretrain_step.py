@@ -12,8 +12,11 @@ from skel_jax import augment
 from skel_jax import pretrain
 from skel_jax import train_utils
 
-# Module fixtures/caches are shared: keep this file on one xdist worker.
+# Module caches are shared: tests that share one stay on one xdist worker
+# (the AimCLR/RVTCLR tests share _BASE_RUNS in their own group, so the two
+# halves of this compile-heavy file can run on different workers).
 pytestmark = pytest.mark.xdist_group('pretrain_step')
+_base_group = pytest.mark.xdist_group('pretrain_step_bases')
 
 B = step_helpers.B
 _config = step_helpers.tiny_config
@@ -196,6 +199,7 @@ def _base_run(base):
   return _BASE_RUNS[base]
 
 
+@_base_group
 @pytest.mark.parametrize('base', ['aimclr', 'rvtclr'])
 def test_base_eight_devices_match_one(base):
   config, (_, before, s8, m8) = _base_run(base)
@@ -231,6 +235,7 @@ def _unit(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+@_base_group
 @pytest.mark.parametrize('base', ['aimclr', 'rvtclr'])
 def test_base_losses_and_queues_match_reference(base):
   config, (graphdef, before, after, metrics) = _base_run(base)

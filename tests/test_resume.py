@@ -24,8 +24,8 @@ from skel_jax import pretrain
 from skel_jax import train_utils
 from skel_jax import weights
 
-# Module fixtures/caches are shared: keep this file on one xdist worker.
-pytestmark = pytest.mark.xdist_group('resume')
+# Not an xdist group: the tests share only the smoke data (built in 1 s per
+# worker), so the file's ~5 minutes can spread over the workers.
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 40
@@ -148,25 +148,26 @@ def test_sigterm_and_sigkill_then_same_command_resumes_exactly(
   )
 
 
-def _smoke_pretrain(data_dir, steps, num_devices):
+def _smoke_pretrain(data_dir, steps, num_devices, save_every=10):
   c = configs.load('pretrain_synthetic', 'smoke')
   c.data.dir = data_dir
   c.num_steps = steps
   c.num_devices = num_devices
   c.log_every = 1
+  c.checkpoint.save_interval_steps = save_every
   return c
 
 
 def test_checkpoint_moves_between_device_counts(data_dir, tmp_path):
   """8 devices -> 1 -> 8 gives the losses of an uninterrupted 8-device run."""
   ref_dir, dir_ = str(tmp_path / 'ref'), str(tmp_path / 'moved')
-  main_lib.run(_smoke_pretrain(data_dir, 30, 8), ref_dir)
-  for steps, devices in [(10, 8), (20, 1), (30, 8)]:
-    main_lib.run(_smoke_pretrain(data_dir, steps, devices), dir_)
+  main_lib.run(_smoke_pretrain(data_dir, 12, 8, save_every=4), ref_dir)
+  for steps, devices in [(4, 8), (8, 1), (12, 8)]:
+    main_lib.run(_smoke_pretrain(data_dir, steps, devices, 4), dir_)
   ref, moved = _losses(ref_dir), _losses(dir_)
-  assert sorted(moved) == list(range(1, 31))
+  assert sorted(moved) == list(range(1, 13))
   np.testing.assert_allclose(
-    [moved[s] for s in range(1, 31)], [ref[s] for s in range(1, 31)], rtol=1e-4
+    [moved[s] for s in range(1, 13)], [ref[s] for s in range(1, 13)], rtol=1e-4
   )
   with open(os.path.join(dir_, 'versions.json')) as f:
     assert json.load(f)['devices'] == 8
@@ -191,40 +192,40 @@ def _nan_after_step(monkeypatch, bad_step):
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(
   data_dir, tmp_path, monkeypatch
 ):
-  _nan_after_step(monkeypatch, bad_step=13)  # 0-based: the 14th step is bad
-  config = _smoke_pretrain(data_dir, 30, 0)
+  _nan_after_step(monkeypatch, bad_step=5)  # 0-based: the 6th step is bad
+  config = _smoke_pretrain(data_dir, 12, 0, save_every=4)
   with pytest.raises(train_utils.NonFiniteLossError) as e:
     main_lib.run(config, str(tmp_path))
-  assert 'non-finite loss_snippet at step 14' in str(e.value)
-  assert 'last good checkpoint (step 10)' in str(e.value)
+  assert 'non-finite loss_snippet at step 6' in str(e.value)
+  assert 'last good checkpoint (step 4)' in str(e.value)
   saved = sorted(
     int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit()
   )
-  assert saved[-1] == 10
+  assert saved[-1] == 4
 
 
 def test_nonfinite_loss_skip_policy(data_dir, tmp_path, monkeypatch):
   """Skipped steps keep the state of the last good step, whole. Guards
   against a guard that never restores it (``kept = dict(new_state)``)."""
-  _nan_after_step(monkeypatch, bad_step=20)  # steps 21..30 have NaN grads
-  config = _smoke_pretrain(data_dir, 30, 0)
+  _nan_after_step(monkeypatch, bad_step=8)  # steps 9..12 have NaN grads
+  config = _smoke_pretrain(data_dir, 12, 0, save_every=4)
   config.nonfinite = 'skip'
   _, state = main_lib.run(config, str(tmp_path))
   state = jax.device_get(state)
-  assert int(state['skipped_steps']) == 10
-  assert int(state['step']) == 30
-  assert list(state['nonfinite']) == [20, 1]  # 0-based step, loss_snippet
-  # Everything but the counters equals the step-20 checkpoint (the last
+  assert int(state['skipped_steps']) == 4
+  assert int(state['step']) == 12
+  assert list(state['nonfinite']) == [8, 1]  # 0-based step, loss_snippet
+  # Everything but the counters equals the step-8 checkpoint (the last
   # finite step), read back independently of the loop.
   from skel_jax import checkpoint  # pylint: disable=g-import-not-at-top
 
   ckpt = checkpoint.Checkpointer(str(tmp_path / 'checkpoints'), read_only=True)
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   good = jax.device_get(
-    ckpt.restore(checkpoint.abstract_like(state, one), step=20)
+    ckpt.restore(checkpoint.abstract_like(state, one), step=8)
   )
   ckpt.close()
-  assert int(good['step']) == 20 and int(good['skipped_steps']) == 0
+  assert int(good['step']) == 8 and int(good['skipped_steps']) == 0
   counters = ('step', 'skipped_steps', 'nonfinite')
   # Every other field, key_batch_stats included (a key encoder merged
   # without copy=True aliased them, so skipped steps still updated them),
@@ -241,11 +242,11 @@ def test_nonfinite_loss_skip_policy(data_dir, tmp_path, monkeypatch):
 
 def test_export_roundtrip_and_architecture_mismatch(data_dir, tmp_path):
   pre_dir, out = str(tmp_path / 'pre'), str(tmp_path / 'export')
-  main_lib.run(_smoke_pretrain(data_dir, 10, 0), pre_dir)
+  main_lib.run(_smoke_pretrain(data_dir, 4, 0), pre_dir)
   export.export(pre_dir, out)
   desc = weights.read_description(out)
   assert desc['model']['backbone'] == {'name': 'agcn', 'width': 0.125}
-  assert desc['includes'] == ['backbone'] and desc['source']['step'] == 10
+  assert desc['includes'] == ['backbone'] and desc['source']['step'] == 4
   # The loaded module carries the checkpoint's weights and runs.
   backbone = weights.load_backbone(out)
   _, _, params, _ = weights.restore_workdir(pre_dir)
