@@ -62,6 +62,7 @@ def test_two_processes_match_one(tmp_path):
         f'--workdir={multi}',
         f'--config.num_steps={STEPS}',
         '--config.log_every=1',
+        '--config.probe.enabled=False',  # as _smoke_pretrain
         f'--config.data.dir={data_dir}',
       ],
       cwd=ROOT,
