@@ -1,0 +1,143 @@
+r"""Where one jitted AGCN finetune step spends its time, per XLA op.
+
+  python scripts/op_profile.py [--width=1] [--ft_batch=8] [--pad_length=300] \
+      [--num_classes=4] [--persons=2] [--top=15] [--out=profile.json]
+
+Compiles the finetune step at ``skel_jax.bench``'s shapes (the same as
+``bench --vs_torch --sections=finetune``), times three runs after a warm-up
+(median), traces one more
+with ``jax.profiler`` and sums the trace's per-op events (XLA:CPU records one
+per executed thunk) by kind: ``ynn_fusion`` (YNNPACK matmuls),
+``copy_bitcast_fusion`` / ``transpose_copy_fusion`` (layout copies),
+``convolution`` (Eigen), elementwise and reduction fusions. The largest single
+ops are listed with their shape and the JAX operation they came from.
+"""
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from skel_jax import bench
+from skel_jax import finetune
+from skel_jax import train_utils
+
+
+def _hlo_lines(hlo_text):
+  """HLO instruction name -> its line (first definition)."""
+  lines = {}
+  for line in hlo_text.split('\n'):
+    m = re.match(r'\s*(?:ROOT )?%([\w.\-]+) = ', line)
+    if m:
+      lines.setdefault(m.group(1), line.strip())
+  return lines
+
+
+def _op_events(trace_dir):
+  path = sorted(
+    glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True)
+  )[-1]
+  with gzip.open(path) as f:
+    trace = json.load(f)
+  events = trace['traceEvents'] if isinstance(trace, dict) else trace
+  # Per-op events only: not the executor's or Python's own spans.
+  return [
+    (e['name'], e.get('dur', 0) / 1e3)
+    for e in events
+    if e.get('ph') == 'X' and not e['name'].startswith(('ThunkExecutor', '$'))
+  ]
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--width', type=float, default=1.0)
+  p.add_argument('--ft_batch', type=int, default=8)
+  p.add_argument('--pad_length', type=int, default=300)
+  p.add_argument('--num_classes', type=int, default=4)
+  p.add_argument('--persons', type=int, default=2)
+  p.add_argument('--top', type=int, default=15)
+  p.add_argument('--out', default='')
+  a = p.parse_args()
+
+  opts = bench.Options(
+    width=a.width,
+    ft_batch=a.ft_batch,
+    pad_length=a.pad_length,
+    num_classes=a.num_classes,
+    persons=a.persons,
+  )
+  mesh = train_utils.make_mesh(jax.devices()[:1])
+  cfg = bench.finetune_config(opts, 'agcn', 'finetune')
+  schedule, tx, graphdef, state = bench._finetune_setup(
+    cfg, a.num_classes, mesh
+  )
+  rng = np.random.default_rng(0)
+  x = bench._skeletons(rng, cfg.batch_size, a.persons, cfg.data.pad_length)
+  _, batch = bench._finetune_batch(cfg, a.num_classes, x, rng, mesh)
+  step = finetune.make_train_step(graphdef, tx, 'finetune', schedule, mesh)
+  compiled = step.lower(state, batch).compile()
+  lines = _hlo_lines(compiled.as_text())
+  state, _ = compiled(state, batch)  # warm-up
+  times = []
+  for _ in range(3):
+    t0 = time.perf_counter()
+    state, _ = compiled(state, batch)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t0)
+  step_s = float(np.median(times))  # this VM's timings are noisy
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+    state, _ = compiled(state, batch)
+    jax.block_until_ready(state)
+    jax.profiler.stop_trace()
+    events = _op_events(trace_dir)
+
+  by_kind = collections.Counter()
+  for name, ms in events:
+    by_kind[re.sub(r'[.\d]+$', '', name)] += ms
+  total = sum(by_kind.values())
+  top = []
+  for name, ms in sorted(events, key=lambda e: -e[1])[: a.top]:
+    line = lines.get(name, '')
+    shape = line.split(' = ', 1)[1].split(' ', 1)[0] if line else '?'
+    origin = re.search(r'op_name="([^"]*)"', line)
+    top.append(
+      {
+        'op': name,
+        'ms': round(ms, 1),
+        'shape': shape,
+        'from': origin.group(1) if origin else '',
+      }
+    )
+  report = {
+    'shape': f'{cfg.batch_size} x {a.persons} x {cfg.data.pad_length}',
+    'width': a.width,
+    'step_s': round(step_s, 3),
+    'op_ms_total': round(total, 1),
+    'by_kind_ms': {k: round(v, 1) for k, v in by_kind.most_common()},
+    'top_ops': top,
+    'env': bench.environment(),
+  }
+  print(f'finetune step {step_s:.2f} s; per-op time {total:.0f} ms')
+  for kind, ms in by_kind.most_common(10):
+    print(f'  {ms:8.0f} ms {100 * ms / total:5.1f}%  {kind}')
+  print('largest ops:')
+  for r in top:
+    print(
+      f'  {r["ms"]:7.1f} ms  {r["op"]:26s} {r["shape"]:24s} {r["from"][-60:]}'
+    )
+  if a.out:
+    with open(a.out, 'w') as f:
+      json.dump(report, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
