@@ -22,6 +22,7 @@ if (
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update('jax_num_cpu_devices', 8)
 # Share compiled programs across test runs (and CI re-runs).
@@ -43,8 +44,6 @@ def pytest_configure(config):
   that pair up front; a worker that still sees an untagged grouped test
   stops the run (pytest-xdist then reports only the test it stopped at).
   """
-  import pytest
-
   if (
     config.getoption('dist', 'no') == 'loadgroup'
     and not hasattr(config, 'workerinput')
@@ -61,6 +60,4 @@ def pytest_collection_finish(session):
     return  # not an xdist worker under --dist loadgroup
   for item in session.items:
     if item.get_closest_marker('xdist_group') and '@' not in item.nodeid:
-      import pytest
-
       pytest.exit(f'{item.nodeid}: xdist_group ignored', returncode=4)
