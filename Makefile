@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo study test lint format bench clean
+.PHONY: install demo study test lint format bench clean clean-cache
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf runs .cache .pytest_cache
+
+# The persistent XLA cache every clone shares (skel_jax.train_utils:
+# $SKEL_JAX_CACHE_DIR, else ~/.cache/skel_jax/xla); it grows until emptied.
+clean-cache: $(STAMP)
+	rm -rf "$$($(PY) -c 'from skel_jax import train_utils; print(train_utils.compilation_cache_dir())')"

@@ -311,11 +311,9 @@ def copy_tree(dest):
       continue  # deleted in the working tree, or a submodule/link
     os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
     shutil.copy2(src, os.path.join(dest, rel))
-  # Share the compilation cache (keyed by the compiled program: a mutation
-  # that changes the program misses it, nothing stale is reused).
-  cache = os.path.join(ROOT, '.cache')
-  os.makedirs(cache, exist_ok=True)
-  os.symlink(cache, os.path.join(dest, '.cache'))
+  # The copy shares the user's compilation cache (train_utils), keyed by the
+  # compiled program: a mutation that changes the program misses it, nothing
+  # stale is reused.
 
 
 def run_pytest(copy, tests, python, timeout, env):

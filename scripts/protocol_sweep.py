@@ -17,6 +17,7 @@ from absl import flags
 import configs
 from skel_jax import main as main_lib
 from skel_jax import protocols
+from skel_jax import train_utils
 
 _PRE = flags.DEFINE_string('pretrain_workdir', None, 'Pretraining workdir.')
 _OUT = flags.DEFINE_string('out', 'runs/protocols', 'Output directory.')
@@ -36,7 +37,7 @@ def _config():
 
 def main(argv):
   del argv
-  main_lib.enable_compilation_cache()
+  train_utils.enable_compilation_cache()
   runs = [
     (p, float(f), 'ufusion')
     for f in _FRACTIONS.value

@@ -9,7 +9,6 @@ its docstring; ``--help`` lists the config files and their variant tokens.
 """
 
 import difflib
-import os
 import re
 import sys
 
@@ -59,19 +58,6 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
   'devices and data location); the change is appended to '
   'WORKDIR/config_history.jsonl.',
 )
-
-
-def enable_compilation_cache():
-  """Persistent XLA cache: repeated stages and re-runs skip recompilation.
-
-  Programs that compile in 50 ms or more are kept, not only the big steps:
-  a model's eager parameter init compiles one small random-number program
-  per parameter shape (~10 s for the smoke AGCN on a 2-core CPU), and a
-  re-run reads them back in milliseconds (a smoke pretraining run: 40 s ->
-  29 s with a warm cache)."""
-  cache = os.environ.get('SKEL_JAX_CACHE_DIR', os.path.join('.cache', 'jax'))
-  jax.config.update('jax_compilation_cache_dir', os.path.abspath(cache))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.05)
 
 
 # The paper's name for a loss weight -> the key that holds it.
@@ -223,7 +209,9 @@ def main(argv):
       num_processes=_NUM_PROCESSES.value,
       process_id=_PROCESS_ID.value,
     )
-  enable_compilation_cache()
+  from skel_jax import train_utils  # pylint: disable=g-import-not-at-top
+
+  train_utils.enable_compilation_cache()
   from skel_jax import checkpoint
   from skel_jax import config_validation
   from skel_jax import run_record
