@@ -287,6 +287,28 @@ MUTATIONS = [
     'the hand-written kernel gradient of strided temporal convs',
   ),
   M(
+    'graph_aggregation_einsum_transposes_adjacency',
+    'skel_jax/models/agcn.py',
+    "return jnp.einsum('ntvc,nkvw->ntwkc', x, adj)",
+    "return jnp.einsum('ntvc,nkwv->ntwkc', x, adj)",
+    (
+      'tests/test_models.py::'
+      'test_adaptive_graph_conv_matches_reference_unit_gcn',
+    ),
+    'the einsum path of the graph aggregation (<= 8 input channels)',
+  ),
+  M(
+    'graph_aggregation_matmul_transposes_adjacency',
+    'skel_jax/models/agcn.py',
+    'adj.transpose(0, 3, 1, 2)',
+    'adj.transpose(0, 2, 1, 3)',
+    (
+      'tests/test_models.py::'
+      'test_adaptive_graph_conv_matches_reference_unit_gcn',
+    ),
+    'the batched-matmul path of the graph aggregation (16 channels)',
+  ),
+  M(
     'relative_checkpoint_path',
     'skel_jax/checkpoint.py',
     'epath.Path(os.path.abspath(directory)) / str(step)',

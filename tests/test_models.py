@@ -171,9 +171,12 @@ def test_agcn_bn_statistics_are_batchstats_not_params():
   ]
 
 
-def test_adaptive_graph_conv_matches_reference_unit_gcn():
+# 3 input channels take agcn.aggregate's einsum, 16 its batched matmul.
+@pytest.mark.parametrize('cin', [3, 16])
+def test_adaptive_graph_conv_matches_reference_unit_gcn(cin):
   """NumPy 2s-AGCN unit_gcn (eval mode): per-subset attention + A + PA."""
-  cin, cout, t, n = 3, 8, 6, 2
+  assert (cin <= agcn.EINSUM_MAX_CHANNELS) == (cin == 3)  # one per path
+  cout, t, n = 8, 6, 2
   conv = _fill(
     _abstract(lambda: agcn.AdaptiveGraphConv(cin, cout, rngs=nnx.Rngs(0))),
     seed=3,
