@@ -1,8 +1,8 @@
 """Test set-up: 8 simulated CPU devices so every sharded code path runs in CI.
 
 XLA's CPU backend runs at optimisation level 0 in tests: most of the suite is
-bound by compiling small programs, and level 0 compiles them in about half
-the time (the suite passes at either level: same tolerances).
+bound by compiling small programs, and level 0 compiles them faster (the
+suite passes at either level: same tolerances).
 Measured on this 2-core machine, whole suite, cold cache: 13 min 05 s at
 level 0 vs 18 min 13 s at the default; the few training-heavy tests run up to
 20% slower. Re-measured 2026-12-03 (jaxlib 0.12, the smoke pretraining step
