@@ -91,6 +91,8 @@ class Options:
   repeats: int = 5
   warmup: int = 2  # untimed calls, the first one compiles
   steps: int = 5  # calls per timed repeat
+  # vs_torch: untimed calls opening each timed block (time_alternating).
+  settle: int = 1
   pipeline_batches: int = 20
   data_dir: str = ''  # '' = a fresh temporary directory
   seed: int = 0
@@ -477,11 +479,19 @@ def import_torch_peer(threads=0):
   return torch_peer
 
 
-def time_alternating(calls, *, warmup, repeats, steps):
+def time_alternating(calls, *, warmup, repeats, steps, settle=1):
   """Times each of ``calls`` ({name: fn}) in turns: after ``warmup`` untimed
   rounds, each repeat times ``steps`` calls of one, then of the next (the
-  order flips every repeat, so drift and the other's after-effects fall on
-  both). JAX results are waited on; torch on CPU returns when done."""
+  order flips every repeat, so drift falls on both). JAX results are waited
+  on; torch on CPU returns when done.
+
+  Each block opens with ``settle`` untimed calls. The first JAX step after a
+  torch step takes 0.6-1.2 s longer than the next one at the width-1
+  pretraining shapes (2.4 s; torch's own first step after JAX: ~0.1 s
+  longer): an after-effect of sharing the process that a training loop,
+  where every step follows a step of its own kind, never has. With
+  ``settle`` = 0 it is timed (docs/bench/vs_torch.md has both).
+  """
   for _ in range(warmup):
     for fn in calls.values():
       jax.block_until_ready(fn())
@@ -489,6 +499,8 @@ def time_alternating(calls, *, warmup, repeats, steps):
   order = list(calls)
   for r in range(repeats):
     for name in order if r % 2 == 0 else order[::-1]:
+      for _ in range(settle):
+        jax.block_until_ready(calls[name]())
       t0 = time.perf_counter()
       out = None
       for _ in range(steps):
@@ -564,6 +576,7 @@ def _time_vs_torch(opts, name, method, cfg, shape, aot, check, peer, peak, run):
     warmup=opts.warmup,
     repeats=opts.repeats,
     steps=opts.steps,
+    settle=opts.settle,
   )
   return _vs_row(
     name,
@@ -751,6 +764,8 @@ def environment():
     'platform': platform.platform(),
     'versions': train_utils.versions(),
     'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    # skel_jax.hugepages: whether XLA's buffers got transparent huge pages.
+    'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
     'compilation_cache': {
       'enabled': bool(jax.config.jax_enable_compilation_cache),
       'dir': jax.config.jax_compilation_cache_dir,
@@ -988,6 +1003,7 @@ def _define_flags():
     ('repeats', 'integer'),
     ('warmup', 'integer'),
     ('steps', 'integer'),
+    ('settle', 'integer'),
     ('pipeline_batches', 'integer'),
     ('seed', 'integer'),
     ('dtype', 'string'),

@@ -388,22 +388,28 @@ def _time_conv_numpy(x, w, b, stride):
 
 
 @pytest.mark.parametrize(
-  'size,stride,joints,sharded',
+  'size,stride,length,joints,sharded',
   [
-    (9, 1, True, False),
-    (9, 2, True, False),
-    (9, 2, True, True),
-    (1, 2, True, False),
-    (3, 1, False, False),
-    (1, 1, False, True),
+    (9, 1, 11, True, False),
+    (9, 2, 11, True, False),
+    (9, 2, 12, True, False),
+    (9, 2, 11, True, True),
+    (5, 3, 13, True, False),
+    (1, 2, 11, True, False),
+    (3, 1, 11, False, False),
+    (1, 1, 11, False, True),
   ],
 )
-def test_time_conv_and_its_gradients_match_numpy(size, stride, joints, sharded):
-  """layers.TimeConv computes its weight gradient its own way (a convolution
-  with the input channels as batch); forward and every gradient must equal a
-  float64 NumPy convolution, also with the batch sharded over 8 devices."""
-  rng = np.random.default_rng(size * 10 + stride)
-  shape = (8, 11, 3, 5) if joints else (8, 11, 5)
+def test_time_conv_and_its_gradients_match_numpy(
+  size, stride, length, joints, sharded
+):
+  """layers.TimeConv computes its gradients its own way (the weight gradient
+  as a convolution with the input channels as batch, a strided input
+  gradient one phase at a time); forward and every gradient must equal a
+  float64 NumPy convolution, at odd and even lengths, also with the batch
+  sharded over 8 devices."""
+  rng = np.random.default_rng(size * 10 + stride + length)
+  shape = (8, length, 3, 5) if joints else (8, length, 5)
   x = rng.normal(size=shape).astype(np.float32)
   conv = layers.TimeConv(
     5, 4, size, stride=stride, joints=joints, rngs=nnx.Rngs(0)
@@ -440,6 +446,47 @@ def test_time_conv_and_its_gradients_match_numpy(size, stride, joints, sharded):
     np.asarray(dparams['kernel'][...]).reshape(want_dw.shape), want_dw, **tol
   )
   np.testing.assert_allclose(np.asarray(dparams['bias'][...]), want_db, **tol)
+
+
+@pytest.mark.parametrize(
+  'shape,sharded',
+  [((8, 6, 3, 5), False), ((8, 6, 3, 5), True), ((8, 5), False)],
+)
+def test_dense_and_its_gradients_match_numpy(shape, sharded):
+  """layers.Dense has its own backward pass (``layers.matmul``): output and
+  the gradients of input, kernel and bias must equal float64 NumPy."""
+  rng = np.random.default_rng(len(shape))
+  x = rng.normal(size=shape).astype(np.float32)
+  layer = layers.dense(5, 4, nnx.Rngs(0))
+  layer.bias[...] = jnp.asarray(rng.normal(size=4), jnp.float32)
+  w = np.asarray(layer.kernel[...], np.float64)
+  b = np.asarray(layer.bias[...], np.float64)
+  r = rng.normal(size=shape[:-1] + (4,))
+  x64 = x.astype(np.float64)
+  graphdef, params = nnx.split(layer)
+
+  def loss(params, x):
+    y = nnx.merge(graphdef, params)(x)
+    return jnp.sum(y * r.astype(np.float32)), y
+
+  if sharded:
+    mesh = train_utils.make_mesh()
+    x = jax.device_put(
+      x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+    )
+  (_, y), (dparams, dx) = jax.jit(
+    jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+  )(params, x)
+  flat_x, flat_r = x64.reshape(-1, 5), r.reshape(-1, 4)
+  tol = dict(rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(y), x64 @ w + b, **tol)
+  np.testing.assert_allclose(np.asarray(dx), r @ w.T, **tol)
+  np.testing.assert_allclose(
+    np.asarray(dparams['kernel'][...]), flat_x.T @ flat_r, **tol
+  )
+  np.testing.assert_allclose(
+    np.asarray(dparams['bias'][...]), flat_r.sum(0), **tol
+  )
 
 
 def test_batch_norm_bf16_compute_keeps_float32_statistics():

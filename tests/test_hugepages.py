@@ -1,0 +1,60 @@
+"""skel_jax.hugepages: when a command-line run re-executes itself."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from skel_jax import hugepages
+
+
+@pytest.mark.parametrize(
+  'environ,glibc,mode,want',
+  [
+    ({}, (2, 36), 'madvise', True),
+    ({}, (2, 35), 'madvise', True),
+    ({}, (2, 34), 'madvise', False),  # glibc without the tunable
+    ({}, None, 'madvise', False),  # not glibc (musl)
+    ({}, (2, 36), 'always', False),  # the kernel already gives them
+    ({}, (2, 36), 'never', False),
+    ({}, (2, 36), None, False),  # no THP file
+    ({'SKEL_JAX_HUGEPAGES': '0'}, (2, 36), 'madvise', False),
+    ({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, (2, 36), 'madvise', False),
+    ({'GLIBC_TUNABLES': 'glibc.malloc.check=0'}, (2, 36), 'madvise', True),
+  ],
+)
+def test_wanted(environ, glibc, mode, want):
+  assert hugepages.wanted(environ, glibc, mode) is want
+
+
+def test_with_tunable_keeps_the_users_tunables():
+  env = hugepages.with_tunable({'GLIBC_TUNABLES': 'glibc.malloc.check=0'})
+  assert env['GLIBC_TUNABLES'] == 'glibc.malloc.check=0:glibc.malloc.hugetlb=1'
+  assert (
+    hugepages.with_tunable({})['GLIBC_TUNABLES'] == 'glibc.malloc.hugetlb=1'
+  )
+
+
+def _run_module(env):
+  """`python -m skel_jax.hugepages` in a clean child: its GLIBC_TUNABLES."""
+  out = subprocess.run(
+    [sys.executable, '-m', 'skel_jax.hugepages'],
+    env=env,
+    capture_output=True,
+    text=True,
+    check=True,
+    timeout=60,
+  ).stdout
+  (line,) = [x for x in out.splitlines() if x.startswith('GLIBC_TUNABLES=')]
+  return line.split('=', 1)[1]
+
+
+def test_a_command_line_run_reexecutes_once_with_the_tunable():
+  env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
+  env.pop('SKEL_JAX_HUGEPAGES', None)
+  mode = hugepages._thp_mode()  # pylint: disable=protected-access
+  glibc = hugepages._glibc_version()  # pylint: disable=protected-access
+  expect = 'glibc.malloc.hugetlb=1' if hugepages.wanted({}, glibc, mode) else ''
+  assert _run_module(env) == expect
+  assert _run_module(dict(env, SKEL_JAX_HUGEPAGES='0')) == ''
