@@ -397,6 +397,8 @@ def _time_conv_numpy(x, w, b, stride):
     (5, 3, 13, True, False),
     (1, 2, 11, True, False),
     (3, 1, 11, False, False),
+    (3, 2, 12, False, False),
+    (5, 3, 13, False, True),
     (1, 1, 11, False, True),
   ],
 )
