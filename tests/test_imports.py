@@ -343,8 +343,8 @@ def test_import_time_define_detection(tmp_path, text, expected):
 LAYERS = {
   0: (
     'activitynet augment bases checkpoint cli datasets diagnostics graph '
-    'losses metrics models optim plotting postprocess preprocess protocols '
-    'tensorboard'
+    'hugepages losses metrics models optim plotting postprocess preprocess '
+    'protocols tensorboard'
   ),
   1: 'config_defaults config_validation run_record',
   2: 'input_pipeline loop train_utils weights',
