@@ -486,11 +486,12 @@ def time_alternating(calls, *, warmup, repeats, steps, settle=1):
   on; torch on CPU returns when done.
 
   Each block opens with ``settle`` untimed calls. The first JAX step after a
-  torch step takes 0.6-1.2 s longer than the next one at the width-1
-  pretraining shapes (2.4 s; torch's own first step after JAX: ~0.1 s
-  longer): an after-effect of sharing the process that a training loop,
-  where every step follows a step of its own kind, never has. With
-  ``settle`` = 0 it is timed (docs/bench/vs_torch.md has both).
+  torch step takes 0.9-1.9 s longer than the next one at the width-1 shapes
+  (2.1-3.5 s steps), all of it system time: the kernel finds pages for
+  JAX's buffers in memory torch has just freed. torch's own steps do not
+  change with their position. A training loop, where every step follows one
+  of its own kind, never pays this; with ``settle`` = 0 it is timed
+  (docs/bench/vs_torch.md has both).
   """
   for _ in range(warmup):
     for fn in calls.values():

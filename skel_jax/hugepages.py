@@ -1,4 +1,4 @@
-"""Transparent huge pages for the buffers of a ``python -m skel_jax.*`` run.
+"""Transparent huge pages for the buffers of a ``python -m skel_jax[.*]`` run.
 
 XLA:CPU allocates an executable's buffers on every call and frees them after
 it, so glibc hands them back to the kernel and the next call faults them in
@@ -12,7 +12,7 @@ the step 10% faster (4.27 -> 3.84 s; the demo's finetune step 0.36 ->
 re-executes itself with it, before anything heavy is imported.
 
 Library imports (notebooks, pytest) are left alone. ``SKEL_JAX_HUGEPAGES=0``
-turns the re-execution off.
+turns the re-execution off; ``python -m skel_jax`` shows what a run gets.
 """
 
 import os
@@ -20,9 +20,10 @@ import sys
 
 TUNABLE = 'glibc.malloc.hugetlb'
 THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
+REEXECUTED = 'SKEL_JAX_HUGEPAGES_REEXECUTED'
 
 
-def _glibc_version():
+def glibc_version():
   try:
     name, version = os.confstr('CS_GNU_LIBC_VERSION').split()
   except (AttributeError, OSError, ValueError):
@@ -35,7 +36,7 @@ def _glibc_version():
     return None
 
 
-def _thp_mode():
+def thp_mode():
   """'always', 'madvise' or 'never' (the bracketed word), else None."""
   try:
     with open(THP_MODE_FILE) as f:
@@ -50,6 +51,8 @@ def wanted(environ, glibc_version, thp_mode):
   """Whether a run should re-execute with the tunable set."""
   if environ.get('SKEL_JAX_HUGEPAGES', '1') == '0':
     return False
+  if environ.get(REEXECUTED):
+    return False  # never twice, even if something strips the tunable
   if TUNABLE in environ.get('GLIBC_TUNABLES', ''):
     return False  # already set, by us or by the user
   # 'always' already backs large allocations with huge pages; 'never' and
@@ -61,6 +64,7 @@ def with_tunable(environ):
   env = dict(environ)
   tunables = [t for t in env.get('GLIBC_TUNABLES', '').split(':') if t]
   env['GLIBC_TUNABLES'] = ':'.join(tunables + [f'{TUNABLE}=1'])
+  env[REEXECUTED] = '1'
   return env
 
 
@@ -72,24 +76,17 @@ def _launched_module(argv):
 
 
 def reexec_if_launched():
-  """Re-executes ``python -m skel_jax.*`` once with huge pages enabled."""
+  """Re-executes ``python -m skel_jax[.*]`` once with huge pages enabled."""
   argv = getattr(sys, 'orig_argv', [])
   module = _launched_module(argv)
-  if module is None or not module.startswith('skel_jax.'):
+  if module is None or module.split('.')[0] != 'skel_jax':
     return
   if not sys.platform.startswith('linux'):
     return
-  if not wanted(os.environ, _glibc_version(), _thp_mode()):
+  if not wanted(os.environ, glibc_version(), thp_mode()):
     return
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(
     sys.executable, [sys.executable, *argv[1:]], with_tunable(os.environ)
   )
-
-
-if __name__ == '__main__':
-  # `python -m skel_jax.hugepages`: whether this machine's runs get them.
-  mode, version = _thp_mode(), _glibc_version()
-  print(f'transparent huge pages: {mode}; glibc: {version}')
-  print(f'GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")}')

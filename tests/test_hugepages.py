@@ -22,6 +22,7 @@ from skel_jax import hugepages
     ({'SKEL_JAX_HUGEPAGES': '0'}, (2, 36), 'madvise', False),
     ({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, (2, 36), 'madvise', False),
     ({'GLIBC_TUNABLES': 'glibc.malloc.check=0'}, (2, 36), 'madvise', True),
+    ({'SKEL_JAX_HUGEPAGES_REEXECUTED': '1'}, (2, 36), 'madvise', False),
   ],
 )
 def test_wanted(environ, glibc, mode, want):
@@ -31,15 +32,16 @@ def test_wanted(environ, glibc, mode, want):
 def test_with_tunable_keeps_the_users_tunables():
   env = hugepages.with_tunable({'GLIBC_TUNABLES': 'glibc.malloc.check=0'})
   assert env['GLIBC_TUNABLES'] == 'glibc.malloc.check=0:glibc.malloc.hugetlb=1'
+  assert env['SKEL_JAX_HUGEPAGES_REEXECUTED'] == '1'
   assert (
     hugepages.with_tunable({})['GLIBC_TUNABLES'] == 'glibc.malloc.hugetlb=1'
   )
 
 
 def _run_module(env):
-  """`python -m skel_jax.hugepages` in a clean child: its GLIBC_TUNABLES."""
+  """`python -m skel_jax` in a clean child: its GLIBC_TUNABLES."""
   out = subprocess.run(
-    [sys.executable, '-m', 'skel_jax.hugepages'],
+    [sys.executable, '-m', 'skel_jax'],
     env=env,
     capture_output=True,
     text=True,
@@ -51,10 +53,10 @@ def _run_module(env):
 
 
 def test_a_command_line_run_reexecutes_once_with_the_tunable():
-  env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
-  env.pop('SKEL_JAX_HUGEPAGES', None)
-  mode = hugepages._thp_mode()  # pylint: disable=protected-access
-  glibc = hugepages._glibc_version()  # pylint: disable=protected-access
+  drop = ('GLIBC_TUNABLES', 'SKEL_JAX_HUGEPAGES', hugepages.REEXECUTED)
+  env = {k: v for k, v in os.environ.items() if k not in drop}
+  mode = hugepages.thp_mode()
+  glibc = hugepages.glibc_version()
   expect = 'glibc.malloc.hugetlb=1' if hugepages.wanted({}, glibc, mode) else ''
   assert _run_module(env) == expect
   assert _run_module(dict(env, SKEL_JAX_HUGEPAGES='0')) == ''

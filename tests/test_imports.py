@@ -349,7 +349,7 @@ LAYERS = {
   1: 'config_defaults config_validation run_record',
   2: 'input_pipeline loop train_utils weights',
   3: 'export finetune knn pretrain probe',
-  4: 'bench build_data demo evaluate main study torch_peer',
+  4: '__main__ bench build_data demo evaluate main study torch_peer',
 }
 LAYER_OF = {name: n for n, names in LAYERS.items() for name in names.split()}
 
