@@ -311,6 +311,14 @@ MUTATIONS = [
     'the hand-written backward pass of dense layers',
   ),
   M(
+    'hugepages_reexec_ignores_the_marker',
+    'skel_jax/hugepages.py',
+    '  if environ.get(REEXECUTED):\n',
+    '  if False:\n',
+    ('tests/test_hugepages.py::test_wanted',),
+    'a run re-executes at most once',
+  ),
+  M(
     'graph_aggregation_einsum_transposes_adjacency',
     'skel_jax/models/agcn.py',
     "return jnp.einsum('ntvc,nkvw->ntwkc', x, adj)",
