@@ -75,8 +75,11 @@ def _materialize(*arrays):
   order: up to 160 ms for one (16, 38, 25, 256) tensor, where computing it
   contiguously and then transposing takes a few ms. The barrier makes XLA
   compute the operand first (README, "Speed": the width-1 finetune step
-  6.6 s -> 4.6 s).
+  6.6 s -> 4.6 s). Only on the CPU, where it was measured: GPU backends
+  fuse and lay out differently, and no GPU was at hand to check them.
   """
+  if jax.default_backend() != 'cpu':
+    return arrays
   return jax.lax.optimization_barrier(arrays)
 
 
