@@ -387,6 +387,27 @@ def _time_conv_numpy(x, w, b, stride):
   return y, grads
 
 
+def _output_and_grads(layer, x, r, sharded):
+  """layer(x), and the gradients of sum(layer(x) * r) for its parameters and
+  x, jitted; with ``sharded`` the batch is split over the library's mesh
+  (Auto axes, as training uses)."""
+  graphdef, params = nnx.split(layer)
+
+  def loss(params, x):
+    y = nnx.merge(graphdef, params)(x)
+    return jnp.sum(y * r), y
+
+  if sharded:
+    mesh = train_utils.make_mesh()
+    x = jax.device_put(
+      x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+    )
+  (_, y), (dparams, dx) = jax.jit(
+    jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+  )(params, x)
+  return y, dparams, dx
+
+
 @pytest.mark.parametrize(
   'size,stride,length,joints,sharded',
   [
@@ -425,20 +446,7 @@ def test_time_conv_and_its_gradients_match_numpy(
   r_in = (r if joints else r[:, :, 0]).astype(np.float32)
   want_dx, want_dw, want_db = grads(r)
 
-  graphdef, params = nnx.split(conv)
-
-  def loss(params, x):
-    y = nnx.merge(graphdef, params)(x)
-    return jnp.sum(y * r_in), y
-
-  if sharded:  # the library's mesh (Auto axes, as training uses)
-    mesh = train_utils.make_mesh()
-    x = jax.device_put(
-      x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-    )
-  (_, y), (dparams, dx) = jax.jit(
-    jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
-  )(params, x)
+  y, dparams, dx = _output_and_grads(conv, x, r_in, sharded)
   if not joints:
     want, want_dx = want[:, :, 0], want_dx[:, :, 0]
   tol = dict(rtol=1e-5, atol=1e-5)
@@ -465,20 +473,7 @@ def test_dense_and_its_gradients_match_numpy(shape, sharded):
   b = np.asarray(layer.bias[...], np.float64)
   r = rng.normal(size=shape[:-1] + (4,))
   x64 = x.astype(np.float64)
-  graphdef, params = nnx.split(layer)
-
-  def loss(params, x):
-    y = nnx.merge(graphdef, params)(x)
-    return jnp.sum(y * r.astype(np.float32)), y
-
-  if sharded:
-    mesh = train_utils.make_mesh()
-    x = jax.device_put(
-      x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-    )
-  (_, y), (dparams, dx) = jax.jit(
-    jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
-  )(params, x)
+  y, dparams, dx = _output_and_grads(layer, x, r.astype(np.float32), sharded)
   flat_x, flat_r = x64.reshape(-1, 5), r.reshape(-1, 4)
   tol = dict(rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.asarray(y), x64 @ w + b, **tol)
