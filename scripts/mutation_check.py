@@ -319,6 +319,14 @@ MUTATIONS = [
     'a run re-executes at most once',
   ),
   M(
+    'bench_settle_calls_skipped',
+    'skel_jax/bench.py',
+    '      for _ in range(settle):\n',
+    '      for _ in range(0):\n',
+    ('tests/test_bench.py::test_alternating_timer_order_and_settle_calls',),
+    'the untimed step opening each side-by-side block',
+  ),
+  M(
     'graph_aggregation_einsum_transposes_adjacency',
     'skel_jax/models/agcn.py',
     "return jnp.einsum('ntvc,nkvw->ntwkc', x, adj)",

@@ -265,28 +265,6 @@ def test_unimplemented_settings_are_refused():
     tp.FinetunePeer(cfg, 3, lambda s: 0.1)
 
 
-def test_alternating_timer_order_and_settle_calls(monkeypatch):
-  """Blocks alternate a, b / b, a / a, b; each opens with ``settle`` untimed
-  calls, and only the ``steps`` calls after them are timed."""
-  log = []
-  clock = [0.0]
-
-  def make(name):
-    def call():
-      log.append(name)
-      clock[0] += {'a': 1.0, 'b': 10.0}[name]
-
-    return call
-
-  calls = {'a': make('a'), 'b': make('b')}
-  monkeypatch.setattr(bench.time, 'perf_counter', lambda: clock[0])
-  timed = bench.time_alternating(calls, warmup=1, repeats=3, steps=2, settle=1)
-  blocks = ['a'] * 3 + ['b'] * 3 + ['b'] * 3 + ['a'] * 3
-  assert log == ['a', 'b'] + blocks + ['a'] * 3 + ['b'] * 3
-  assert timed['a']['times_s'] == [1.0] * 3
-  assert timed['b']['times_s'] == [10.0] * 3
-
-
 def test_vs_table_and_alternating_timer():
   calls = {'a': lambda: None, 'b': lambda: None}
   timed = bench.time_alternating(calls, warmup=1, repeats=3, steps=2)
