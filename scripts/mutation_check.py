@@ -295,6 +295,38 @@ MUTATIONS = [
     'the phase-by-phase input gradient of strided temporal convs',
   ),
   M(
+    'batch_norm_grad_drops_mean_term',
+    'skel_jax/models/layers.py',
+    'g - d_bias / n - centred',
+    'g - centred',
+    (
+      'tests/test_models.py::'
+      'test_batch_statistics_normalization_gradients_match_differences',
+    ),
+    'the hand-written BN backward; the forward pass is unchanged',
+  ),
+  M(
+    'batch_norm_grad_ignores_statistics_cotangents',
+    'skel_jax/models/layers.py',
+    'dx = dx + (g_mean + 2.0 * g_var * centred) / n',
+    'dx = dx + g_mean / n',
+    (
+      'tests/test_models.py::'
+      'test_batch_statistics_normalization_gradients_match_differences',
+    ),
+    "the variance output's own gradient (no model path differentiates it)",
+  ),
+  M(
+    'joint_affinity_bias_averaged',
+    'skel_jax/models/agcn.py',
+    'e + bias[None, :, None, None]',
+    'e + bias.mean()',
+    (
+      'tests/test_models.py::test_joint_affinity_and_its_gradients_match_numpy',
+    ),
+    'the joints-last embedding of the attention',
+  ),
+  M(
     'time_conv_matmul_reversed_taps',
     'skel_jax/models/layers.py',
     '    for j in range(size)\n',

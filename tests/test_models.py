@@ -221,6 +221,83 @@ def test_adaptive_graph_conv_matches_reference_unit_gcn(cin):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def _joint_affinity_numpy(x, wa, ba, wb, bb, r, k):
+  """S[n, k, v, w] = sum over (t, i) of a[n, t, v, k, i] b[n, t, w, k, i]
+  (a = x wa + ba, b = x wb + bb), and the gradients of sum(S * r) for x, the
+  kernels and the biases, by the chain rule in float64."""
+  n, t, v, c = x.shape
+  a = (x @ wa + ba).reshape(n, t, v, k, -1)
+  b = (x @ wb + bb).reshape(n, t, v, k, -1)
+  s = np.einsum('ntvki,ntwki->nkvw', a, b)
+  da = np.einsum('nkvw,ntwki->ntvki', r, b).reshape(n, t, v, -1)
+  db = np.einsum('nkvw,ntvki->ntwki', r, a).reshape(n, t, v, -1)
+  flat = x.reshape(-1, c)
+  grads = {
+    'x': da @ wa.T + db @ wb.T,
+    'wa': flat.T @ da.reshape(flat.shape[0], -1),
+    'ba': da.sum((0, 1, 2)),
+    'wb': flat.T @ db.reshape(flat.shape[0], -1),
+    'bb': db.sum((0, 1, 2)),
+  }
+  return s, grads
+
+
+@pytest.mark.parametrize('sharded', [False, True])
+def test_joint_affinity_and_its_gradients_match_numpy(sharded):
+  """agcn.joint_affinity writes the embeddings joints-last and contracts
+  them with one batched matmul; output and the gradients of x and both
+  embeddings must equal the plain per-subset sum in float64."""
+  n, t, v, c, inter = 8, 5, 4, 6, 2
+  rng = np.random.default_rng(5)
+  embed_a = layers.dense(c, K * inter, nnx.Rngs(0))
+  embed_b = layers.dense(c, K * inter, nnx.Rngs(1))
+  for dense in (embed_a, embed_b):
+    dense.kernel[...] = jnp.asarray(
+      rng.normal(size=(c, K * inter)), jnp.float32
+    )
+    dense.bias[...] = jnp.asarray(rng.normal(size=K * inter), jnp.float32)
+  x = rng.normal(size=(n, t, v, c)).astype(np.float32)
+  r = rng.normal(size=(n, K, v, v))
+  want, want_grads = _joint_affinity_numpy(
+    x.astype(np.float64),
+    *[
+      np.asarray(p[...], np.float64)
+      for d in (embed_a, embed_b)
+      for p in (d.kernel, d.bias)
+    ],
+    r,
+    K,
+  )
+  graphdef, params = nnx.split((embed_a, embed_b))
+
+  def loss(params, x):
+    a, b = nnx.merge(graphdef, params)
+    s = agcn.joint_affinity(x, a, b, K)
+    return jnp.sum(s * r.astype(np.float32)), s
+
+  if sharded:
+    x = jax.device_put(
+      x,
+      jax.sharding.NamedSharding(
+        train_utils.make_mesh(), jax.sharding.PartitionSpec('data')
+      ),
+    )
+  (_, s), (dparams, dx) = jax.jit(
+    jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+  )(params, x)
+  tol = dict(rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(s), want, **tol)
+  np.testing.assert_allclose(np.asarray(dx), want_grads['x'], **tol)
+  for i, name in enumerate('ab'):
+    got = dparams[i]
+    np.testing.assert_allclose(
+      np.asarray(got['kernel'][...]), want_grads['w' + name], **tol
+    )
+    np.testing.assert_allclose(
+      np.asarray(got['bias'][...]), want_grads['b' + name], **tol
+    )
+
+
 def test_init_scheme():
   # Library init for one wide unit: enough samples for tight statistics.
   unit = agcn.AGCNUnit(128, 256, stride=2, rngs=nnx.Rngs(0))
@@ -365,6 +442,74 @@ def test_batch_norm_global_statistics_under_sharded_jit(shape):
   )
   y = _bn_train_jit(bn, xs)
   _check_bn(bn, x, y, ref)
+
+
+def _bn_loss_numpy(x, scale, bias, r, r_mean, r_var, eps=1e-5):
+  """sum(y * r) + sum(mean * r_mean) + sum(var * r_var) of a float64
+  training-mode BN over every axis but the last (biased variance)."""
+  axes = tuple(range(x.ndim - 1))
+  mean, var = x.mean(axes), x.var(axes)
+  y = (x - mean) / np.sqrt(var + eps) * scale + bias
+  return (y * r).sum() + (mean * r_mean).sum() + (var * r_var).sum()
+
+
+def _central_differences(f, args, h=1e-6):
+  """Gradient of f at args (float64 arrays) by central differences."""
+  grads = []
+  for i, a in enumerate(args):
+    g = np.zeros_like(a)
+    for j in np.ndindex(a.shape):
+      hi, lo = [list(args) for _ in range(2)]
+      hi[i], lo[i] = a.copy(), a.copy()
+      hi[i][j] += h
+      lo[i][j] -= h
+      g[j] = (f(*hi) - f(*lo)) / (2 * h)
+    grads.append(g)
+  return grads
+
+
+@pytest.mark.parametrize(
+  'shape,sharded', [((4, 3, 5), False), ((8, 2, 3, 4), True)]
+)
+def test_batch_statistics_normalization_gradients_match_differences(
+  shape, sharded
+):
+  """layers.normalize_with_batch_statistics has a hand-written backward
+  pass: the gradients of its output and of its mean and variance (which the
+  running averages read) must equal central differences of a float64 BN,
+  also with the batch sharded over 8 devices (SyncBN)."""
+  rng = np.random.default_rng(len(shape))
+  c = shape[-1]
+  x = rng.normal(size=shape) * rng.uniform(0.5, 3, c) + rng.normal(0, 2, c)
+  scale, bias = rng.uniform(0.5, 1.5, c), rng.normal(size=c)
+  r, r_mean, r_var = (
+    rng.normal(size=shape),
+    rng.normal(size=c),
+    rng.normal(size=c),
+  )
+  want = _central_differences(
+    lambda *a: _bn_loss_numpy(*a, r, r_mean, r_var), (x, scale, bias)
+  )
+
+  def loss(x, scale, bias):
+    y, mean, var = layers.normalize_with_batch_statistics(x, scale, bias, 1e-5)
+    return (
+      jnp.sum(y * r.astype(np.float32))
+      + jnp.sum(mean * r_mean.astype(np.float32))
+      + jnp.sum(var * r_var.astype(np.float32))
+    )
+
+  args = [a.astype(np.float32) for a in (x, scale, bias)]
+  if sharded:
+    args[0] = jax.device_put(
+      args[0],
+      jax.sharding.NamedSharding(
+        train_utils.make_mesh(), jax.sharding.PartitionSpec('data')
+      ),
+    )
+  got = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*args)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(np.asarray(g), w, rtol=1e-4, atol=1e-4)
 
 
 def _time_conv_numpy(x, w, b, stride):

@@ -15,6 +15,53 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
+def _normalize(x, scale, bias, epsilon):
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axes)
+  var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axes) - jnp.square(mean))
+  y = (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
+  return y, mean, var
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def normalize_with_batch_statistics(x, scale, bias, epsilon):
+  """(y, mean, var): x normalised over every axis but the last with its own
+  biased mean and variance, then scaled and shifted (training-mode BN).
+
+  The backward pass is the textbook one, two reductions and one element-wise
+  pass: dx = scale / sigma * (g - mean(g) - xhat * mean(g * xhat)). XLA's
+  derivative of the forward pass (through E[x^2] - mean^2) takes more passes
+  over x: forward + backward of BN + ReLU alone at (16, 75, 25, 256), 39 ms
+  against 15 ms; in the finetune step the element-wise fusions' op time
+  fell 470 -> 420 ms (README, "Speed"). The clamp of a negative
+  rounding-error variance to 0 is not differentiated."""
+  return _normalize(x, scale, bias, epsilon)
+
+
+def _normalize_fwd(x, scale, bias, epsilon):
+  y, mean, var = _normalize(x, scale, bias, epsilon)
+  return (y, mean, var), (x, scale, mean, var)
+
+
+def _normalize_bwd(epsilon, residuals, cotangents):
+  x, scale, mean, var = residuals
+  g, g_mean, g_var = cotangents
+  axes = tuple(range(x.ndim - 1))
+  n = math.prod(x.shape[:-1])
+  inv_std = jax.lax.rsqrt(var + epsilon)
+  centred = x - mean
+  g = g.astype(x.dtype)
+  d_bias = jnp.sum(g, axes)
+  d_scale = jnp.sum(g * centred, axes) * inv_std
+  dx = (scale * inv_std) * (g - d_bias / n - centred * (inv_std * d_scale / n))
+  # The statistics are outputs too (the running averages read them).
+  dx = dx + (g_mean + 2.0 * g_var * centred) / n
+  return dx, d_scale.astype(scale.dtype), d_bias.astype(scale.dtype)
+
+
+normalize_with_batch_statistics.defvjp(_normalize_fwd, _normalize_bwd)
+
+
 class BatchNorm(nnx.BatchNorm):
   """nnx.BatchNorm with PyTorch's running-variance update.
 
@@ -37,7 +84,6 @@ class BatchNorm(nnx.BatchNorm):
       dtype=self.dtype,
     )
     if not use_running_average:
-      axes = tuple(range(x.ndim - 1))
       n = math.prod(x.shape[:-1])
       if n < 2:
         raise ValueError(
@@ -45,8 +91,9 @@ class BatchNorm(nnx.BatchNorm):
           f'channel, got input shape {x.shape}'
         )
       xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-      mean = jnp.mean(xf, axes)
-      var = jnp.maximum(0.0, jnp.mean(jnp.square(xf), axes) - jnp.square(mean))
+      y, mean, var = normalize_with_batch_statistics(
+        xf, scale, bias, self.epsilon
+      )
       m = self.momentum
       self.mean[...] = jax.lax.stop_gradient(
         m * self.mean[...] + (1 - m) * mean
@@ -54,6 +101,7 @@ class BatchNorm(nnx.BatchNorm):
       self.var[...] = jax.lax.stop_gradient(
         m * self.var[...] + (1 - m) * var * (n / (n - 1))
       )
+      return y.astype(x.dtype)
     y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
     return y.astype(x.dtype)
 
@@ -65,16 +113,17 @@ def batch_norm(features, rngs):
   )
 
 
-def _materialize(*arrays):
-  """The arrays as buffers of their own, before a backward pass transposes them.
+def materialize(*arrays):
+  """The arrays as buffers of their own, before a matmul transposes them.
 
   Left alone, XLA:CPU fuses the elementwise ops that produce an operand
   (BatchNorm, ReLU and residual adds, forward ones recomputed or the
   backward's own) into the copy that lays it out for a weight-gradient
   matmul, and that fused copy reads its 10-24 inputs in transposed, strided
   order: up to 160 ms for one (16, 38, 25, 256) tensor, where computing it
-  contiguously and then transposing takes a few ms. The barrier makes XLA
-  compute the operand first (README, "Speed": the width-1 finetune step
+  contiguously and then transposing takes a few ms. The same happens in a
+  forward pass to a matmul's transposed operand (``agcn.joint_affinity``).
+  The barrier makes XLA compute the operand first (README, "Speed": the width-1 finetune step
   6.6 s -> 4.6 s). Only on the CPU, where it was measured: GPU backends
   fuse and lay out differently, and no GPU was at hand to check them.
   """
@@ -85,7 +134,7 @@ def _materialize(*arrays):
 
 @jax.custom_vjp
 def matmul(x, kernel):
-  """x @ kernel over x's last axis, with the backward pass of ``_materialize``."""
+  """x @ kernel over x's last axis, with the backward pass of ``materialize``."""
   return jnp.dot(x, kernel)
 
 
@@ -95,7 +144,7 @@ def _matmul_fwd(x, kernel):
 
 def _matmul_bwd(residuals, g):
   x, kernel = residuals
-  x, g = _materialize(x, g)
+  x, g = materialize(x, g)
   dx = jnp.dot(g, kernel.T)
   dk = jnp.dot(
     x.reshape(-1, x.shape[-1]).T,
@@ -171,7 +220,7 @@ def conv_over_time(x, kernel, stride):
   over time with zero padding (K - 1) // 2 on each side (K odd), as
   ``nnx.Conv`` computes it, with a faster backward pass: the weight gradient
   of ``_kernel_grad``, the input gradient of ``_strided_input_grad`` for
-  stride > 1, and ``_materialize``d operands."""
+  stride > 1, and ``materialize``d operands."""
   return _conv_over_time(x, kernel, stride)
 
 
@@ -217,7 +266,7 @@ def _strided_input_grad(g, kernel, t_in, stride):
 
 def _conv_over_time_bwd(stride, residuals, g):
   x, kernel = residuals
-  x, g = _materialize(x, g)
+  x, g = materialize(x, g)
   if stride == 1:
     _, input_vjp = jax.vjp(lambda x: _conv_over_time(x, kernel, stride), x)
     (dx,) = input_vjp(g)
