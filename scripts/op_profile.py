@@ -1,11 +1,14 @@
-r"""Where one jitted AGCN finetune step spends its time, per XLA op.
+r"""Where one jitted AGCN finetune or pretraining step spends its time, per XLA op.
 
-  python scripts/op_profile.py [--width=1] [--ft_batch=8] [--pad_length=300] \
-      [--num_classes=4] [--persons=2] [--top=15] [--out=profile.json]
+  python scripts/op_profile.py [--step=finetune] [--width=1] [--ft_batch=8] \
+      [--pad_length=300] [--num_classes=4] [--persons=2] [--top=15] \
+      [--out=profile.json]
+  python scripts/op_profile.py --step=pretrain [--batch=16] [--clip_len=150] \
+      [--persons=1] [--method=skeletonclr+snippet]
 
-Compiles the finetune step at ``skel_jax.bench``'s shapes (the same as
-``bench --vs_torch --sections=finetune``), times three runs after a warm-up
-(median), traces one more
+Compiles the step at ``skel_jax.bench``'s shapes (the same as ``bench
+--vs_torch --sections=finetune`` or ``--sections=pretrain``), times three
+runs after a warm-up (median), traces one more
 with ``jax.profiler`` and sums the trace's per-op events (XLA:CPU records one
 per executed thunk) by kind: ``ynn_fusion`` (YNNPACK matmuls),
 ``copy_bitcast_fusion`` / ``transpose_copy_fusion`` (layout copies),
@@ -58,31 +61,44 @@ def _op_events(trace_dir):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--step', default='finetune', choices=['finetune', 'pretrain'])
   p.add_argument('--width', type=float, default=1.0)
   p.add_argument('--ft_batch', type=int, default=8)
   p.add_argument('--pad_length', type=int, default=300)
   p.add_argument('--num_classes', type=int, default=4)
-  p.add_argument('--persons', type=int, default=2)
+  p.add_argument('--batch', type=int, default=16)
+  p.add_argument('--clip_len', type=int, default=150)
+  p.add_argument('--method', default='skeletonclr+snippet')
+  p.add_argument(
+    '--persons', type=int, default=0, help='default: 2 finetune, 1 pretrain'
+  )
   p.add_argument('--top', type=int, default=15)
   p.add_argument('--out', default='')
   a = p.parse_args()
 
+  persons = a.persons or (2 if a.step == 'finetune' else 1)
   opts = bench.Options(
     width=a.width,
     ft_batch=a.ft_batch,
     pad_length=a.pad_length,
     num_classes=a.num_classes,
-    persons=a.persons,
+    batch=a.batch,
+    clip_len=a.clip_len,
+    persons=persons,
   )
   mesh = train_utils.make_mesh(jax.devices()[:1])
-  cfg = bench.finetune_config(opts, 'agcn', 'finetune')
-  schedule, tx, graphdef, state = bench._finetune_setup(
-    cfg, a.num_classes, mesh
-  )
   rng = np.random.default_rng(0)
-  x = bench._skeletons(rng, cfg.batch_size, a.persons, cfg.data.pad_length)
-  _, batch = bench._finetune_batch(cfg, a.num_classes, x, rng, mesh)
-  step = finetune.make_train_step(graphdef, tx, 'finetune', schedule, mesh)
+  if a.step == 'finetune':
+    cfg = bench.finetune_config(opts, 'agcn', 'finetune')
+    schedule, tx, graphdef, state = bench._finetune_setup(
+      cfg, a.num_classes, mesh
+    )
+    x = bench._skeletons(rng, cfg.batch_size, persons, cfg.data.pad_length)
+    _, batch = bench._finetune_batch(cfg, a.num_classes, x, rng, mesh)
+    step = finetune.make_train_step(graphdef, tx, 'finetune', schedule, mesh)
+  else:
+    cfg = bench.pretrain_config(opts, 'agcn', a.method)
+    _, _, state, step, x, batch = bench._pretrain_setup(cfg, opts, mesh, rng)
   compiled = step.lower(state, batch).compile()
   lines = _hlo_lines(compiled.as_text())
   state, _ = compiled(state, batch)  # warm-up
@@ -118,7 +134,8 @@ def main():
       }
     )
   report = {
-    'shape': f'{cfg.batch_size} x {a.persons} x {cfg.data.pad_length}',
+    'step': a.step,
+    'shape': ' x '.join(str(d) for d in x.shape[:3]),
     'width': a.width,
     'step_s': round(step_s, 3),
     'op_ms_total': round(total, 1),
@@ -126,7 +143,7 @@ def main():
     'top_ops': top,
     'env': bench.environment(),
   }
-  print(f'finetune step {step_s:.2f} s; per-op time {total:.0f} ms')
+  print(f'{a.step} step {step_s:.2f} s; per-op time {total:.0f} ms')
   for kind, ms in by_kind.most_common(10):
     print(f'  {ms:8.0f} ms {100 * ms / total:5.1f}%  {kind}')
   print('largest ops:')
