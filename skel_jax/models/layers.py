@@ -32,8 +32,8 @@ def normalize_with_batch_statistics(x, scale, bias, epsilon):
   pass: dx = scale / sigma * (g - mean(g) - xhat * mean(g * xhat)). XLA's
   derivative of the forward pass (through E[x^2] - mean^2) takes more passes
   over x: forward + backward of BN + ReLU alone at (16, 75, 25, 256), 39 ms
-  against 15 ms; in the finetune step the element-wise fusions' op time
-  fell 470 -> 420 ms (README, "Speed"). The clamp of a negative
+  against 15 ms; in the finetune step's op profile, element-wise fusions
+  467 -> 418 ms (docs/bench/vs_torch.md). The clamp of a negative
   rounding-error variance to 0 is not differentiated."""
   return _normalize(x, scale, bias, epsilon)
 
@@ -123,9 +123,10 @@ def materialize(*arrays):
   order: up to 160 ms for one (16, 38, 25, 256) tensor, where computing it
   contiguously and then transposing takes a few ms. The same happens in a
   forward pass to a matmul's transposed operand (``agcn.joint_affinity``).
-  The barrier makes XLA compute the operand first (README, "Speed": the width-1 finetune step
-  6.6 s -> 4.6 s). Only on the CPU, where it was measured: GPU backends
-  fuse and lay out differently, and no GPU was at hand to check them.
+  The barrier makes XLA compute the operand first (README, "Speed": the
+  width-1 finetune step 6.6 s -> 4.6 s). Only on the CPU, where it was
+  measured: GPU backends fuse and lay out differently, and no GPU was at
+  hand to check them.
   """
   if jax.default_backend() != 'cpu':
     return arrays
