@@ -15,12 +15,15 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
+def _scale_and_shift(x, mean, var, scale, bias, epsilon):
+  return (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
+
+
 def _normalize(x, scale, bias, epsilon):
   axes = tuple(range(x.ndim - 1))
   mean = jnp.mean(x, axes)
   var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axes) - jnp.square(mean))
-  y = (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
-  return y, mean, var
+  return _scale_and_shift(x, mean, var, scale, bias, epsilon), mean, var
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -102,7 +105,7 @@ class BatchNorm(nnx.BatchNorm):
         m * self.var[...] + (1 - m) * var * (n / (n - 1))
       )
       return y.astype(x.dtype)
-    y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+    y = _scale_and_shift(x, mean, var, scale, bias, self.epsilon)
     return y.astype(x.dtype)
 
 
