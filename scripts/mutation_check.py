@@ -327,6 +327,17 @@ MUTATIONS = [
     'the joints-last embedding of the attention',
   ),
   M(
+    'standard_normal_shifted_cut',
+    'skel_jax/models/layers.py',
+    'np.asarray(flat)[:size]',
+    'np.asarray(flat)[1 : size + 1]',
+    (
+      'tests/test_models.py::'
+      'test_standard_normal_draws_what_jax_random_normal_draws',
+    ),
+    'the bucketed eager normal draw of the initializers',
+  ),
+  M(
     'time_conv_matmul_reversed_taps',
     'skel_jax/models/layers.py',
     '    for j in range(size)\n',

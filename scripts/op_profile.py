@@ -5,6 +5,8 @@ r"""Where one jitted AGCN finetune or pretraining step spends its time, per XLA 
       [--out=profile.json]
   python scripts/op_profile.py --step=pretrain [--batch=16] [--clip_len=150] \
       [--persons=1] [--method=skeletonclr+snippet]
+  python scripts/op_profile.py --step=pretrain \
+      --config=configs/pretrain_synthetic.py[:video]   # a config's own step
 
 Compiles the step at ``skel_jax.bench``'s shapes (the same as ``bench
 --vs_torch --sections=finetune`` or ``--sections=pretrain``), times three
@@ -14,6 +16,8 @@ per executed thunk) by kind: ``ynn_fusion`` (YNNPACK matmuls),
 ``copy_bitcast_fusion`` / ``transpose_copy_fusion`` (layout copies),
 ``convolution`` (Eigen), elementwise and reduction fusions. The largest single
 ops are listed with their shape and the JAX operation they came from.
+``--config`` profiles the pretraining step of a config file instead (its
+model, batch, clip length and losses; ``--persons`` still sets the input).
 """
 
 import argparse
@@ -29,6 +33,7 @@ import time
 import jax
 import numpy as np
 
+import configs
 from skel_jax import bench
 from skel_jax import finetune
 from skel_jax import train_utils
@@ -69,12 +74,15 @@ def main():
   p.add_argument('--batch', type=int, default=16)
   p.add_argument('--clip_len', type=int, default=150)
   p.add_argument('--method', default='skeletonclr+snippet')
+  p.add_argument('--config', default='', help='pretraining config file')
   p.add_argument(
     '--persons', type=int, default=0, help='default: 2 finetune, 1 pretrain'
   )
   p.add_argument('--top', type=int, default=15)
   p.add_argument('--out', default='')
   a = p.parse_args()
+  if a.config and a.step != 'pretrain':
+    p.error('--config profiles a pretraining config: add --step=pretrain')
 
   persons = a.persons or (2 if a.step == 'finetune' else 1)
   opts = bench.Options(
@@ -96,6 +104,9 @@ def main():
     x = bench._skeletons(rng, cfg.batch_size, persons, cfg.data.pad_length)
     _, batch = bench._finetune_batch(cfg, a.num_classes, x, rng, mesh)
     step = finetune.make_train_step(graphdef, tx, 'finetune', schedule, mesh)
+  elif a.config:
+    cfg = configs.load(a.config)
+    _, _, state, step, x, batch = bench._pretrain_setup(cfg, opts, mesh, rng)
   else:
     cfg = bench.pretrain_config(opts, 'agcn', a.method)
     _, _, state, step, x, batch = bench._pretrain_setup(cfg, opts, mesh, rng)

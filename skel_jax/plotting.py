@@ -15,13 +15,13 @@ import functools
 import math
 
 import numpy as np
-from matplotlib import animation
 from matplotlib import colormaps
 from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from PIL import Image
 
 from skel_jax import graph
 from skel_jax.postprocess import labels_to_segments
@@ -467,17 +467,24 @@ def animate_skeleton(
   bones = np.asarray(graph.INWARD)
   # Small figure at low dpi keeps the per-frame Agg render to a few ms.
   fig = Figure(figsize=(3.2, 3.6), dpi=80)
-  FigureCanvasAgg(fig)
+  canvas = FigureCanvasAgg(fig)
   ax = fig.add_axes((0.02, 0.02, 0.96, 0.76 if title else 0.81))
   ax.set_xlim(centre[0] - half, centre[0] + half)
   ax.set_ylim(centre[1] - half, centre[1] + half)
   ax.set_aspect('equal', adjustable='box')
   ax.set_xticks([])
   ax.set_yticks([])
+  # Animated artists are left out of the full draw below: the static figure
+  # (axes, title) is rendered once and each frame only redraws the bones and
+  # the caption on top of it (blitting; a full redraw per frame was most of
+  # a demo GIF's cost).
   collections = []
   for m in range(num_persons):
     lc = LineCollection(
-      [], colors=_PERSON_COLORS[m % len(_PERSON_COLORS)], linewidths=2.0
+      [],
+      colors=_PERSON_COLORS[m % len(_PERSON_COLORS)],
+      linewidths=2.0,
+      animated=True,
     )
     ax.add_collection(lc)
     collections.append(lc)
@@ -491,11 +498,17 @@ def animate_skeleton(
     va='top',
     fontsize=8,
     family='monospace',
+    animated=True,
   )
+  canvas.draw()
+  static = canvas.copy_from_bbox(fig.bbox)
 
-  def draw(t):
+  frames = []
+  for t in range(0, num_frames, max(int(stride), 1)):
+    canvas.restore_region(static)
     for m, lc in enumerate(collections):
       lc.set_segments(xy[t, m][bones] if valid[t, m] else [])
+      ax.draw_artist(lc)
     # The frame counter also keeps consecutive GIF frames distinct, so Pillow
     # never merges identical frames and the GIF length is predictable.
     lines = [f'frame {t + 1}/{num_frames}']
@@ -504,14 +517,35 @@ def animate_skeleton(
     if pred is not None and t < pred.size:
       lines.append('pred: ' + _label_name(pred[t], class_names, background))
     caption.set_text('\n'.join(lines))
-    return collections + [caption]
-
-  frames = range(0, num_frames, max(int(stride), 1))
-  anim = animation.FuncAnimation(
-    fig, draw, frames=frames, blit=False, cache_frame_data=False, repeat=False
-  )
-  anim.save(path, writer=animation.PillowWriter(fps=fps), dpi=fig.dpi)
+    fig.draw_artist(caption)
+    frames.append(np.array(canvas.buffer_rgba())[..., :3])
+  _write_gif(path, frames, fps)
   return path
+
+
+def _write_gif(path, frames, fps):
+  """Writes (H, W, 3) uint8 frames as a looping GIF with one palette.
+
+  The palette is fitted once to a sample of frames, and each frame is mapped
+  to it without dithering; per-frame adaptive palettes (what Matplotlib's
+  PillowWriter leaves to Pillow) cost more than drawing the frames. The
+  drawings use a few flat colours, so one palette loses nothing visible.
+  """
+  sample = np.concatenate(frames[:: max(len(frames) // 8, 1)], axis=0)
+  palette = Image.fromarray(sample).quantize(
+    colors=255, method=Image.Quantize.MEDIANCUT
+  )
+  images = [
+    Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE)
+    for f in frames
+  ]
+  images[0].save(
+    path,
+    save_all=True,
+    append_images=images[1:],
+    duration=int(1000 / fps),
+    loop=0,
+  )
 
 
 def _row_normalised(confusion):

@@ -236,7 +236,10 @@ def backbone_with(model_cfg, params, batch_stats, source='weights'):
   (nested dicts or nnx states of the backbone subtree); a shape mismatch
   names ``source``."""
   params, batch_stats = _pure(params), _pure(batch_stats)
-  backbone = build_backbone(model_cfg.backbone, nnx.Rngs(0))
+  # Abstract: every value is replaced below, so no initializer runs.
+  backbone = nnx.eval_shape(
+    lambda: build_backbone(model_cfg.backbone, nnx.Rngs(0))
+  )
   graphdef, p, s = nnx.split(backbone, nnx.Param, nnx.BatchStat)
   checkpoint.check_same_shapes(source, nnx.to_pure_dict(p), params)
   checkpoint.check_same_shapes(source, nnx.to_pure_dict(s), batch_stats)

@@ -330,6 +330,26 @@ def test_init_scheme():
   np.testing.assert_array_equal(unit.tcn.conv.bias, 0.0)
 
 
+@pytest.mark.parametrize(
+  'shape', [(), (1,), (3, 48), (9, 1, 64, 64), (65,), (4097, 3)]
+)
+def test_standard_normal_draws_what_jax_random_normal_draws(shape):
+  key = jax.random.key(11)
+  want = np.asarray(jax.random.normal(key, shape))
+  eager = layers.standard_normal(key, shape)
+  traced = jax.jit(lambda k: layers.standard_normal(k, shape))(key)
+  np.testing.assert_array_equal(eager, want)
+  np.testing.assert_array_equal(np.asarray(traced), want)
+  # The initializers scale that draw: one float32 rounding each.
+  np.testing.assert_array_equal(
+    np.asarray(layers.weight_init(key, shape)), want * np.float32(0.02)
+  )
+  np.testing.assert_array_equal(
+    np.asarray(layers.bn_scale_init(key, shape)),
+    np.float32(1.0) + np.float32(0.02) * want,
+  )
+
+
 # -------------------------------------------------------- BatchNorm ----
 
 
