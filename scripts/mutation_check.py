@@ -332,10 +332,19 @@ MUTATIONS = [
     'np.asarray(flat)[:size]',
     'np.asarray(flat)[1 : size + 1]',
     (
-      'tests/test_models.py::'
-      'test_standard_normal_draws_what_jax_random_normal_draws',
+      'tests/test_models.py::test_initializers_draw_what_the_direct_draws_give',
     ),
     'the bucketed eager normal draw of the initializers',
+  ),
+  M(
+    'weight_init_rounds_in_another_order',
+    'skel_jax/models/layers.py',
+    'np.float32(np.sqrt(2)) * np.float32(_WEIGHT_STD) * e',
+    'np.float32(_WEIGHT_STD) * (np.float32(np.sqrt(2)) * e)',
+    (
+      'tests/test_models.py::test_initializers_draw_what_the_direct_draws_give',
+    ),
+    'the bucketed weight initializer (bit for bit as nnx.initializers)',
   ),
   M(
     'time_conv_matmul_reversed_taps',

@@ -9,38 +9,68 @@ import numpy as np
 from flax import nnx
 
 
-def standard_normal(key, shape, dtype=jnp.float32):
-  """``jax.random.normal(key, shape, dtype)``; eagerly, one program per size.
+def _bucketed(draw, key, shape):
+  """``draw(key, shape)`` for an eager key, from one program per size bucket.
 
-  Eager draws compile an XLA program per shape: ~30 shapes and ~9 s of a
-  2-core CPU for the AGCN encoder, before its first step. Threefry is
+  Eager random draws compile an XLA program per shape: ~30 shapes and ~9 s
+  of a 2-core CPU for the AGCN encoder, before its first step. Threefry is
   counter-based (``jax_threefry_partitionable``, JAX's default): element i
-  of a draw does not depend on the draw's length. So an eager draw takes a
-  power-of-two-long vector (~12 lengths, each compiled once) and cuts it on
-  the host: the same values. Traced (jit, eval_shape), it is the plain draw.
+  of the random bits does not depend on the draw's length. So the draw
+  takes a power-of-two-long vector (~15 lengths, each compiled once) and is
+  cut on the host. The uniform and normal draws come out bit for bit as
+  drawn directly (tests/test_models.py, and every initial weight of both
+  backbones at four widths); erfinv on its own did not (``weight_init``).
+  None for a traced key, the other threefry mode or an empty shape: the
+  caller then draws directly.
   """
   size = math.prod(shape)
   if (
     isinstance(key, jax.core.Tracer)
     or not jax.config.jax_threefry_partitionable
-    or jnp.dtype(dtype) != jnp.float32
     or size == 0
   ):
-    return jax.random.normal(key, shape, dtype)
-  flat = jax.random.normal(key, (max(64, 1 << (size - 1).bit_length()),))
+    return None
+  flat = draw(key, (max(64, 1 << (size - 1).bit_length()),))
   return np.asarray(flat)[:size].reshape(shape)
 
 
+def standard_normal(key, shape, dtype=jnp.float32):
+  """``jax.random.normal(key, shape, dtype)``, bit for bit."""
+  x = _bucketed(lambda k, s: jax.random.normal(k, s, dtype), key, shape)
+  return jax.random.normal(key, shape, dtype) if x is None else x
+
+
 # Released SnipCLR code: conv/linear weights N(0, 0.02), BN scale N(1, 0.02).
-# The scaling is done where the draw is (host or trace): eager XLA ops would
-# compile once per shape again.
+# Both are computed as before this module drew in buckets (the weights as
+# ``nnx.initializers.normal(0.02)``), so checkpoints and results recorded
+# with the eager initializers reproduce exactly.
+_WEIGHT_STD = 0.02
+_direct_weight_init = nnx.initializers.normal(_WEIGHT_STD)
+
+
 def weight_init(key, shape, dtype=jnp.float32):
-  return jnp.asarray(standard_normal(key, shape, dtype) * np.float32(0.02))
+  """``nnx.initializers.normal(0.02)``, bit for bit: sqrt(2) * std scales
+  erfinv of a uniform draw on (-1, 1)."""
+  if jnp.dtype(dtype) != jnp.float32:
+    return _direct_weight_init(key, shape, dtype)
+  lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+
+  u = _bucketed(
+    lambda k, s: jax.random.uniform(k, s, jnp.float32, lo, 1.0), key, shape
+  )
+  if u is None:
+    return _direct_weight_init(key, shape, dtype)
+  # erfinv per shape, as the direct initializer computes it: on a longer
+  # vector XLA's code for it rounds a few small arrays' values differently.
+  e = np.asarray(jax.lax.erf_inv(jnp.asarray(u)))
+  return jnp.asarray(np.float32(np.sqrt(2)) * np.float32(_WEIGHT_STD) * e)
 
 
 def bn_scale_init(key, shape, dtype=jnp.float32):
   x = standard_normal(key, shape, dtype)
-  return jnp.asarray(np.float32(1.0) + np.float32(0.02) * x)
+  # On the host when the draw is (an eager XLA op compiles per shape).
+  lib = jnp if isinstance(x, jax.Array) else np
+  return jnp.asarray(lib.asarray(1.0, dtype) + lib.asarray(0.02, dtype) * x)
 
 
 def _scale_and_shift(x, mean, var, scale, bias, epsilon):
