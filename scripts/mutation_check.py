@@ -347,6 +347,17 @@ MUTATIONS = [
     'the bucketed weight initializer (bit for bit as nnx.initializers)',
   ),
   M(
+    'gif_palette_without_colour_swatch',
+    'skel_jax/plotting.py',
+    'frames[:: max(len(frames) // 8, 1)] + [swatch]',
+    'frames[:: max(len(frames) // 8, 1)]',
+    (
+      'tests/test_plotting_extras.py::'
+      'test_gif_keeps_a_colour_seen_in_few_frames',
+    ),
+    'the one-palette GIF writer',
+  ),
+  M(
     'time_conv_matmul_reversed_taps',
     'skel_jax/models/layers.py',
     '    for j in range(size)\n',

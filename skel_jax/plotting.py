@@ -519,19 +519,31 @@ def animate_skeleton(
     caption.set_text('\n'.join(lines))
     fig.draw_artist(caption)
     frames.append(np.array(canvas.buffer_rgba())[..., :3])
-  _write_gif(path, frames, fps)
+  _write_gif(path, frames, fps, _PERSON_COLORS)
   return path
 
 
-def _write_gif(path, frames, fps):
+def _write_gif(path, frames, fps, colors):
   """Writes (H, W, 3) uint8 frames as a looping GIF with one palette.
 
-  The palette is fitted once to a sample of frames, and each frame is mapped
-  to it without dithering; per-frame adaptive palettes (what Matplotlib's
-  PillowWriter leaves to Pillow) cost more than drawing the frames. The
-  drawings use a few flat colours, so one palette loses nothing visible.
+  The palette is fitted once, to a sample of frames and a swatch of
+  ``colors`` blended with white (so a person seen only in unsampled frames
+  keeps its colour), and each frame is mapped to it without dithering.
+  Per-frame adaptive palettes (what Matplotlib's PillowWriter leaves to
+  Pillow) cost more than drawing the frames.
   """
-  sample = np.concatenate(frames[:: max(len(frames) // 8, 1)], axis=0)
+  width = frames[0].shape[1]
+  blends = [
+    np.round(255 - a * (255 - 255 * np.asarray(mcolors.to_rgb(c))))
+    for c in colors
+    for a in np.linspace(0.25, 1.0, 4)
+  ]
+  swatch = np.repeat(
+    np.repeat(np.asarray(blends, np.uint8)[:, None], width, axis=1), 4, axis=0
+  )
+  sample = np.concatenate(
+    frames[:: max(len(frames) // 8, 1)] + [swatch], axis=0
+  )
   palette = Image.fromarray(sample).quantize(
     colors=255, method=Image.Quantize.MEDIANCUT
   )

@@ -98,6 +98,20 @@ def test_gif_without_labels(tmp_path):
   assert _n_frames(path) == 12
 
 
+def test_gif_keeps_a_colour_seen_in_few_frames(tmp_path):
+  # GIFs share one palette; a second person (red) present in two frames,
+  # neither of them among the frames the palette is fitted to, keeps its red.
+  path = str(tmp_path / 'd.gif')
+  seq = _sequence(37, 2)
+  seq[1:3, 1] = seq[1:3, 0] + np.float32([0.6, 0.0, 0.0])
+  plotting.animate_skeleton(path, seq, stride=1)
+  red = np.array([0xD6, 0x27, 0x28])
+  with Image.open(path) as im:
+    im.seek(1)
+    rgb = np.asarray(im.convert('RGB'), int).reshape(-1, 3)
+  assert np.abs(rgb - red).max(axis=1).min() <= 8
+
+
 def test_gif_all_absent(tmp_path):
   path = str(tmp_path / 'c.gif')
   plotting.animate_skeleton(path, np.zeros((4, 2, 25, 3)), stride=1)
