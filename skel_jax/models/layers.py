@@ -35,7 +35,8 @@ def _bucketed(draw, key, shape):
 
 
 def standard_normal(key, shape, dtype=jnp.float32):
-  """``jax.random.normal(key, shape, dtype)``, bit for bit."""
+  """``jax.random.normal(key, shape, dtype)``, bit for bit (a NumPy array
+  when drawn eagerly)."""
   x = _bucketed(lambda k, s: jax.random.normal(k, s, dtype), key, shape)
   return jax.random.normal(key, shape, dtype) if x is None else x
 
