@@ -68,10 +68,9 @@ def weight_init(key, shape, dtype=jnp.float32):
 
 
 def bn_scale_init(key, shape, dtype=jnp.float32):
-  x = standard_normal(key, shape, dtype)
-  # On the host when the draw is (an eager XLA op compiles per shape).
-  lib = jnp if isinstance(x, jax.Array) else np
-  return jnp.asarray(lib.asarray(1.0, dtype) + lib.asarray(0.02, dtype) * x)
+  # Weak Python scalars keep the draw's dtype, in NumPy (an eager draw, so no
+  # per-shape XLA op) as in JAX.
+  return jnp.asarray(1.0 + 0.02 * standard_normal(key, shape, dtype))
 
 
 def _scale_and_shift(x, mean, var, scale, bias, epsilon):
